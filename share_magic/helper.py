@@ -1,0 +1,183 @@
+"""The share's helper process: the gateway and the ngrok agent, tied to the kernel by a pipe.
+
+Run as ``python -m share_magic.helper`` by :mod:`share_magic.share`, in a session of its own, so that
+interrupting the kernel (SIGINT to the kernel's process group) does not reach it, and a busy kernel never stalls
+the visitors' traffic. Its standard input is the lifeline: the kernel writes one JSON line of settings, may later
+write ``{"cmd": "stop"}``, and when the kernel dies -- however it dies -- the pipe closes and the helper takes the
+tunnel down and exits. Its standard output carries JSON events back: ready, visitors, failed, lost, stopped.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+import threading
+import traceback
+from typing import IO, Any, Callable
+
+from .errors import ShareError
+from .gateway import Gateway
+from .server import JupyterServer
+from .tunnel import Tunnel
+
+WATCH_INTERVAL = 0.5
+
+
+class Events:
+    """JSON lines to the kernel; a kernel that is gone is not an error."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.stream = stream
+        self.lock = threading.Lock()
+
+    def emit(self, event: str, **fields: Any) -> None:
+        with self.lock:
+            try:
+                self.stream.write(json.dumps({"event": event, **fields}) + "\n")
+                self.stream.flush()
+            except (BrokenPipeError, OSError, ValueError):
+                pass
+
+
+class Helper:
+    def __init__(self, settings: dict[str, Any], events: Events) -> None:
+        self.settings = settings
+        self.events = events
+        self.server = JupyterServer(**settings["server"])
+        self.gateway = Gateway(self.server, on_visitors=lambda n: events.emit("visitors", count=n))
+        self.tunnel = Tunnel(settings.get("authtoken"))
+        self.stopping = asyncio.Event()
+        self.loop = asyncio.get_running_loop()
+
+    def request_stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.stopping.set)
+
+    def watch_kernel(self, stdin: IO[str]) -> None:
+        """Runs in a thread: the kernel's pipe closing, or a stop command, ends the share."""
+        for line in stdin:
+            if json.loads(line or "{}").get("cmd") == "stop":
+                break
+        self.request_stop()
+
+    async def run(self) -> None:
+        port = self.gateway.listen()
+        opening = in_thread(self.tunnel.open, port)
+        stopped = asyncio.ensure_future(self.stopping.wait())
+        timeout = float(self.settings.get("startup_timeout", 25))
+        done, _ = await asyncio.wait({opening, stopped}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        if not done:  # pyngrok waits forever on an agent that prints nothing
+            self.events.emit("failed", code=None, message=(
+                f"The ngrok agent did not start within {timeout:g} s: it printed nothing. Fix: run "
+                f"`{self.tunnel.config.ngrok_path} start --none --log stdout` in a terminal to see what it is "
+                "waiting for (a proxy? a firewall?), then run %share again."))
+            return
+        if opening not in done:  # the kernel went away while the agent was starting
+            return
+        try:
+            public_url = opening.result()
+        except ShareError as e:
+            self.events.emit("failed", code=getattr(e, "code", None), message=str(e))
+            return
+        self.gateway.open_to(public_url)
+        self.events.emit("ready", public_url=public_url, gateway_port=port)
+        reason = await self.watch()
+        await self.gateway.close()
+        await in_thread(self.tunnel.close)
+        if reason:
+            self.events.emit("lost", reason=reason)
+        else:
+            self.events.emit("stopped")
+
+    async def watch(self) -> str | None:
+        """Wait for a stop; return why the share ended by itself, if it did."""
+        server_pid = self.server.pid
+        while not self.stopping.is_set():
+            try:
+                await asyncio.wait_for(self.stopping.wait(), WATCH_INTERVAL)
+            except asyncio.TimeoutError:
+                pass
+            if not self.tunnel.agent_alive():
+                return "the ngrok agent exited (crash or lost network); run %share again for a new link"
+            if server_pid and not _alive(server_pid):
+                return "the Jupyter server stopped"
+        return None
+
+
+def in_thread(function: Callable[..., Any], *args: Any) -> asyncio.Future:
+    """Run a blocking call in a daemon thread: unlike an executor's, it cannot keep the process alive when pyngrok
+    blocks forever on a silent agent."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future = loop.create_future()
+
+    def settle(result: Any = None, error: BaseException | None = None) -> None:
+        if not future.done():
+            future.set_exception(error) if error is not None else future.set_result(result)
+
+    def target() -> None:
+        try:
+            result = function(*args)
+        except BaseException as error:  # handed to the awaiting coroutine
+            loop.call_soon_threadsafe(settle, None, error)
+        else:
+            loop.call_soon_threadsafe(settle, result)
+
+    threading.Thread(target=target, daemon=True).start()
+    return future
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
+def _end_process_group() -> None:
+    """Whatever is still running in the helper's own group (an agent pyngrok could not stop) ends with it."""
+    if os.getpgrp() != os.getpid():  # not started as a session of its own: the group is not ours to end
+        return
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        os.killpg(os.getpgrp(), signal.SIGTERM)
+    except OSError:
+        pass
+
+
+async def amain() -> None:
+    # Events go out on a private copy of stdout; anything else that prints lands on stderr.
+    events = Events(os.fdopen(os.dup(1), "w", encoding="utf-8"))
+    os.dup2(2, 1)
+    settings = json.loads(sys.stdin.readline() or "{}")
+    if not settings:
+        return
+    helper = Helper(settings, events)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda *_: helper.request_stop())
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=helper.watch_kernel, args=(sys.stdin,), daemon=True).start()
+    try:
+        await helper.run()
+    except Exception:
+        events.emit("crashed", traceback=traceback.format_exc())
+        raise
+
+
+def main() -> None:
+    code = 0
+    try:
+        asyncio.run(amain())
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    finally:
+        _end_process_group()
+        os._exit(code)  # no lingering thread (a pyngrok call blocked on a silent agent) may keep the process alive
+
+
+if __name__ == "__main__":
+    main()

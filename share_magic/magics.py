@@ -1,0 +1,69 @@
+"""``%share``: the IPython face of share_magic, a thin layer over :mod:`share_magic.share`."""
+from __future__ import annotations
+
+import argparse
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+
+from .errors import ShareError
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number; use e.g. --port 8888") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port number (1-65535); use e.g. --port 8888")
+    return port
+
+
+@magics_class
+class ShareMagics(Magics):
+    @magic_arguments()
+    @argument("action", nargs="?", default="start", choices=["start", "stop", "status"],
+              help="start (the default) shares this kernel's Jupyter server; stop ends the share; status prints it.")
+    @argument("--port", type=_port, help="Share the Jupyter server on this local port instead of this kernel's.")
+    @argument("--url", help="Share the Jupyter server at this URL (e.g. http://localhost:8888/) instead.")
+    @argument("--token", help="That server's token (default: JUPYTER_TOKEN, or the server's runtime file).")
+    @argument("--no-token", action="store_true",
+              help="Leave the token out of the link: the collaborator must get the token or password separately.")
+    @argument("--authtoken", help="ngrok authtoken (default: NGROK_AUTHTOKEN, then ngrok's own config). "
+                                  "It is never printed; prefer `ngrok config add-authtoken` so it stays out of "
+                                  "the notebook.")
+    @argument("--insecure", action="store_true",
+              help="Share a server that has no authentication at all. Anyone with the link can run code here.")
+    @line_magic
+    def share(self, line: str = "") -> None:
+        """Share this notebook's Jupyter server through an ngrok tunnel.
+
+        The link gives whoever opens it full control of the server (files, terminals, kernels) until the share
+        stops: with ``%share stop``, the Stop button, or when this kernel ends.
+        """
+        args = parse_argstring(self.share, line)
+        from . import sharing as lifecycle
+
+        try:
+            if args.action == "stop":
+                share = lifecycle.current()
+                if share is None:
+                    raise ShareError("Nothing is shared from this kernel, so there is nothing to stop. "
+                                     "Start a share with %share.")
+                share.stop()
+                print(share.describe())
+            elif args.action == "status":
+                share = lifecycle.latest()
+                print(share.describe() if share else "Nothing is shared from this kernel. Start with %share.")
+            else:
+                share = lifecycle.share(port=args.port, url=args.url, token=args.token,
+                                        include_token=not args.no_token, authtoken=args.authtoken,
+                                        insecure=args.insecure)
+                from IPython.display import display
+
+                from .widget import ShareView
+
+                display(ShareView(share))
+        except ShareError as e:
+            raise UsageError(str(e)) from None

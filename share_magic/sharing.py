@@ -1,0 +1,270 @@
+"""The lifecycle of one share, seen from the kernel: find the server, start the helper, follow it, stop it.
+
+The helper process (``helper.py``) holds the gateway and the ngrok agent. This side only starts it, reads its
+events, and tells it to stop. It keeps the write end of the helper's standard input open: that pipe is the
+helper's lifeline, so the share ends with this process however it ends.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from typing import IO, Callable
+from urllib.parse import quote
+
+from .errors import ShareError, TunnelError, UnsafeServer
+from .server import JupyterServer, find_server, kernel_id, server_at
+
+STARTUP_TIMEOUT = 25.0  # for the ngrok agent to come up (pyngrok itself would wait forever)
+STOP_TIMEOUT = 8.0
+
+
+class Share:
+    """A public link to a Jupyter server, live until :meth:`stop` (or until this kernel ends).
+
+    ``status`` is ``starting``, ``live``, ``stopped`` (by someone), ``lost`` (the agent or the server went away)
+    or ``failed`` (never went live).
+    """
+
+    def __init__(self, server: JupyterServer, notebook_path: str | None = None, include_token: bool = True,
+                 insecure: bool = False) -> None:
+        self.server = server
+        self.notebook_path = notebook_path
+        self.include_token = include_token
+        self.insecure = insecure
+        self.status = "starting"
+        self.public_url: str | None = None
+        self.visitors = 0
+        self.started_at: datetime.datetime | None = None
+        self.ended_at: datetime.datetime | None = None
+        self.reason: str | None = None
+        self._process: subprocess.Popen[str] | None = None
+        self._settled = threading.Event()
+        self._failure: tuple[str, str | None, bool] | None = None  # message, ngrok code, is it a bug?
+        self._observers: list[Callable[[Share], None]] = []
+        self._helper_lock = threading.Lock()
+        self._stopping = False
+
+    # -- what it is -------------------------------------------------------------------------------------------------
+
+    @property
+    def live(self) -> bool:
+        return self.status == "live"
+
+    @property
+    def link(self) -> str | None:
+        """The link for the collaborator: this notebook, in the owner's UI, logged in with the server's token."""
+        if self.public_url is None:
+            return None
+        link = self.public_url.rstrip("/") + self.server.base_url + self.server.page_path(self.notebook_path)
+        if self.include_token and self.server.token:
+            link += "?token=" + quote(self.server.token, safe="")
+        return link
+
+    def describe(self) -> str:
+        """The state in plain text, as ``%share status`` prints it."""
+        if self.status == "live":
+            lines = [f"Sharing this Jupyter server (live since {_clock(self.started_at)}, "
+                     f"{_count(self.visitors, 'visitor')} connected):", f"  {self.link}"]
+            if not (self.include_token and self.server.token):
+                lines.append("The link has no token: the collaborator needs this server's token or password.")
+            lines += ["Anyone with this link has full control of this server (files, terminals, kernels).",
+                      "Stop sharing with: %share stop"]
+            return "\n".join(lines)
+        if self.status == "starting":
+            return "Starting a share of this Jupyter server..."
+        if self.status == "lost":
+            return (f"Share lost at {_clock(self.ended_at)}: {self.reason}. The link no longer works; "
+                    "run %share for a new one.")
+        if self.status == "stopped":
+            return f"Share stopped at {_clock(self.ended_at)}: the link {self.link} no longer reaches this server."
+        return f"Share failed: {self.reason}"
+
+    def __repr__(self) -> str:
+        return f"<Share {self.status} {self.public_url or ''}>"
+
+    def observe(self, callback: Callable[[Share], None]) -> None:
+        """Call ``callback(share)`` whenever the status or visitor count changes (from a background thread)."""
+        self._observers.append(callback)
+
+    def _changed(self) -> None:
+        for callback in list(self._observers):
+            callback(self)
+
+    # -- start and stop ---------------------------------------------------------------------------------------------
+
+    def start(self, authtoken: str | None = None, timeout: float = STARTUP_TIMEOUT) -> None:
+        """Start the helper and wait until the link is live; raise :class:`ShareError` if it cannot be."""
+        settings = {"server": dataclasses.asdict(self.server), "authtoken": authtoken, "startup_timeout": timeout}
+        env = dict(os.environ)
+        package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "share_magic.helper"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            text=True, env=env, start_new_session=True)
+        assert self._process.stdin is not None and self._process.stdout is not None
+        self._process.stdin.write(json.dumps(settings) + "\n")
+        self._process.stdin.flush()
+        threading.Thread(target=self._follow, args=(self._process.stdout,), daemon=True,
+                         name="share_magic events").start()
+        try:
+            settled = self._settled.wait(timeout + 5)
+        except KeyboardInterrupt:
+            self._end_helper()
+            self._set("failed", "interrupted while starting")
+            raise
+        if settled and self._failure is None and self.status == "live":
+            return
+        self._end_helper()
+        message, code, is_bug = self._failure or (
+            f"The share's helper did not report back within {timeout + 5:g} s.", None, True)
+        self._set("failed", message)
+        if is_bug:
+            raise RuntimeError(f"share_magic's helper process failed:\n{message}")
+        raise TunnelError(message, code)
+
+    def stop(self) -> None:
+        """Close the tunnel and the gateway, cutting every visitor connection. Safe to call more than once."""
+        if self.status not in ("starting", "live"):
+            return
+        self._stopping = True
+        self._end_helper()
+        self._set("stopped")
+
+    def _end_helper(self) -> None:
+        """Ask the helper to stop, give it time to take the tunnel down, then end its whole process group."""
+        with self._helper_lock:
+            process, self._process = self._process, None
+        if process is None:
+            return
+        try:
+            assert process.stdin is not None
+            process.stdin.write(json.dumps({"cmd": "stop"}) + "\n")
+            process.stdin.close()
+        except (BrokenPipeError, OSError, ValueError):
+            pass
+        _wait_unreaped(process.pid, STOP_TIMEOUT)
+        try:  # the helper leads its own group; while it is unreaped, that group id cannot name anyone else's
+            os.killpg(process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        process.wait()
+
+    # -- events from the helper -------------------------------------------------------------------------------------
+
+    def _follow(self, stream: IO[str]) -> None:
+        for line in stream:
+            event = json.loads(line)
+            kind = event.pop("event")
+            if kind == "ready":
+                self.public_url = event["public_url"]
+                self.started_at = datetime.datetime.now()
+                self.status = "live"
+                self._settled.set()
+                self._changed()
+            elif kind == "visitors":
+                self.visitors = event["count"]
+                self._changed()
+            elif kind == "failed":
+                self._failure = (event["message"], event.get("code"), False)
+                self._settled.set()
+            elif kind == "crashed":
+                self._failure = (event["traceback"], None, True)
+                self._settled.set()
+            elif kind == "lost":
+                self._set("lost", event["reason"])
+            elif kind == "stopped":
+                self._set("stopped")
+        # The pipe closed: the helper is gone. If nobody stopped it, the share was lost.
+        if self.status == "live" and not self._stopping:
+            self._set("lost", "the share's helper process ended unexpectedly")
+        self._settled.set()
+        if self.status != "starting":  # start() cleans up after a failed start itself
+            self._end_helper()
+
+    def _set(self, status: str, reason: str | None = None) -> None:
+        if self.status in ("stopped", "lost", "failed"):
+            return
+        self.status, self.reason = status, reason
+        self.ended_at = datetime.datetime.now()
+        self.visitors = 0
+        self._changed()
+
+
+def _wait_unreaped(pid: int, timeout: float) -> None:
+    """Wait up to ``timeout`` for ``pid`` to exit, without reaping it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+                return
+        except ChildProcessError:
+            return
+        time.sleep(0.02)
+
+
+def _clock(moment: datetime.datetime | None) -> str:
+    return moment.strftime("%H:%M:%S") if moment else "?"
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+# -- the share of this kernel ----------------------------------------------------------------------------------------
+
+_current: Share | None = None
+_lock = threading.Lock()
+
+
+def current() -> Share | None:
+    """The share started from this kernel, if it is starting or live."""
+    share = _current
+    return share if share is not None and share.status in ("starting", "live") else None
+
+
+def latest() -> Share | None:
+    """This kernel's most recent share, whatever its status."""
+    return _current
+
+
+def share(*, port: int | None = None, url: str | None = None, token: str | None = None,
+          include_token: bool = True, authtoken: str | None = None, insecure: bool = False,
+          timeout: float = STARTUP_TIMEOUT) -> Share:
+    """Share the Jupyter server behind this kernel (or the one at ``port``/``url``) and return the live share.
+
+    Calling it again while a share is live returns that share.
+    """
+    global _current
+    with _lock:
+        existing = current()
+        if existing is not None:
+            if (port or url) and server_at(url, port, token).url != existing.server.url:
+                raise ShareError(f"This kernel already shares {existing.server.url} at {existing.link}. "
+                                 "Run %share stop first to share another server.")
+            return existing
+        server = server_at(url, port, token) if (port or url) else find_server(kernel_id())
+        if not server.has_authentication() and not insecure:
+            raise UnsafeServer(
+                "This Jupyter server has no authentication (no token, no password), so a public link would let "
+                "anyone on the internet run code on this machine. Fix: restart Jupyter with its default token, "
+                "or set a password with `jupyter server password`. To share it anyway, run %share --insecure.")
+        new = Share(server, server.notebook_path(kernel_id()), include_token=include_token, insecure=insecure)
+        new.start(authtoken, timeout)
+        _current = new
+        return new
+
+
+def stop() -> bool:
+    """Stop this kernel's share; return whether there was one to stop."""
+    share = current()
+    if share is None:
+        return False
+    share.stop()
+    return True

@@ -1,0 +1,133 @@
+"""The ngrok tunnel, through pyngrok. The only module that imports pyngrok.
+
+It runs inside the share's helper process (see ``helper.py``), never in the kernel: pyngrok starts the agent as a
+child of whoever calls it, and a child of the kernel would die on every interrupt and outlive a killed kernel.
+"""
+from __future__ import annotations
+
+import logging
+import re
+
+from .errors import TunnelError
+
+DASHBOARD = "https://dashboard.ngrok.com/get-started/your-authtoken"
+
+# What each ngrok error means for the person running %share, and what they should do.
+EXPLANATIONS = {
+    "ERR_NGROK_4018": (
+        "ngrok refused to start: no ngrok authtoken is set, and ngrok needs one (a free account is enough). "
+        f"Fix: copy your authtoken from {DASHBOARD}, then run `ngrok config add-authtoken <TOKEN>` in a terminal "
+        "(or set NGROK_AUTHTOKEN in the environment that starts Jupyter), and run %share again."
+    ),
+    "ERR_NGROK_105": (
+        "ngrok rejected the authtoken: it does not look like an ngrok authtoken (ERR_NGROK_105). "
+        f"Fix: copy it again, whole, from {DASHBOARD} and save it with `ngrok config add-authtoken <TOKEN>`."
+    ),
+    "ERR_NGROK_107": (
+        "ngrok rejected the authtoken: it was reset or revoked (ERR_NGROK_107). "
+        f"Fix: copy your current authtoken from {DASHBOARD} and save it with `ngrok config add-authtoken <TOKEN>`."
+    ),
+    "ERR_NGROK_108": (
+        "ngrok refused to start another agent: your account already runs as many ngrok agents as its plan allows "
+        "(ERR_NGROK_108). Fix: stop ngrok elsewhere (another notebook's %share, `ngrok` in a terminal; see "
+        "https://dashboard.ngrok.com/agents), then run %share again."
+    ),
+    "ERR_NGROK_121": (
+        "ngrok refused this ngrok agent because it is too old (ERR_NGROK_121). Fix: run `ngrok update` (or delete "
+        "the agent binary so that pyngrok downloads a current one), then run %share again."
+    ),
+    "ERR_NGROK_334": (
+        "ngrok says this account's URL is already online elsewhere (ERR_NGROK_334): a free account has one URL for "
+        "all its tunnels. Fix: stop the other tunnel (another %share or `ngrok` in a terminal; see "
+        "https://dashboard.ngrok.com/endpoints), then run %share again."
+    ),
+    "ERR_NGROK_4026": (
+        "ngrok refused an action your plan has no credit for (ERR_NGROK_4026). Fix: remove paid features (traffic "
+        "policies, custom domains) from your ngrok config, or add credit at https://dashboard.ngrok.com/billing."
+    ),
+}
+NOT_INSTALLED = (
+    "The ngrok agent is not installed here, and pyngrok could not download it ({reason}). Fix: install ngrok "
+    "(https://ngrok.com/download or your package manager), then set PYNGROK_NGROK_PATH=/path/to/ngrok in the "
+    "environment that starts Jupyter, and run %share again."
+)
+
+
+def _quiet_pyngrok() -> None:
+    # pyngrok logs every agent line; the helper reports what matters itself.
+    logger = logging.getLogger("pyngrok")
+    logger.addHandler(logging.NullHandler())
+    logger.propagate = False
+
+
+class Tunnel:
+    """One ngrok agent with one endpoint forwarding to a local port."""
+
+    def __init__(self, authtoken: str | None = None) -> None:
+        from pyngrok import conf
+
+        _quiet_pyngrok()
+        # Reads PYNGROK_NGROK_PATH and NGROK_AUTHTOKEN from the environment when not given.
+        self.config = conf.PyngrokConfig(auth_token=authtoken or None)
+        self.public_url: str | None = None
+        self._process = None
+
+    def open(self, port: int) -> str:
+        """Start the agent and an HTTP endpoint to ``localhost:port``; return the public URL (blocking)."""
+        from pyngrok import ngrok
+        from pyngrok.exception import PyngrokError, PyngrokNgrokHTTPError, PyngrokNgrokInstallError
+
+        try:
+            tunnel = ngrok.connect(str(port), "http", pyngrok_config=self.config)
+            self._process = ngrok.get_ngrok_process(self.config)
+        except PyngrokNgrokInstallError as e:
+            raise TunnelError(NOT_INSTALLED.format(reason=self._mask(str(e)).split("\n")[0])) from None
+        except PyngrokNgrokHTTPError as e:
+            raise self._explain(f"{e}\n{e.body}") from None
+        except PyngrokError as e:
+            raise self._explain(str(e), getattr(e, "ngrok_error_code", None)) from None
+        self.public_url = tunnel.public_url
+        assert self.public_url is not None
+        return self.public_url
+
+    def agent_alive(self) -> bool:
+        return self._process is not None and self._process.proc.poll() is None
+
+    def close(self) -> None:
+        """Take the endpoint offline, then end the agent."""
+        from pyngrok import ngrok
+        from pyngrok.exception import PyngrokError
+
+        if self.public_url and self.agent_alive():
+            try:
+                ngrok.disconnect(self.public_url, pyngrok_config=self.config)
+            except PyngrokError:
+                pass  # the agent is killed next either way
+        ngrok.kill(pyngrok_config=self.config)
+
+    def _mask(self, text: str) -> str:
+        token = self.config.auth_token
+        return text.replace(token, "****") if token else text
+
+    def _explain(self, detail: str, code: str | None = None) -> TunnelError:
+        if code is None:
+            match = re.search(r"ERR_NGROK_\d+", detail)
+            code = match.group(0) if match else None
+        if code in EXPLANATIONS:
+            return TunnelError(EXPLANATIONS[code], code)
+        first_line = self._mask(detail).strip().splitlines()[0] if detail.strip() else "no details"
+        return TunnelError(
+            f"ngrok could not open the tunnel ({code or 'no error code'}): {first_line[:300]}. Fix: run "
+            f"`ngrok http 8888` in a terminal to see ngrok's own explanation, then run %share again.", code)
+
+
+def save_authtoken(authtoken: str) -> None:
+    """Save the authtoken in ngrok's own config file (where ``ngrok config add-authtoken`` puts it)."""
+    from pyngrok import conf, ngrok
+    from pyngrok.exception import PyngrokError
+
+    _quiet_pyngrok()
+    try:
+        ngrok.set_auth_token(authtoken, pyngrok_config=conf.PyngrokConfig(auth_token=None))
+    except PyngrokError as e:
+        raise TunnelError(f"ngrok could not save the authtoken: {str(e).replace(authtoken, '****')[:300]}") from None

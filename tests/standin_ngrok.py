@@ -1,0 +1,497 @@
+#!/usr/bin/env python3
+"""A stand-in for the ngrok agent (v3), for tests: no machine here reaches ngrok.
+
+It honours the contract pyngrok relies on -- the command lines, the logfmt start-up lines, the local API under
+/api/endpoints with ngrok's error shapes, and an HTTPS edge on loopback that forwards to the endpoint's upstream
+with the *public* Host plus X-Forwarded-* headers -- and nothing more. The ngrok service's side (which tokens are
+valid, how many agents an account may run, one domain per free account) is modelled with a small state folder
+shared by every stand-in started with the same STANDIN_NGROK_STATE.
+
+Knobs a test may set (all optional):
+  STANDIN_NGROK_STATE        folder for the "service" state (default: a folder in the temp dir)
+  STANDIN_NGROK_MODE         hang | crash-after=SECONDS | revoked | too-old
+  STANDIN_NGROK_MAX_AGENTS   agents one account may run at once (default 3, the free plan's)
+  STANDIN_NGROK_INTERSTITIAL 1 to show browsers the free plan's warning page first
+  STANDIN_NGROK_DOMAIN       the account's domain suffix (default ngrok-free.app)
+"""
+from __future__ import annotations
+
+import asyncio
+import datetime
+import hashlib
+import json
+import os
+import re
+import signal
+import ssl
+import sys
+import tempfile
+import time
+import uuid
+
+ERR_4018 = (
+    "authentication failed: Usage of ngrok requires a verified account and authtoken.\\n\\n"
+    "Sign up for an account: https://dashboard.ngrok.com/signup\\n"
+    "Install your authtoken: https://dashboard.ngrok.com/get-started/your-authtoken\\r\\n\\r\\nERR_NGROK_4018\\r\\n"
+)
+ERR_105 = (
+    "authentication failed: The authtoken you specified does not look like a proper ngrok tunnel authtoken.\\n"
+    "Your authtoken: {masked}\\nInstructions to install your authtoken are on your ngrok dashboard:\\n"
+    "https://dashboard.ngrok.com/get-started/your-authtoken\\r\\n\\r\\nERR_NGROK_105\\r\\n"
+)
+ERR_107 = (
+    "authentication failed: The authtoken you specified is properly formed, but it is invalid.\\n"
+    "Your authtoken: {masked}\\nThis usually happens when:\\n    - You reset your authtoken\\n"
+    "    - Your authtoken was for a team account that you were removed from\\r\\n\\r\\nERR_NGROK_107\\r\\n"
+)
+ERR_108 = (
+    "authentication failed: Your account is limited to {limit} simultaneous ngrok agent sessions.\\n"
+    "You can run multiple simultaneous tunnels from a single agent session by defining the tunnels in your agent "
+    "configuration file and starting them with the command `ngrok start --all`.\\r\\n\\r\\nERR_NGROK_108\\r\\n"
+)
+ERR_121 = (
+    "authentication failed: Your ngrok-agent version \\\"3.0.0\\\" is too old. The minimum supported agent version "
+    "for your account is \\\"3.2.0\\\". Please update to a newer version with `ngrok update`.\\r\\n\\r\\n"
+    "ERR_NGROK_121\\r\\n"
+)
+VERSION = "3.19.1"
+TOKEN_SHAPE = re.compile(r"^[A-Za-z0-9_]{20,}$")
+
+
+def now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S+0000")
+
+
+def log(lvl: str, msg: str, **fields: str) -> None:
+    parts = [f"t={now()}", f"lvl={lvl}", f'msg="{msg}"']
+    for key, value in fields.items():
+        key = key.rstrip("_")
+        if key.startswith("obj"):
+            key = "obj"
+        parts.append(f'{key}="{value}"' if (" " in value or "\\" in value) else f"{key}={value}")
+    sys.stdout.write(" ".join(parts) + "\n")
+    sys.stdout.flush()
+
+
+def fail_session(err: str) -> None:
+    """What the real agent prints when the service refuses the session, then it exits."""
+    log("eror", "session closing", obj="tunnels.session", err=err)
+    log("eror", "terminating with error", obj_="app", err=err)
+    log("crit", "command failed", err=err)
+    sys.exit(1)
+
+
+def default_config_path() -> str:
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return os.path.join(base, "ngrok", "ngrok.yml")
+
+
+def read_config(path: str) -> dict:
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            return yaml.safe_load(f) or {}
+    except FileNotFoundError:
+        return {}
+
+
+def parse_flags(args: list[str]) -> dict[str, str]:
+    flags: dict[str, str] = {}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg.startswith("--"):
+            name = arg[2:]
+            if "=" in name:
+                name, value = name.split("=", 1)
+                flags[name] = value
+            elif name == "none" or name == "all":
+                flags[name] = "true"
+            else:
+                flags[name] = args[i + 1] if i + 1 < len(args) else ""
+                i += 1
+        else:
+            flags.setdefault("_positional", "")
+            flags["_positional"] += arg + " "
+        i += 1
+    return flags
+
+
+def add_authtoken(args: list[str]) -> None:
+    token = args[0]
+    flags = parse_flags(args[1:])
+    path = flags.get("config") or default_config_path()
+    import yaml
+
+    config = read_config(path)
+    config.setdefault("version", "3")
+    config.setdefault("agent", {})["authtoken"] = token
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        yaml.safe_dump(config, f)
+    os.chmod(path, 0o600)
+    print(f"Authtoken saved to configuration file: {path}")
+
+
+# --- the "service": accounts, agent sessions, one domain per account ------------------------------------------
+
+
+class Service:
+    def __init__(self, token: str) -> None:
+        self.token = token
+        self.account = hashlib.sha256(token.encode()).hexdigest()[:12]
+        root = os.environ.get("STANDIN_NGROK_STATE") or os.path.join(tempfile.gettempdir(), "standin-ngrok-state")
+        self.folder = os.path.join(root, self.account)
+        os.makedirs(self.folder, exist_ok=True)
+        suffix = os.environ.get("STANDIN_NGROK_DOMAIN", "ngrok-free.app")
+        self.domain = f"{self.account}.{suffix}"
+
+    def _live(self, prefix: str) -> list[str]:
+        live = []
+        for name in os.listdir(self.folder):
+            if not name.startswith(prefix):
+                continue
+            pid = int(name.split("-")[1].split(".")[0])
+            try:
+                os.kill(pid, 0)
+                live.append(name)
+            except ProcessLookupError:
+                try:
+                    os.unlink(os.path.join(self.folder, name))
+                except FileNotFoundError:
+                    pass
+        return live
+
+    def open_session(self) -> None:
+        limit = int(os.environ.get("STANDIN_NGROK_MAX_AGENTS", "3"))
+        if len(self._live("agent-")) >= limit:
+            err = ERR_108.format(limit=limit)
+            log("eror", "failed to reconnect session", obj="tunnels.session", err=err)
+            fail_session(err)
+        open(os.path.join(self.folder, f"agent-{os.getpid()}"), "w").close()
+
+    def claim_domain(self) -> bool:
+        """A free account has one domain: only one endpoint may be online on it at a time."""
+        if self._live("endpoint-"):
+            return False
+        open(os.path.join(self.folder, f"endpoint-{os.getpid()}"), "w").close()
+        return True
+
+    def release_domain(self) -> None:
+        try:
+            os.unlink(os.path.join(self.folder, f"endpoint-{os.getpid()}"))
+        except FileNotFoundError:
+            pass
+
+
+# --- the edge: public HTTPS on loopback, forwarding to the upstream ---------------------------------------------
+
+
+def make_certificate(domain: str, folder: str) -> tuple[str, str]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, domain)])
+    start = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=1)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(start + datetime.timedelta(days=30))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(domain)]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = os.path.join(folder, "edge.crt"), os.path.join(folder, "edge.key")
+    with open(cert_path, "wb") as f:
+        f.write(cert.public_bytes(serialization.Encoding.PEM))
+    with open(key_path, "wb") as f:
+        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                  serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+INTERSTITIAL = """<!DOCTYPE html><html><head><title>ngrok</title></head><body>
+<h1>You are about to visit: {host}</h1>
+<p>This website is served for free through ngrok.com. You should only visit this website if you trust whoever
+sent the link to you.</p>
+<button id="visit" onclick="document.cookie='abuse_interstitial={host}; path=/'; location.reload()">Visit Site
+</button></body></html>"""
+
+
+def simple_response(status: str, body: bytes, headers: dict[str, str] | None = None) -> bytes:
+    lines = [f"HTTP/1.1 {status}", f"Content-Length: {len(body)}", "Connection: close"]
+    lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while True:
+            data = await reader.read(65536)
+            if not data:
+                break
+            writer.write(data)
+            await writer.drain()
+    except (ConnectionError, OSError):
+        pass
+    finally:
+        try:
+            writer.close()
+        except Exception:
+            pass
+
+
+class Endpoint:
+    def __init__(self, agent: Agent, name: str, upstream: str, fields: dict) -> None:
+        self.agent = agent
+        self.name = name
+        self.upstream_url = upstream
+        self.fields = fields
+        self.online = True
+        self.conns = 0
+        self.gauge = 0
+        self.http = 0
+        self.server: asyncio.AbstractServer | None = None
+        self.public_url = ""
+        self.open_writers: set[asyncio.StreamWriter] = set()
+
+    def as_json(self, metrics: bool = False) -> dict:
+        data = {
+            "name": self.name,
+            "uri": f"/api/endpoints/{self.name}",
+            "url": self.public_url,
+            "upstream": {"url": self.upstream_url, "protocol": "http1"},
+        }
+        if metrics:
+            data["metrics"] = {"conns": {"count": self.conns, "gauge": self.gauge}, "http": {"count": self.http}}
+        return data
+
+    async def start(self) -> None:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(*self.agent.certificate)
+        self.server = await asyncio.start_server(self.handle, "127.0.0.1", 0, ssl=context)
+        port = self.server.sockets[0].getsockname()[1]
+        self.public_url = f"https://{self.agent.service.domain}:{port}"
+
+    async def stop(self) -> None:
+        self.online = False
+        for writer in list(self.open_writers):
+            writer.close()
+
+    def upstream_address(self) -> tuple[str, int]:
+        rest = self.upstream_url.split("://", 1)[-1].split("/", 1)[0]
+        host, _, port = rest.rpartition(":")
+        return (host.strip("[]") or "localhost"), int(port or 80)
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.conns += 1
+        self.gauge += 1
+        self.open_writers.add(writer)
+        try:
+            await self.forward(reader, writer)
+        except (ConnectionError, OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            pass
+        finally:
+            self.gauge -= 1
+            self.open_writers.discard(writer)
+            writer.close()
+
+    async def forward(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        request_line, *header_lines = head.decode("latin-1").split("\r\n")[:-2]
+        headers = [tuple(h.split(":", 1)) for h in header_lines if ":" in h]
+        headers = [(k.strip(), v.strip()) for k, v in headers]
+        lower = {k.lower(): v for k, v in headers}
+        self.http += 1
+        if not self.online:
+            writer.write(simple_response("404 Not Found", b"The endpoint is offline.\nERR_NGROK_3200\n",
+                                         {"ngrok-error-code": "ERR_NGROK_3200"}))
+            return
+        if self.agent.interstitial and self.wants_interstitial(lower):
+            writer.write(simple_response("200 OK", INTERSTITIAL.format(host=lower.get("host", "")).encode(),
+                                         {"Content-Type": "text/html", "ngrok-error-code": "ERR_NGROK_6024"}))
+            return
+        peer = writer.get_extra_info("peername")[0]
+        upgrade = "upgrade" in lower.get("connection", "").lower()
+        kept = [(k, v) for k, v in headers if k.lower() not in ("connection", "x-forwarded-for",
+                                                                  "x-forwarded-proto", "x-forwarded-host")]
+        kept += [("X-Forwarded-For", peer), ("X-Forwarded-Proto", "https"), ("X-Forwarded-Host", lower.get("host", ""))]
+        kept.append(("Connection", lower["connection"] if upgrade else "close"))
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.upstream_address())
+        except OSError:
+            writer.write(simple_response("502 Bad Gateway", b"ngrok could not reach the upstream.\nERR_NGROK_8012\n",
+                                         {"ngrok-error-code": "ERR_NGROK_8012"}))
+            return
+        self.open_writers.add(up_writer)
+        new_head = request_line + "\r\n" + "".join(f"{k}: {v}\r\n" for k, v in kept) + "\r\n"
+        up_writer.write(new_head.encode("latin-1"))
+        to_upstream = asyncio.ensure_future(pipe(reader, up_writer))
+        try:
+            await pipe(up_reader, writer)
+        finally:
+            to_upstream.cancel()
+            self.open_writers.discard(up_writer)
+            up_writer.close()
+
+    def wants_interstitial(self, headers: dict[str, str]) -> bool:
+        if "ngrok-skip-browser-warning" in headers:
+            return False
+        if f"abuse_interstitial={headers.get('host', '')}" in headers.get("cookie", ""):
+            return False
+        return headers.get("user-agent", "").startswith("Mozilla") and "text/html" in headers.get("accept", "")
+
+
+# --- the agent: local API and lifetime ---------------------------------------------------------------------------
+
+ENDPOINT_FIELDS = {"name", "url", "upstream", "traffic_policy", "metadata", "description", "bindings",
+                   "pooling_enabled"}
+
+
+class Agent:
+    def __init__(self, service: Service, folder: str) -> None:
+        self.service = service
+        self.endpoints: dict[str, Endpoint] = {}
+        self.certificate = make_certificate(f"*.{service.domain.split('.', 1)[1]}", folder)
+        self.interstitial = os.environ.get("STANDIN_NGROK_INTERSTITIAL") == "1"
+
+    async def api(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                request_line, *lines = head.decode("latin-1").split("\r\n")[:-2]
+                method, path, _ = request_line.split(" ", 2)
+                headers = {k.strip().lower(): v.strip() for k, v in (h.split(":", 1) for h in lines if ":" in h)}
+                body = await reader.readexactly(int(headers.get("content-length", "0")))
+                status, payload = await self.route(method, path, body)
+                data = b"" if payload is None else json.dumps(payload).encode()
+                reply = [f"HTTP/1.1 {status}", f"Content-Length: {len(data)}"]
+                if payload is not None:
+                    reply.append("Content-Type: application/json")
+                writer.write(("\r\n".join(reply) + "\r\n\r\n").encode() + data)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, ValueError):
+            pass
+        finally:
+            writer.close()
+
+    async def route(self, method: str, path: str, body: bytes) -> tuple[str, dict | None]:
+        path = path.split("?", 1)[0].rstrip("/")
+        if path == "/api/endpoints" and method == "GET":
+            return "200 OK", {"endpoints": [e.as_json() for e in self.endpoints.values()], "uri": "/api/endpoints"}
+        if path == "/api/endpoints" and method == "POST":
+            return await self.create(json.loads(body or b"{}"))
+        if path.startswith("/api/endpoints/"):
+            endpoint = self.endpoints.get(path.rsplit("/", 1)[1])
+            if endpoint is None:
+                return "404 Not Found", error(100, 404, "Endpoint not found")
+            if method == "GET":
+                return "200 OK", endpoint.as_json(metrics=True)
+            if method == "DELETE":
+                await endpoint.stop()
+                del self.endpoints[endpoint.name]
+                self.service.release_domain()
+                log("info", "ended tunnel", obj="tunnels", name=endpoint.name)
+                return "204 No Content", None
+        return "404 Not Found", error(100, 404, "Not found")
+
+    async def create(self, request: dict) -> tuple[str, dict]:
+        unknown = sorted(set(request) - ENDPOINT_FIELDS)
+        if unknown or "upstream" not in request or not isinstance(request["upstream"], dict):
+            detail = f"unknown field(s) {unknown}" if unknown else "upstream.url is required"
+            return "400 Bad Request", error(102, 400, "invalid tunnel configuration", detail)
+        name = request.get("name") or str(uuid.uuid4())
+        if name in self.endpoints:
+            return "400 Bad Request", error(102, 400, "invalid tunnel configuration",
+                                            f"a tunnel with the name '{name}' already exists")
+        if not self.service.claim_domain():
+            err = (f"failed to start tunnel: The endpoint 'https://{self.service.domain}' is already online. "
+                   "Either\\n1. stop your existing endpoint first, or\\n2. start both endpoints with "
+                   "`--pooling-enabled` to load balance between them.\\r\\n\\r\\nERR_NGROK_334\\r\\n")
+            return "502 Bad Gateway", error(103, 502, "failed to start tunnel", err)
+        endpoint = Endpoint(self, name, request["upstream"]["url"], request)
+        await endpoint.start()
+        self.endpoints[name] = endpoint
+        log("info", "started tunnel", obj="tunnels", name=name, addr=endpoint.upstream_url, url=endpoint.public_url)
+        return "201 Created", endpoint.as_json()
+
+
+def error(code: int, status: int, msg: str, err: str = "") -> dict:
+    return {"error_code": code, "status_code": status, "msg": msg, "details": {"err": err or msg}}
+
+
+async def bind_web_service(agent: Agent) -> None:
+    for port in range(4040, 4140):
+        try:
+            server = await asyncio.start_server(agent.api, "127.0.0.1", port)
+        except OSError:
+            if port == 4040:
+                log("warn", "can't bind default web address, trying alternatives", obj="web", addr="127.0.0.1:4040")
+            continue
+        log("info", "starting web service", obj="web", addr=f"127.0.0.1:{port}", allow_hosts="[]")
+        return server
+    raise SystemExit("no free port for the web service")
+
+
+async def run_agent(service: Service, mode: str) -> None:
+    with tempfile.TemporaryDirectory(prefix="standin-ngrok-") as folder:
+        agent = Agent(service, folder)
+        log("info", "open config file", obj="config", path=default_config_path(), err="nil")
+        server = await bind_web_service(agent)
+        service.open_session()
+        log("info", "client session established", obj="tunnels.session", obj_="csess", id=uuid.uuid4().hex[:12])
+        log("info", "tunnel session started", obj="tunnels.session")
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        if mode.startswith("crash-after="):
+            loop.call_later(float(mode.split("=", 1)[1]), lambda: os._exit(1))
+        await stop.wait()
+        server.close()
+        service.release_domain()
+
+
+def start(args: list[str]) -> None:
+    flags = parse_flags(args)
+    mode = os.environ.get("STANDIN_NGROK_MODE", "")
+    if mode == "hang":
+        while True:
+            time.sleep(3600)
+    config = read_config(flags.get("config") or default_config_path())
+    token = flags.get("authtoken") or os.environ.get("NGROK_AUTHTOKEN") or (config.get("agent") or {}).get("authtoken")
+    log("info", "no configuration paths supplied" if "config" not in flags else "open config file", obj="config")
+    if not token:
+        fail_session(ERR_4018)
+    masked = token[:4] + "*" * max(0, len(token) - 4)
+    if not TOKEN_SHAPE.match(token):
+        fail_session(ERR_105.format(masked=masked))
+    if mode == "revoked":
+        fail_session(ERR_107.format(masked=masked))
+    if mode == "too-old":
+        fail_session(ERR_121)
+    asyncio.run(run_agent(Service(token), mode))
+
+
+def main() -> None:
+    args = sys.argv[1:]
+    if args[:1] in (["--version"], ["version"]):
+        print(f"ngrok version {VERSION}")
+    elif args[:2] == ["config", "add-authtoken"]:
+        add_authtoken(args[2:])
+    elif args[:1] == ["start"]:
+        start(args[1:])
+    else:
+        sys.stderr.write(f"stand-in ngrok: unsupported command {args!r}\n")
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,116 @@
+"""%share end to end: a real server and kernel, the real pyngrok and the stand-in agent, and a visitor who reaches
+the server only through the public link."""
+from __future__ import annotations
+
+import json
+import urllib.parse
+
+import pytest
+import requests
+import websocket
+from conftest import link_in, wait_for
+
+FOREIGN_ORIGIN = "https://attacker.example"
+
+
+@pytest.mark.parametrize("base_url", ["/", "/a%40b/"])
+def test_a_visitor_works_in_the_shared_notebook(jupyter, owner, visitor, base_url: str) -> None:
+    decoy = jupyter(name="decoy")  # another server on the machine, with its own token and kernels
+    owner(decoy, "decoy.ipynb")
+    server = jupyter(base_url=base_url)
+    (server.root / "marker-of-the-shared-server.txt").write_text("the right server")
+    notebook = owner(server, "shared.ipynb")
+
+    result = notebook.execute("%load_ext share_magic\n%share")
+    assert result["error"] is None, result["error"]
+    link = link_in(result["text"])
+    public = urllib.parse.urlsplit(link)
+    assert public.hostname.endswith(".ngrok-free.app")
+    assert public.path == f"{base_url}lab/tree/shared.ipynb"
+    assert urllib.parse.parse_qs(public.query) == {"token": [server.token]}
+    assert "full control" in result["text"] and "%share stop" in result["text"]
+
+    guest = visitor(link)
+    page = guest.get(link)
+    assert page.status_code == 200 and "jupyter-config-data" in page.text
+    # Logged in by the link's token, to the shared server and not the decoy.
+    listing = guest.get(f"{base_url}api/contents")
+    assert listing.status_code == 200
+    assert "marker-of-the-shared-server.txt" in {item["name"] for item in listing.json()["content"]}
+
+    # The kernel connects with the cookie only (as JupyterLab does) and runs code.
+    sessions = guest.get(f"{base_url}api/sessions").json()
+    kernel_id = next(s["kernel"]["id"] for s in sessions if s["path"] == "shared.ipynb")
+    kernel = guest.kernel(f"{base_url}api/kernels/{kernel_id}/channels")
+    ran = kernel.execute("print(6 * 7)")
+    assert ran["stdout"] == "42\n"
+
+    # Saving works: a PUT with cookie, _xsrf and the page's Origin.
+    saved = guest.send("PUT", f"{base_url}api/contents/from-the-visitor.ipynb",
+                       data=json.dumps({"type": "notebook", "content": {"cells": [], "metadata": {}, "nbformat": 4,
+                                                                        "nbformat_minor": 5}}))
+    assert saved.status_code == 201, saved.text
+    assert (server.root / "from-the-visitor.ipynb").exists()
+
+    # Another site's page cannot ride the visitor's cookie: the server still refuses foreign origins.
+    with pytest.raises(websocket.WebSocketBadStatusException) as refused:
+        guest.websocket(f"{base_url}api/kernels/{kernel_id}/channels", origin=FOREIGN_ORIGIN)
+    assert refused.value.status_code == 403
+    forged = guest.send("POST", f"{base_url}api/contents", origin=FOREIGN_ORIGIN, json={"type": "notebook"})
+    assert forged.status_code in (403, 404)
+    assert not any(p.name.startswith("Untitled") for p in server.root.iterdir())
+
+    # Without the token, nothing.
+    stranger = visitor(link.split("?")[0])
+    assert stranger.get(f"{base_url}api/contents").status_code == 403
+    assert stranger.get(f"{base_url}api/kernels").status_code == 403
+
+    # %share again: the same share.
+    again = notebook.execute("%share")
+    assert link_in(again["text"]) == link
+
+    # Stop: the link no longer reaches Jupyter, and the visitor's open websocket is closed.
+    stopped = notebook.execute("%share stop")
+    assert stopped["error"] is None, stopped["error"]
+    assert "stopped" in stopped["stdout"]
+    kernel.ws.settimeout(10)
+    with pytest.raises((websocket.WebSocketConnectionClosedException, ConnectionError, OSError)):
+        while True:  # drain whatever was in flight; the close must come
+            kernel.ws.recv()
+    assert not reaches_jupyter(guest, f"{base_url}api/contents")
+
+
+def reaches_jupyter(guest, path: str) -> bool:
+    try:
+        response = guest.get(path)
+    except requests.RequestException:
+        return False
+    return "ngrok-error-code" not in response.headers
+
+
+def test_status_and_stop_without_a_share(jupyter, owner) -> None:
+    server = jupyter()
+    notebook = owner(server)
+    result = notebook.execute("%load_ext share_magic\n%share status")
+    assert "Nothing is shared" in result["stdout"]
+    stop = notebook.execute("%share stop")
+    assert stop["stderr"].startswith("UsageError: Nothing is shared from this kernel")
+    assert "Traceback" not in stop["stderr"] and stop["stderr"].count("\n") == 1
+
+
+def test_the_share_is_served_while_the_kernel_is_busy(jupyter, owner, visitor) -> None:
+    server = jupyter()
+    notebook = owner(server)
+    link = link_in(notebook.execute("%load_ext share_magic\n%share")["text"])
+    guest = visitor(link)
+    assert guest.get(link).status_code == 200
+    notebook.ws.send(json.dumps({
+        "header": {"msg_id": "busy", "msg_type": "execute_request", "username": "t", "session": notebook.session,
+                   "date": "2026-01-01T00:00:00Z", "version": "5.3"},
+        "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
+        "content": {"code": "import time; time.sleep(6)", "silent": False, "store_history": False,
+                    "user_expressions": {}, "allow_stdin": False, "stop_on_error": True}}))
+    wait_for(lambda: server.api("GET", f"api/kernels/{notebook.kernel_id}").json()["execution_state"] == "busy",
+             10, "the kernel to be busy")
+    response = guest.get("/api/contents", timeout=3)
+    assert response.status_code == 200
