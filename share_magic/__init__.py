@@ -48,4 +48,6 @@ def load_ipython_extension(ipython: Any) -> None:
 
 
 def unload_ipython_extension(ipython: Any) -> None:
-    stop()
+    from . import sharing as lifecycle
+
+    lifecycle.stop(owned_only=True)

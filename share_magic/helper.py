@@ -137,6 +137,16 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _remove_record(path: str | None) -> None:
+    """Other notebooks must not find a share that is gone; a record of another helper's share is not ours."""
+    try:
+        with open(path or "", encoding="utf-8") as f:
+            if json.load(f).get("helper_pid") == os.getpid():
+                os.unlink(path or "")
+    except (OSError, ValueError):
+        pass
+
+
 def _end_process_group() -> None:
     """Whatever is still running in the helper's own group (an agent pyngrok could not stop) ends with it."""
     if os.getpgrp() != os.getpid():  # not started as a session of its own: the group is not ours to end
@@ -165,6 +175,8 @@ async def amain() -> None:
     except Exception:
         events.emit("crashed", traceback=traceback.format_exc())
         raise
+    finally:
+        _remove_record(settings.get("record"))
 
 
 def main() -> None:

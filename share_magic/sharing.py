@@ -3,11 +3,17 @@
 The helper process (``helper.py``) holds the gateway and the ngrok agent. This side only starts it, reads its
 events, and tells it to stop. It keeps the write end of the helper's standard input open: that pipe is the
 helper's lifeline, so the share ends with this process however it ends.
+
+A server has at most one share. The kernel that starts it records it in Jupyter's runtime folder
+(``share_magic-<hash of the server URL>.json``, removed by the helper when it exits), so that ``%share`` in
+another notebook of the same server shows that share instead of opening a second tunnel -- which a free ngrok
+account could not open anyway: all its endpoints get the same URL.
 """
 from __future__ import annotations
 
 import dataclasses
 import datetime
+import hashlib
 import json
 import os
 import signal
@@ -15,46 +21,56 @@ import subprocess
 import sys
 import threading
 import time
-from typing import IO, Callable
+from typing import IO, Any, Callable
 from urllib.parse import quote
 
 from .errors import ShareError, TunnelError, UnsafeServer
-from .server import JupyterServer, find_server, kernel_id, server_at
+from .server import JupyterServer, find_server, kernel_id, runtime_dir, server_at
 
-STARTUP_TIMEOUT = 25.0  # for the ngrok agent to come up (pyngrok itself would wait forever)
+STARTUP_TIMEOUT = 20.0  # for the ngrok agent to come up (pyngrok itself would wait forever)
+REPORT_GRACE = 5.0  # on top of that, for the helper to report
 STOP_TIMEOUT = 8.0
 
 
 class Share:
-    """A public link to a Jupyter server, live until :meth:`stop` (or until this kernel ends).
+    """A public link to a Jupyter server, live until :meth:`stop` (or until the kernel that started it ends).
 
-    ``status`` is ``starting``, ``live``, ``stopped`` (by someone), ``lost`` (the agent or the server went away)
-    or ``failed`` (never went live).
+    ``status`` is ``starting``, ``live``, ``stopped`` (by someone), ``lost`` (the agent, the server or the owning
+    kernel went away) or ``failed`` (never went live). A share started by another notebook of the same server is
+    *attached*: it can be shown and stopped from here, but it lives and dies with its own kernel.
     """
 
     def __init__(self, server: JupyterServer, notebook_path: str | None = None, include_token: bool = True,
-                 insecure: bool = False) -> None:
+                 authenticated: bool = True) -> None:
         self.server = server
         self.notebook_path = notebook_path
         self.include_token = include_token
-        self.insecure = insecure
+        self.authenticated = authenticated
         self.status = "starting"
         self.public_url: str | None = None
         self.visitors = 0
         self.started_at: datetime.datetime | None = None
         self.ended_at: datetime.datetime | None = None
         self.reason: str | None = None
+        self.owner_notebook: str | None = None  # set on an attached share: the notebook that started it
+        self._helper_pid: int | None = None
         self._process: subprocess.Popen[str] | None = None
+        self._helper_lock = threading.Lock()
+        self._stopping = False
         self._settled = threading.Event()
         self._failure: tuple[str, str | None, bool] | None = None  # message, ngrok code, is it a bug?
         self._observers: list[Callable[[Share], None]] = []
-        self._helper_lock = threading.Lock()
-        self._stopping = False
 
     # -- what it is -------------------------------------------------------------------------------------------------
 
     @property
+    def attached(self) -> bool:
+        return self.owner_notebook is not None
+
+    @property
     def live(self) -> bool:
+        if self.status == "live" and self.attached and not _helper_alive(self._helper_pid):
+            self._set("lost", f"the notebook that started it ({self.owner_notebook}) stopped it or ended")
         return self.status == "live"
 
     @property
@@ -69,10 +85,17 @@ class Share:
 
     def describe(self) -> str:
         """The state in plain text, as ``%share status`` prints it."""
-        if self.status == "live":
-            lines = [f"Sharing this Jupyter server (live since {_clock(self.started_at)}, "
-                     f"{_count(self.visitors, 'visitor')} connected):", f"  {self.link}"]
-            if not (self.include_token and self.server.token):
+        if self.live:
+            since = f"live since {_clock(self.started_at)}"
+            if self.attached:
+                since += f", started from {self.owner_notebook}"
+            else:
+                since += f", {_count(self.visitors, 'visitor')} connected"
+            lines = [f"Sharing this Jupyter server ({since}):", f"  {self.link}"]
+            if not self.authenticated:
+                lines.append("WARNING: this server has no authentication: anyone who finds this link can run "
+                             "code on this machine.")
+            elif not (self.include_token and self.server.token):
                 lines.append("The link has no token: the collaborator needs this server's token or password.")
             lines += ["Anyone with this link has full control of this server (files, terminals, kernels).",
                       "Stop sharing with: %share stop"]
@@ -101,29 +124,32 @@ class Share:
 
     def start(self, authtoken: str | None = None, timeout: float = STARTUP_TIMEOUT) -> None:
         """Start the helper and wait until the link is live; raise :class:`ShareError` if it cannot be."""
-        settings = {"server": dataclasses.asdict(self.server), "authtoken": authtoken, "startup_timeout": timeout}
+        settings = {"server": dataclasses.asdict(self.server), "authtoken": authtoken, "startup_timeout": timeout,
+                    "record": _record_path(self.server)}
         env = dict(os.environ)
         package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
         self._process = subprocess.Popen(
             [sys.executable, "-m", "share_magic.helper"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             text=True, env=env, start_new_session=True)
+        self._helper_pid = self._process.pid
         assert self._process.stdin is not None and self._process.stdout is not None
         self._process.stdin.write(json.dumps(settings) + "\n")
         self._process.stdin.flush()
         threading.Thread(target=self._follow, args=(self._process.stdout,), daemon=True,
                          name="share_magic events").start()
         try:
-            settled = self._settled.wait(timeout + 5)
+            settled = self._settled.wait(timeout + REPORT_GRACE)
         except KeyboardInterrupt:
             self._end_helper()
             self._set("failed", "interrupted while starting")
             raise
         if settled and self._failure is None and self.status == "live":
+            self._write_record()
             return
         self._end_helper()
         message, code, is_bug = self._failure or (
-            f"The share's helper did not report back within {timeout + 5:g} s.", None, True)
+            f"The share's helper did not report back within {timeout + REPORT_GRACE:g} s.", None, True)
         self._set("failed", message)
         if is_bug:
             raise RuntimeError(f"share_magic's helper process failed:\n{message}")
@@ -134,7 +160,10 @@ class Share:
         if self.status not in ("starting", "live"):
             return
         self._stopping = True
-        self._end_helper()
+        if self.attached:
+            _stop_foreign_helper(self._helper_pid, _record_path(self.server))
+        else:
+            self._end_helper()
         self._set("stopped")
 
     def _end_helper(self) -> None:
@@ -196,6 +225,74 @@ class Share:
         self.visitors = 0
         self._changed()
 
+    # -- the record other notebooks read ----------------------------------------------------------------------------
+
+    def _write_record(self) -> None:
+        record = {"helper_pid": self._helper_pid, "public_url": self.public_url, "server_url": self.server.url,
+                  "notebook": self.notebook_path or "a console", "started_at": self.started_at.isoformat()
+                  if self.started_at else None, "authenticated": self.authenticated}
+        path = _record_path(self.server)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w", encoding="utf-8") as f:
+            json.dump(record, f)
+
+    @classmethod
+    def attach(cls, server: JupyterServer, record: dict[str, Any], notebook_path: str | None,
+               include_token: bool) -> Share:
+        share = cls(server, notebook_path, include_token, authenticated=record.get("authenticated", True))
+        share.public_url = record["public_url"]
+        share.owner_notebook = record.get("notebook") or "another notebook"
+        share._helper_pid = record["helper_pid"]
+        share.started_at = datetime.datetime.fromisoformat(record["started_at"]) if record.get("started_at") \
+            else None
+        share.status = "live"
+        return share
+
+
+def _record_path(server: JupyterServer) -> str:
+    digest = hashlib.sha256(server.url.encode()).hexdigest()[:16]
+    return os.path.join(runtime_dir(), f"share_magic-{digest}.json")
+
+
+def _read_record(server: JupyterServer) -> dict[str, Any] | None:
+    """The live share of ``server`` recorded by another kernel, if any (stale records are ignored)."""
+    try:
+        with open(_record_path(server), encoding="utf-8") as f:
+            record = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return record if _helper_alive(record.get("helper_pid")) else None
+
+
+def _helper_alive(pid: int | None) -> bool:
+    """Whether ``pid`` is a running share_magic helper (and not a recycled pid)."""
+    if not pid:
+        return False
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"share_magic.helper" in f.read()
+    except FileNotFoundError:
+        return False
+    except OSError:  # no /proc here: fall back to "a process with that pid exists"
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass
+        return True
+
+
+def _stop_foreign_helper(pid: int | None, record: str) -> None:
+    """Stop a share another kernel started: its helper takes the tunnel down on SIGTERM and removes its record."""
+    if not _helper_alive(pid):
+        return
+    assert pid is not None
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_TIMEOUT
+    while os.path.exists(record) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
 
 def _wait_unreaped(pid: int, timeout: float) -> None:
     """Wait up to ``timeout`` for ``pid`` to exit, without reaping it."""
@@ -224,9 +321,9 @@ _lock = threading.Lock()
 
 
 def current() -> Share | None:
-    """The share started from this kernel, if it is starting or live."""
+    """This kernel's share (started here, or attached to), if it is starting or live."""
     share = _current
-    return share if share is not None and share.status in ("starting", "live") else None
+    return share if share is not None and (share.status == "starting" or share.live) else None
 
 
 def latest() -> Share | None:
@@ -239,7 +336,8 @@ def share(*, port: int | None = None, url: str | None = None, token: str | None 
           timeout: float = STARTUP_TIMEOUT) -> Share:
     """Share the Jupyter server behind this kernel (or the one at ``port``/``url``) and return the live share.
 
-    Calling it again while a share is live returns that share.
+    Calling it again while a share is live returns that share; so does calling it from another notebook of the
+    same server.
     """
     global _current
     with _lock:
@@ -250,21 +348,30 @@ def share(*, port: int | None = None, url: str | None = None, token: str | None 
                                  "Run %share stop first to share another server.")
             return existing
         server = server_at(url, port, token) if (port or url) else find_server(kernel_id())
-        if not server.has_authentication() and not insecure:
+        notebook = server.notebook_path(kernel_id())
+        record = _read_record(server)
+        if record is not None:
+            _current = Share.attach(server, record, notebook, include_token)
+            return _current
+        authenticated = server.has_authentication()
+        if not authenticated and not insecure:
             raise UnsafeServer(
                 "This Jupyter server has no authentication (no token, no password), so a public link would let "
                 "anyone on the internet run code on this machine. Fix: restart Jupyter with its default token, "
                 "or set a password with `jupyter server password`. To share it anyway, run %share --insecure.")
-        new = Share(server, server.notebook_path(kernel_id()), include_token=include_token, insecure=insecure)
+        new = Share(server, notebook, include_token=include_token, authenticated=authenticated)
         new.start(authtoken, timeout)
         _current = new
         return new
 
 
-def stop() -> bool:
-    """Stop this kernel's share; return whether there was one to stop."""
+def stop(*, owned_only: bool = False) -> bool:
+    """Stop this kernel's share; return whether there was one to stop.
+
+    With ``owned_only``, a share attached to from another notebook is left alone (it is that notebook's).
+    """
     share = current()
-    if share is None:
+    if share is None or (owned_only and share.attached):
         return False
     share.stop()
     return True

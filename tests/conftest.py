@@ -49,6 +49,11 @@ def kill_group(process: subprocess.Popen) -> None:
     process.wait()
 
 
+def share_processes() -> list[int]:
+    """Every process a share starts: the helper and the (stand-in) ngrok agent."""
+    return processes_with("share_magic.helper") + processes_with("standin_ngrok.py")
+
+
 def processes_with(marker: str) -> list[int]:
     """Pids of live (non-zombie) processes whose command line contains ``marker``."""
     found = []
@@ -177,6 +182,12 @@ def jupyter(sandbox: dict[str, str], tmp_path: Path) -> Iterator[Any]:
     yield start
     for server in started:
         server.stop()
+    # With their kernels gone, shares end by themselves; whatever does not is killed, and reported.
+    try:
+        wait_for(lambda: not share_processes(), 10, "share processes to end after their kernels")
+    finally:
+        for pid in share_processes():
+            os.kill(pid, signal.SIGKILL)
 
 
 class KernelClient:
@@ -186,7 +197,8 @@ class KernelClient:
         self.ws = websocket.create_connection(ws_url, timeout=60, **options)
         self.session = uuid.uuid4().hex
 
-    def execute(self, code: str, timeout: float = 90) -> dict[str, Any]:
+    def submit(self, code: str) -> str:
+        """Send code to run; return the request id to :meth:`collect` its outputs with."""
         msg_id = uuid.uuid4().hex
         self.ws.send(json.dumps({
             "header": {"msg_id": msg_id, "msg_type": "execute_request", "username": "test", "session": self.session,
@@ -195,7 +207,11 @@ class KernelClient:
             "content": {"code": code, "silent": False, "store_history": True, "user_expressions": {},
                         "allow_stdin": False, "stop_on_error": True},
         }))
-        result: dict[str, Any] = {"text": "", "stdout": "", "stderr": "", "error": None, "bundles": []}
+        return msg_id
+
+    def collect(self, msg_id: str, timeout: float = 90) -> dict[str, Any]:
+        result: dict[str, Any] = {"text": "", "stdout": "", "stderr": "", "error": None, "bundles": [],
+                                  "payload": []}
         deadline = time.monotonic() + timeout
         idle = replied = False
         while not (idle and replied):
@@ -214,8 +230,18 @@ class KernelClient:
             elif kind == "status" and content["execution_state"] == "idle":
                 idle = True
             elif kind == "execute_reply":
+                result["payload"] = content.get("payload", [])
                 replied = True
         return result
+
+    def execute(self, code: str, timeout: float = 90) -> dict[str, Any]:
+        return self.collect(self.submit(code), timeout)
+
+    def run(self, code: str, timeout: float = 90) -> str:
+        """Run code that must succeed; return its stdout."""
+        result = self.execute(code, timeout)
+        assert result["error"] is None and "Error" not in result["stderr"], (result["error"], result["stderr"])
+        return result["stdout"]
 
     def close(self) -> None:
         self.ws.close()
@@ -236,10 +262,6 @@ def owner(jupyter: Any) -> Iterator[Any]:
 
     yield open_notebook
     for client in clients:
-        try:
-            client.execute("import share_magic; share_magic.stop()", timeout=20)
-        except Exception:
-            pass
         client.close()
 
 
@@ -275,6 +297,14 @@ class Visitor:
         headers = {"X-XSRFToken": self.http.cookies.get("_xsrf", ""), "Origin": origin or self.origin,
                    "Referer": self.link, **kwargs.pop("headers", {})}
         return self.http.request(method, self.absolute(url), headers=headers, timeout=20, **kwargs)
+
+    def reaches_jupyter(self, path: str = "/api") -> bool:
+        """Whether the link still gets an answer from Jupyter (not a refused connection or an ngrok error)."""
+        try:
+            response = self.get(path, timeout=5)
+        except requests.RequestException:
+            return False
+        return "ngrok-error-code" not in response.headers
 
     def absolute(self, url: str) -> str:
         return url if "://" in url else self.origin + url

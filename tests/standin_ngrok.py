@@ -9,7 +9,7 @@ shared by every stand-in started with the same STANDIN_NGROK_STATE.
 
 Knobs a test may set (all optional):
   STANDIN_NGROK_STATE        folder for the "service" state (default: a folder in the temp dir)
-  STANDIN_NGROK_MODE         hang | crash-after=SECONDS | revoked | too-old
+  STANDIN_NGROK_MODE         hang | crash-after=SECONDS | revoked | too-old | no-credit
   STANDIN_NGROK_MAX_AGENTS   agents one account may run at once (default 3, the free plan's)
   STANDIN_NGROK_INTERSTITIAL 1 to show browsers the free plan's warning page first
   STANDIN_NGROK_DOMAIN       the account's domain suffix (default ngrok-free.app)
@@ -411,6 +411,10 @@ class Agent:
         if name in self.endpoints:
             return "400 Bad Request", error(102, 400, "invalid tunnel configuration",
                                             f"a tunnel with the name '{name}' already exists")
+        if os.environ.get("STANDIN_NGROK_MODE") == "no-credit":
+            err = ("failed to start tunnel: Your account does not have enough credit to use the requested "
+                   "feature. Add a payment method at https://dashboard.ngrok.com/billing.\r\n\r\nERR_NGROK_4026\r\n")
+            return "402 Payment Required", error(103, 402, "failed to start tunnel", err)
         if not self.service.claim_domain():
             err = (f"failed to start tunnel: The endpoint 'https://{self.service.domain}' is already online. "
                    "Either\\n1. stop your existing endpoint first, or\\n2. start both endpoints with "

@@ -6,7 +6,6 @@ import json
 import urllib.parse
 
 import pytest
-import requests
 import websocket
 from conftest import link_in, wait_for
 
@@ -77,15 +76,7 @@ def test_a_visitor_works_in_the_shared_notebook(jupyter, owner, visitor, base_ur
     with pytest.raises((websocket.WebSocketConnectionClosedException, ConnectionError, OSError)):
         while True:  # drain whatever was in flight; the close must come
             kernel.ws.recv()
-    assert not reaches_jupyter(guest, f"{base_url}api/contents")
-
-
-def reaches_jupyter(guest, path: str) -> bool:
-    try:
-        response = guest.get(path)
-    except requests.RequestException:
-        return False
-    return "ngrok-error-code" not in response.headers
+    assert not guest.reaches_jupyter(f"{base_url}api/contents")
 
 
 def test_status_and_stop_without_a_share(jupyter, owner) -> None:
@@ -104,12 +95,7 @@ def test_the_share_is_served_while_the_kernel_is_busy(jupyter, owner, visitor) -
     link = link_in(notebook.execute("%load_ext share_magic\n%share")["text"])
     guest = visitor(link)
     assert guest.get(link).status_code == 200
-    notebook.ws.send(json.dumps({
-        "header": {"msg_id": "busy", "msg_type": "execute_request", "username": "t", "session": notebook.session,
-                   "date": "2026-01-01T00:00:00Z", "version": "5.3"},
-        "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
-        "content": {"code": "import time; time.sleep(6)", "silent": False, "store_history": False,
-                    "user_expressions": {}, "allow_stdin": False, "stop_on_error": True}}))
+    notebook.submit("import time; time.sleep(6)")
     wait_for(lambda: server.api("GET", f"api/kernels/{notebook.kernel_id}").json()["execution_state"] == "busy",
              10, "the kernel to be busy")
     response = guest.get("/api/contents", timeout=3)

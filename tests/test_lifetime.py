@@ -1,0 +1,104 @@
+"""A share survives interrupts, dies with its kernel (however it dies), and notices when its agent or server goes."""
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+from conftest import link_in, share_processes, wait_for
+
+GONE_WITHIN = 10  # seconds: the issue's bound for the link to stop working and every share process to end
+
+
+def start_share(notebook) -> str:
+    result = notebook.execute("%load_ext share_magic\n%share")
+    assert result["error"] is None, result["error"]
+    return link_in(result["text"])
+
+
+def assert_share_gone(guest) -> None:
+    wait_for(lambda: not share_processes(), GONE_WITHIN, "every share process to end")
+    assert not guest.reaches_jupyter()
+
+
+def test_interrupting_the_kernel_does_not_end_the_share(jupyter, owner, visitor) -> None:
+    server = jupyter()
+    notebook = owner(server)
+    guest = visitor(start_share(notebook))
+    before = sorted(share_processes())
+    assert len(before) == 2  # the helper and the agent
+    busy = notebook.submit("import time; time.sleep(30)")
+    wait_for(lambda: server.api("GET", f"api/kernels/{notebook.kernel_id}").json()["execution_state"] == "busy",
+             10, "the kernel to be busy")
+    assert server.api("POST", f"api/kernels/{notebook.kernel_id}/interrupt").status_code == 204
+    assert notebook.collect(busy)["error"]["ename"] == "KeyboardInterrupt"
+    time.sleep(1)
+    assert sorted(share_processes()) == before
+    assert guest.reaches_jupyter()
+    assert "Sharing this Jupyter server" in notebook.run("%share status")
+
+
+@pytest.mark.parametrize("how", ["SIGKILL", "restart", "shutdown", "unload_ext", "reload_ext"])
+def test_the_share_dies_with_its_kernel(jupyter, owner, visitor, how: str) -> None:
+    server = jupyter()
+    notebook = owner(server)
+    guest = visitor(start_share(notebook))
+    assert guest.reaches_jupyter()
+    if how == "SIGKILL":  # also what the OOM killer does
+        os.kill(int(notebook.run("import os; print(os.getpid())")), signal.SIGKILL)
+    elif how == "restart":
+        assert server.api("POST", f"api/kernels/{notebook.kernel_id}/restart").ok
+    elif how == "shutdown":
+        assert server.api("DELETE", f"api/kernels/{notebook.kernel_id}").status_code == 204
+    else:
+        notebook.run(f"%{how} share_magic")
+    assert_share_gone(guest)
+
+
+def test_the_share_ends_when_the_server_stops(jupyter, owner, visitor) -> None:
+    server = jupyter()
+    notebook = owner(server)
+    guest = visitor(start_share(notebook))
+    os.kill(server.process.pid, signal.SIGKILL)  # the server alone: its kernel is left to notice
+    assert_share_gone(guest)
+
+
+def test_a_crashed_agent_is_reported_and_share_starts_afresh(jupyter, owner, visitor) -> None:
+    server = jupyter()
+    notebook = owner(server)
+    notebook.run("import os; os.environ['STANDIN_NGROK_MODE'] = 'crash-after=3'")
+    guest = visitor(start_share(notebook))
+    wait_for(lambda: "lost" in notebook.run("%share status"), GONE_WITHIN, "the share to report itself lost")
+    status = notebook.run("%share status")
+    assert "ngrok agent exited" in status and "run %share for a new one" in status
+    assert_share_gone(guest)
+    notebook.run("os.environ.pop('STANDIN_NGROK_MODE')")
+    fresh = visitor(link_in(notebook.execute("%share")["text"]))
+    assert fresh.reaches_jupyter()
+
+
+def test_two_notebooks_of_one_server_share_one_tunnel(jupyter, owner, visitor) -> None:
+    server = jupyter()
+    first = owner(server, "first.ipynb")
+    second = owner(server, "second.ipynb")
+    link = start_share(first)
+    shown = second.execute("%load_ext share_magic\n%share")
+    assert shown["error"] is None and "Error" not in shown["stderr"], shown
+    second_link = link_in(shown["text"])
+    assert second_link.split("/lab/")[0] == link.split("/lab/")[0]  # the same public URL...
+    assert "/lab/tree/second.ipynb" in second_link  # ...opening the notebook it was asked from
+    assert "started from first.ipynb" in shown["text"]
+    assert len(share_processes()) == 2  # still one helper and one agent
+
+    # Stopping from the other notebook stops it for both.
+    assert "stopped" in second.run("%share stop")
+    assert_share_gone(visitor(link))
+    assert "stopped" in first.run("%share status")
+
+    # A share still dies with the kernel that started it, whoever else shows it.
+    guest = visitor(start_share(first))
+    assert "started from first.ipynb" in second.execute("%share")["text"]
+    assert server.api("DELETE", f"api/kernels/{first.kernel_id}").status_code == 204
+    assert_share_gone(guest)
+    assert "lost" in second.run("%share status")
