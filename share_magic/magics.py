@@ -9,6 +9,8 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 
 from .errors import ShareError
 
+USAGE = "%share [stop | status] [--port N | --url URL [--token T]] [--no-token] [--insecure]"
+
 
 def _port(text: str) -> int:
     try:
@@ -42,7 +44,10 @@ class ShareMagics(Magics):
         The link gives whoever opens it full control of the server (files, terminals, kernels) until the share
         stops: with ``%share stop``, the Stop button, or when this kernel ends.
         """
-        args = parse_argstring(self.share, line)
+        try:
+            args = parse_argstring(self.share, line)
+        except UsageError as e:
+            raise UsageError(f"%share {line.strip()}: {e}. Usage: {USAGE}; %share? explains every option.") from None
         from . import sharing as lifecycle
 
         try:

@@ -359,10 +359,9 @@ def share(*, port: int | None = None, url: str | None = None, token: str | None 
                 "This Jupyter server has no authentication (no token, no password), so a public link would let "
                 "anyone on the internet run code on this machine. Fix: restart Jupyter with its default token, "
                 "or set a password with `jupyter server password`. To share it anyway, run %share --insecure.")
-        new = Share(server, notebook, include_token=include_token, authenticated=authenticated)
-        new.start(authtoken, timeout)
-        _current = new
-        return new
+        _current = Share(server, notebook, include_token=include_token, authenticated=authenticated)
+        _current.start(authtoken, timeout)
+        return _current
 
 
 def stop(*, owned_only: bool = False) -> bool:

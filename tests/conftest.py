@@ -120,12 +120,22 @@ def public_names(monkeypatch: pytest.MonkeyPatch) -> None:
 class JupyterServer:
     """A real ``jupyter server`` (JupyterLab installed) in its own process group."""
 
-    def __init__(self, root: Path, base_url: str = "/", token: str | None = None, extra: list[str] = ()) -> None:
+    def __init__(self, root: Path, base_url: str = "/", token: str | None = None, extra: list[str] = (),
+                 tls: bool = False) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
+        self.scheme = "https" if tls else "http"
+        if tls:  # a self-signed certificate, as people make for their own machine
+            from standin_ngrok import make_certificate
+
+            certfile, keyfile = make_certificate("localhost", str(root.parent))
+            extra = [*extra, f"--ServerApp.certfile={certfile}", f"--ServerApp.keyfile={keyfile}"]
         self.base_url = base_url
         self.token = token if token is not None else uuid.uuid4().hex
         self.port = free_port()
+        self.session = requests.Session()
+        self.session.trust_env = False  # REQUESTS_CA_BUNDLE would override verify=False
+        self.session.verify = False
         self.log = open(root.parent / f"server-{self.port}.log", "wb")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "jupyter_server", "--no-browser", "--allow-root", f"--port={self.port}",
@@ -139,19 +149,24 @@ class JupyterServer:
         except AssertionError:
             self.stop()
             raise
-        self.url = f"http://127.0.0.1:{self.port}{base_url}"
+        self.url = f"{self.scheme}://127.0.0.1:{self.port}{base_url}"
 
     def _ready(self) -> bool:
         if self.process.poll() is not None:
             raise AssertionError(f"jupyter server exited: {self.process.returncode}")
         try:
-            return requests.get(f"http://127.0.0.1:{self.port}{self.base_url}api", timeout=2).ok
+            return self.session.get(f"{self.scheme}://127.0.0.1:{self.port}{self.base_url}api", timeout=2).ok
         except requests.RequestException:
             return False
 
     def api(self, method: str, path: str, **kwargs: Any) -> requests.Response:
-        headers = {"Authorization": f"token {self.token}"}
-        return requests.request(method, self.url + path, headers=headers, timeout=10, **kwargs)
+        if self.token:
+            headers = {"Authorization": f"token {self.token}"}
+        else:  # no authentication at all: state-changing requests need the _xsrf cookie a page sets
+            if "_xsrf" not in self.session.cookies:
+                self.session.get(self.url + "lab", timeout=10)
+            headers = {"X-XSRFToken": self.session.cookies.get("_xsrf", "")}
+        return self.session.request(method, self.url + path, headers=headers, timeout=10, **kwargs)
 
     def new_notebook(self, name: str) -> str:
         """A notebook with a kernelspec, and a kernel for it started through the sessions API: like opening it."""
@@ -167,6 +182,7 @@ class JupyterServer:
     def stop(self) -> None:
         kill_group(self.process)
         self.log.close()
+        self.session.close()
 
 
 @pytest.fixture
@@ -254,8 +270,9 @@ def owner(jupyter: Any) -> Iterator[Any]:
 
     def open_notebook(server: JupyterServer, name: str = "shared.ipynb") -> KernelClient:
         kernel_id = server.new_notebook(name)
-        ws_url = server.url.replace("http://", "ws://") + f"api/kernels/{kernel_id}/channels"
-        client = KernelClient(ws_url, header=[f"Authorization: token {server.token}"])
+        ws_url = server.url.replace("http", "ws", 1) + f"api/kernels/{kernel_id}/channels"
+        client = KernelClient(ws_url, header=[f"Authorization: token {server.token}"],
+                              sslopt={"cert_reqs": ssl.CERT_NONE, "check_hostname": False})
         client.kernel_id = kernel_id  # type: ignore[attr-defined]
         clients.append(client)
         return client
@@ -263,6 +280,45 @@ def owner(jupyter: Any) -> Iterator[Any]:
     yield open_notebook
     for client in clients:
         client.close()
+
+
+class PlainKernel:
+    """A kernel started by jupyter_client alone, with no Jupyter server behind it (like VS Code or a script)."""
+
+    def __init__(self) -> None:
+        from jupyter_client.manager import KernelManager
+
+        self.manager = KernelManager(kernel_name="python3")
+        self.manager.start_kernel(env=dict(os.environ))
+        self.client = self.manager.client()
+        self.client.start_channels()
+        self.client.wait_for_ready(60)
+
+    def execute(self, code: str, timeout: float = 90) -> dict[str, Any]:
+        result: dict[str, Any] = {"text": "", "stdout": "", "stderr": "", "error": None}
+
+        def hook(message: dict[str, Any]) -> None:
+            kind, content = message["msg_type"], message["content"]
+            if kind == "stream":
+                result[content["name"]] += content["text"]
+            elif kind in ("display_data", "execute_result"):
+                result["text"] += content["data"].get("text/plain", "") + "\n"
+            elif kind == "error":
+                result["error"] = content
+
+        self.client.execute_interactive(code, output_hook=hook, timeout=timeout)
+        return result
+
+    def stop(self) -> None:
+        self.client.stop_channels()
+        self.manager.shutdown_kernel(now=True)
+
+
+@pytest.fixture
+def plain_kernel(sandbox: dict[str, str]) -> Iterator[PlainKernel]:
+    kernel = PlainKernel()
+    yield kernel
+    kernel.stop()
 
 
 # -- the visitor -------------------------------------------------------------------------------------------------

@@ -100,3 +100,41 @@ def test_the_share_is_served_while_the_kernel_is_busy(jupyter, owner, visitor) -
              10, "the kernel to be busy")
     response = guest.get("/api/contents", timeout=3)
     assert response.status_code == 200
+
+
+@pytest.mark.parametrize("variant", ["tls-self-signed", "ip-0.0.0.0"])
+def test_server_variants(jupyter, owner, visitor, variant: str) -> None:
+    server = jupyter(tls=True) if variant == "tls-self-signed" else jupyter(extra=["--ip=0.0.0.0"])
+    notebook = owner(server)
+    link = link_in(notebook.execute("%load_ext share_magic\n%share")["text"])
+    guest = visitor(link)
+    assert guest.get(link).status_code == 200
+    sessions = guest.get("/api/sessions").json()
+    kernel = guest.kernel(f"/api/kernels/{sessions[0]['kernel']['id']}/channels")
+    assert kernel.execute("print('hello from', 'afar')")["stdout"] == "hello from afar\n"
+    kernel.close()
+
+
+def test_naming_the_server_by_port_or_url(jupyter, plain_kernel, visitor, monkeypatch) -> None:
+    """From a kernel no server launched: --port finds the token in the runtime file; --url takes --token."""
+    server = jupyter(base_url="/a%40b/")
+    result = plain_kernel.execute(f"%load_ext share_magic\n%share --port {server.port}")
+    assert result["error"] is None and not result["stderr"], result
+    link = link_in(result["text"])
+    assert link.endswith(f"/a%40b/lab?token={server.token}")
+    assert visitor(link).get("/a%40b/api/contents").status_code == 403  # cookies come from opening the link
+    guest = visitor(link)
+    assert guest.get(link).status_code == 200 and guest.get("/a%40b/api/contents").status_code == 200
+    assert "stopped" in plain_kernel.execute("%share stop")["stdout"]
+
+    by_url = plain_kernel.execute(f"%share --url http://localhost:{server.port}/a%40b/ --token {server.token} "
+                                  "--no-token")
+    link = link_in(by_url["text"])
+    assert "token" not in link and "needs this server's token or password" in by_url["text"]
+    guest = visitor(link)
+    assert guest.get(link).status_code in (200, 302)
+    assert guest.get("/a%40b/api/contents").status_code == 403  # no token in the link: not logged in
+    plain_kernel.execute("%share stop")
+
+    wrong = plain_kernel.execute(f"%share --url http://localhost:{server.port}/a%40b/ --token wrong")
+    assert wrong["stderr"].startswith("UsageError: The token given for") and "--token" in wrong["stderr"]
