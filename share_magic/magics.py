@@ -7,7 +7,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
-from .errors import ShareError
+from .errors import ShareError, TunnelError
 
 USAGE = "%share [stop | status] [--port N | --url URL [--token T]] [--no-token] [--insecure]"
 
@@ -62,13 +62,19 @@ class ShareMagics(Magics):
                 share = lifecycle.latest()
                 print(share.describe() if share else "Nothing is shared from this kernel. Start with %share.")
             else:
-                share = lifecycle.share(port=args.port, url=args.url, token=args.token,
-                                        include_token=not args.no_token, authtoken=args.authtoken,
-                                        insecure=args.insecure)
-                from IPython.display import display
+                options = dict(port=args.port, url=args.url, token=args.token, include_token=not args.no_token,
+                               authtoken=args.authtoken, insecure=args.insecure)
+                try:
+                    share = lifecycle.share(**options)
+                except TunnelError as e:
+                    if e.code != "ERR_NGROK_4018":
+                        raise
+                    from .widget import AuthtokenForm
 
+                    AuthtokenForm(str(e), retry=lambda: lifecycle.share(**options)).show()
+                    raise ShareError(f"{e} Or paste it in the form above.") from None
                 from .widget import ShareView
 
-                display(ShareView(share))
+                ShareView(share).show()
         except ShareError as e:
             raise UsageError(str(e)) from None

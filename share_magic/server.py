@@ -98,6 +98,14 @@ class JupyterServer:
         status, _ = self.request("GET", "api/kernels", authenticated=False)
         return status != 200
 
+    def has_collaboration(self) -> bool | None:
+        """Whether jupyter-collaboration (real-time co-editing) runs on the server; None if it cannot be told."""
+        try:  # its session endpoint takes PUT only: a GET is 405 where it exists, 404 where it does not
+            status, _ = self.request("GET", "api/collaboration/session/share_magic-probe", timeout=3)
+        except OSError:
+            return None
+        return {405: True, 404: False}.get(status)
+
     def owns_kernel(self, kernel_id: str) -> bool:
         try:
             status, _ = self.request("GET", f"api/kernels/{quote(kernel_id)}", timeout=3)

@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 from typing import IO, Any, Callable
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from .errors import ShareError, TunnelError, UnsafeServer
 from .server import JupyterServer, find_server, kernel_id, runtime_dir, server_at
@@ -53,6 +53,7 @@ class Share:
         self.ended_at: datetime.datetime | None = None
         self.reason: str | None = None
         self.owner_notebook: str | None = None  # set on an attached share: the notebook that started it
+        self.collaborative: bool | None = None  # jupyter-collaboration on the server? None: unknown
         self._helper_pid: int | None = None
         self._process: subprocess.Popen[str] | None = None
         self._helper_lock = threading.Lock()
@@ -105,12 +106,19 @@ class Share:
         if self.status == "lost":
             return (f"Share lost at {_clock(self.ended_at)}: {self.reason}. The link no longer works; "
                     "run %share for a new one.")
-        if self.status == "stopped":
-            return f"Share stopped at {_clock(self.ended_at)}: the link {self.link} no longer reaches this server."
+        if self.status == "stopped":  # the host only: a dead link must not look clickable
+            host = urlsplit(self.public_url or "").netloc or "the link"
+            return f"Share stopped at {_clock(self.ended_at)}: {host} no longer reaches this server."
         return f"Share failed: {self.reason}"
 
     def __repr__(self) -> str:
         return f"<Share {self.status} {self.public_url or ''}>"
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
+        """In a notebook, a share shows as its widget (``share_magic.share()`` as a cell's last line)."""
+        from .widget import ShareView
+
+        return ShareView(self)._repr_mimebundle_(**kwargs)
 
     def observe(self, callback: Callable[[Share], None]) -> None:
         """Call ``callback(share)`` whenever the status or visitor count changes (from a background thread)."""
@@ -210,6 +218,7 @@ class Share:
                 self._set("lost", event["reason"])
             elif kind == "stopped":
                 self._set("stopped")
+        stream.close()
         # The pipe closed: the helper is gone. If nobody stopped it, the share was lost.
         if self.status == "live" and not self._stopping:
             self._set("lost", "the share's helper process ended unexpectedly")
@@ -246,7 +255,13 @@ class Share:
         share.started_at = datetime.datetime.fromisoformat(record["started_at"]) if record.get("started_at") \
             else None
         share.status = "live"
+        threading.Thread(target=share._watch_owner, daemon=True, name="share_magic owner").start()
         return share
+
+    def _watch_owner(self) -> None:
+        """An attached share has no events: it ends when the helper of the notebook that started it does."""
+        while self.live:
+            time.sleep(1)
 
 
 def _record_path(server: JupyterServer) -> str:
@@ -352,6 +367,7 @@ def share(*, port: int | None = None, url: str | None = None, token: str | None 
         record = _read_record(server)
         if record is not None:
             _current = Share.attach(server, record, notebook, include_token)
+            _current.collaborative = server.has_collaboration()
             return _current
         authenticated = server.has_authentication()
         if not authenticated and not insecure:
@@ -360,6 +376,7 @@ def share(*, port: int | None = None, url: str | None = None, token: str | None 
                 "anyone on the internet run code on this machine. Fix: restart Jupyter with its default token, "
                 "or set a password with `jupyter server password`. To share it anyway, run %share --insecure.")
         _current = Share(server, notebook, include_token=include_token, authenticated=authenticated)
+        _current.collaborative = server.has_collaboration()
         _current.start(authtoken, timeout)
         return _current
 

@@ -1,39 +1,178 @@
-"""The ipywidgets view of a share: the link, a Stop button, and a status line that stays current."""
+"""What people see: the share as an ipywidgets view, and the authtoken form when ngrok has no token yet.
+
+Live, the view shows the link (clickable, a Copy button, a QR code), a Stop button, what the link grants, and a
+status line kept current from the helper's events. Once the share ends, the view replaces its own output with a
+static record, so the saved notebook shows what happened instead of a live-looking dead link (and front-ends
+without the kernel have nothing to fail to render). Colours come from JupyterLab's theme variables.
+"""
 from __future__ import annotations
 
 import html
-from typing import Any
+from typing import Any, Callable
 
 import ipywidgets as widgets
+from IPython.display import DisplayHandle, display
 
+from .errors import ShareError
 from .sharing import Share
+
+MUTED = "color: var(--jp-ui-font-color2); font-size: var(--jp-ui-font-size1); line-height: 1.45"
+GRANTS = ("Anyone with this link has <b>full control of this server</b> — files, terminals, kernels — until you "
+          "stop sharing. Free ngrok accounts first show visitors an ngrok warning page: they click "
+          "<i>Visit Site</i>.")
+NO_COLLABORATION = ("jupyter-collaboration is not installed on this server: if you both edit this notebook, "
+                    "each save overwrites the other's. For real-time co-editing: "
+                    "<code>pip install jupyter-collaboration</code>, then restart Jupyter.")
+COPY_BUTTON = (  # runs in the browser: the kernel has no access to the user's clipboard
+    '<button class="jupyter-button widget-button share-magic-copy" title="Copy the link" data-link="{link}" '
+    'onclick="const b = this, l = b.dataset.link; const done = () => {{ b.textContent = \'Copied\'; '
+    'setTimeout(() => b.textContent = \'Copy\', 2000); }}; if (navigator.clipboard) '
+    '{{ navigator.clipboard.writeText(l).then(done); }} else {{ const t = document.createElement(\'textarea\'); '
+    't.value = l; document.body.appendChild(t); t.select(); document.execCommand(\'copy\'); t.remove(); done(); }}"'
+    '>Copy</button>'
+)
+
+
+def qr_svg(text: str) -> str:
+    """An inline SVG QR code: dark on light whatever the theme, or phones cannot scan it."""
+    import segno
+
+    return segno.make(text, error="m").svg_inline(scale=3, border=2, dark="#000", light="#fff")
+
+
+def status_line(share: Share) -> str:
+    colour = {"live": "--jp-success-color1", "starting": "--jp-warn-color1"}.get(share.status, "--jp-error-color1")
+    dot = f'<span style="color: var({colour})">●</span>'
+    if share.live:
+        since = f"live since {share.started_at:%H:%M:%S}" if share.started_at else "live"
+        who = (f"started from {html.escape(share.owner_notebook or '')}" if share.attached
+               else f"{share.visitors} visitor{'' if share.visitors == 1 else 's'} connected")
+        return f'{dot} <span class="share-magic-status">{since} · {who}</span>'
+    return f'{dot} <span class="share-magic-status">{html.escape(share.describe().splitlines()[0])}</span>'
+
+
+def record_html(share: Share) -> str:
+    """The static record of a share that has ended, or the fallback for front-ends without widgets."""
+    link = html.escape(share.link or "")
+    if share.live:
+        body = (f'<div>Shared: <a href="{link}" target="_blank" rel="noopener">{link}</a></div>'
+                f'<div style="{MUTED}">{GRANTS} Stop with <code>%share stop</code>.</div>')
+    else:
+        body = f'<div class="share-magic-status">{html.escape(share.describe())}</div>'
+    return f'<div class="share-magic">{body}</div>'
 
 
 class ShareView(widgets.VBox):
-    """Shows one :class:`Share`. Front-ends without widgets get the same facts as text/plain and text/html."""
+    """Shows one :class:`Share`; call :meth:`show` to display it."""
 
     def __init__(self, share: Share, **kwargs: Any) -> None:
         self.share = share
-        self.link = widgets.HTML()
-        self.status = widgets.HTML()
+        self._handle: DisplayHandle | None = None
+        link = html.escape(share.link or "")
+        self.link = widgets.HTML(
+            f'<b>Shared:</b> <a class="share-magic-link" href="{link}" target="_blank" rel="noopener" '
+            f'title="{link}" style="color: var(--jp-content-link-color); word-break: break-all">{link}</a>')
+        self.copy = widgets.HTML(COPY_BUTTON.format(link=link))
         self.stop_button = widgets.Button(description="Stop", button_style="danger", icon="stop",
                                           tooltip="Stop sharing: the link stops working at once")
         self.stop_button.on_click(lambda _: share.stop())
-        super().__init__([self.link, widgets.HBox([self.stop_button, self.status])], **kwargs)
+        self.status = widgets.HTML()
+        notes = GRANTS
+        if share.collaborative is False:
+            notes += "<br>" + NO_COLLABORATION
+        self.notes = widgets.HTML(f'<div style="{MUTED}; max-width: 46em">{notes}</div>')
+        self.qr = widgets.HTML(f'<div title="Scan to open the link on a phone or tablet">{qr_svg(share.link or "")}'
+                               "</div>")
+        details = widgets.VBox([self.link, widgets.HBox([self.copy, self.stop_button, self.status]), self.notes])
+        super().__init__([widgets.HBox([details, self.qr])], **kwargs)
+        self.add_class("share-magic")
         share.observe(lambda _: self.refresh())
         self.refresh()
 
+    def show(self) -> None:
+        self._handle = display(self, display_id=True)
+
     def refresh(self) -> None:
-        share = self.share
-        link = html.escape(share.link or "")
-        self.link.value = f'<a href="{link}" target="_blank" rel="noopener">{link}</a>' if share.live else (
-            f"<s>{link}</s>" if link else "")
-        self.status.value = html.escape(share.describe().splitlines()[0])
-        self.stop_button.disabled = not share.live
+        if self.share.status in ("starting", "live") and self.share.live:
+            self.status.value = status_line(self.share)
+            return
+        # Ended: leave a static record in place of the live view.
+        if self._handle is not None:
+            self._handle.update(_Record(self.share))
+            self.close()
+        else:
+            self.status.value = status_line(self.share)
+            self.stop_button.disabled = True
 
     def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
         bundle = super()._repr_mimebundle_(**kwargs) or {}
-        text = self.share.describe()
-        bundle["text/plain"] = text
-        bundle["text/html"] = "<pre>" + html.escape(text) + "</pre>"
+        bundle["text/plain"] = self.share.describe()
+        bundle["text/html"] = record_html(self.share)
+        return bundle
+
+
+class _Record:
+    """A share as plain text and HTML only."""
+
+    def __init__(self, share: Share) -> None:
+        self.share = share
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, str]:
+        return {"text/plain": self.share.describe(), "text/html": record_html(self.share)}
+
+
+class AuthtokenForm(widgets.VBox):
+    """Shown when ngrok has no authtoken: paste it once, it is saved to ngrok's own config, and the share starts.
+
+    The token goes from the password field straight to ``ngrok config add-authtoken``; the field is emptied at
+    once, so it is neither echoed nor kept in the notebook's saved widget state.
+    """
+
+    def __init__(self, message: str, retry: Callable[[], Share], **kwargs: Any) -> None:
+        self.message = message
+        self.retry = retry
+        self.password = widgets.Password(placeholder="paste your ngrok authtoken",
+                                         layout=widgets.Layout(width="28em"))
+        self.save = widgets.Button(description="Save and share", button_style="primary", icon="share")
+        self.save.on_click(lambda _: self.submit())
+        self.feedback = widgets.HTML()
+        intro = widgets.HTML(
+            "<b>ngrok needs your authtoken once.</b> Copy it from "
+            '<a href="https://dashboard.ngrok.com/get-started/your-authtoken" target="_blank" rel="noopener">'
+            "your ngrok dashboard</a> (a free account is enough) and paste it here. It is saved in ngrok's own "
+            "config file, not in this notebook.")
+        super().__init__([intro, widgets.HBox([self.password, self.save]), self.feedback], **kwargs)
+        self.add_class("share-magic")
+        self._handle: DisplayHandle | None = None
+
+    def show(self) -> None:
+        self._handle = display(self, display_id=True)
+
+    def submit(self) -> None:
+        from .tunnel import save_authtoken
+
+        token, self.password.value = self.password.value.strip(), ""
+        if not token:
+            self.feedback.value = "Paste the authtoken first."
+            return
+        self.save.disabled = True
+        self.feedback.value = "Saving and sharing..."
+        try:
+            save_authtoken(token)
+            share = self.retry()
+        except ShareError as e:
+            self.feedback.value = f'<span style="color: var(--jp-error-color1)">{html.escape(str(e))}</span>'
+            self.save.disabled = False
+            return
+        view = ShareView(share)
+        if self._handle is not None:
+            self._handle.update(view)
+            view._handle = self._handle
+            self.close()
+        else:
+            self.children = [view]
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
+        bundle = super()._repr_mimebundle_(**kwargs) or {}
+        bundle["text/plain"] = self.message
         return bundle

@@ -118,10 +118,11 @@ def public_names(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 class JupyterServer:
-    """A real ``jupyter server`` (JupyterLab installed) in its own process group."""
+    """A real Jupyter server in its own process group: ``app`` is jupyter_server (JupyterLab installed),
+    jupyterlab or notebook (Notebook 7, whose default page is /tree)."""
 
     def __init__(self, root: Path, base_url: str = "/", token: str | None = None, extra: list[str] = (),
-                 tls: bool = False) -> None:
+                 tls: bool = False, app: str = "jupyter_server") -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         self.scheme = "https" if tls else "http"
@@ -138,7 +139,7 @@ class JupyterServer:
         self.session.verify = False
         self.log = open(root.parent / f"server-{self.port}.log", "wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "jupyter_server", "--no-browser", "--allow-root", f"--port={self.port}",
+            [sys.executable, "-m", app, "--no-browser", "--allow-root", f"--port={self.port}",
              "--ServerApp.port_retries=0", f"--ServerApp.base_url={base_url}", f"--IdentityProvider.token={self.token}",
              f"--ServerApp.root_dir={root}", *extra],
             stdout=subprocess.DEVNULL, stderr=self.log,

@@ -1,0 +1,146 @@
+"""The widget as people see it, in a real browser: Debian's chromium driven by Playwright.
+
+The owner works in JupyterLab (dark theme) or Notebook 7 on the server directly; the visitor is a second browser
+whose resolver maps the stand-in's public names to loopback, and who meets the free plan's warning page first.
+Screenshots land in tests/screenshots/ (or $SHARE_MAGIC_SCREENSHOTS) for people to look at.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from conftest import share_processes, wait_for
+
+CHROMIUM = "/usr/bin/chromium"
+SCREENSHOTS = Path(os.environ.get("SHARE_MAGIC_SCREENSHOTS", Path(__file__).parent / "screenshots"))
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync"]
+
+if not os.path.exists(CHROMIUM):  # CI installs it: there, a missing browser is a failure, not a skip
+    if os.environ.get("CI"):
+        raise RuntimeError(f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium)")
+    pytest.skip(f"browser tests need Debian's chromium at {CHROMIUM}", allow_module_level=True)
+
+
+@pytest.fixture
+def browsers(sandbox, monkeypatch):
+    """The owner's and the visitor's browsers; the stand-in shows browsers its warning page, like the free plan."""
+    from playwright.sync_api import sync_playwright
+
+    monkeypatch.setenv("STANDIN_NGROK_INTERSTITIAL", "1")
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        owner = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        visitor = playwright.chromium.launch(
+            executable_path=CHROMIUM, args=[*ARGS, "--host-resolver-rules=MAP *.ngrok-free.app 127.0.0.1"])
+        try:
+            yield owner, visitor
+        finally:
+            owner.close()
+            visitor.close()
+
+
+def run_cell(page, code: str) -> None:
+    """Type code into the last cell and run it, as a person does."""
+    page.locator(".jp-Notebook .jp-Cell").last.locator(".cm-content").click()
+    page.keyboard.type(code)
+    page.keyboard.press("Shift+Enter")
+
+
+def wait_for_kernel(page) -> None:
+    page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=90_000)
+
+
+def share_from(page, code: str = "%load_ext share_magic\n%share"):
+    """Run %share in the page's notebook; return the widget's output area once the link shows."""
+    run_cell(page, code)
+    output = page.locator(".jp-OutputArea-output:has(a.share-magic-link)")
+    output.wait_for(timeout=60_000)
+    return output
+
+
+def test_jupyterlab_owner_and_visitor(jupyter, browsers) -> None:
+    owner_browser, visitor_browser = browsers
+    server = jupyter(app="jupyterlab")
+    server.api("PUT", "lab/api/settings/@jupyterlab/apputils-extension:themes",
+               data=json.dumps({"raw": json.dumps({"theme": "JupyterLab Dark"})})).raise_for_status()
+    server.new_notebook("shared.ipynb")
+
+    context = owner_browser.new_context(viewport={"width": 1280, "height": 860})
+    context.grant_permissions(["clipboard-read", "clipboard-write"])
+    owner = context.new_page()
+    owner.goto(f"{server.url}lab/tree/shared.ipynb?token={server.token}")
+    wait_for_kernel(owner)
+    widget = share_from(owner)
+
+    link = widget.locator("a.share-magic-link").get_attribute("href")
+    assert link.startswith("https://") and link.endswith(f"/lab/tree/shared.ipynb?token={server.token}")
+    stop = widget.get_by_role("button", name="Stop")
+    copy = widget.get_by_role("button", name="Copy")
+    assert stop.is_visible() and copy.is_visible()
+    assert widget.locator("svg").first.is_visible()  # the QR code
+    assert "full control of this server" in widget.inner_text() and "Visit Site" in widget.inner_text()
+    assert "jupyter-collaboration is not installed" in widget.inner_text()
+    # Theme colours, not hard-coded ones: the muted text takes the dark theme's --jp-ui-font-color2.
+    muted, themed = owner.evaluate("""() => {
+        const note = document.querySelector('.share-magic div[style*="--jp-ui-font-color2"]');
+        const probe = document.createElement('span');
+        probe.style.color = 'var(--jp-ui-font-color2)';
+        document.body.appendChild(probe);
+        return [getComputedStyle(note).color, getComputedStyle(probe).color];
+    }""")
+    assert muted == themed
+    copy.click()
+    wait_for(lambda: owner.evaluate("navigator.clipboard.readText()") == link, 5, "the link in the clipboard")
+    owner.screenshot(path=SCREENSHOTS / "lab-owner-shared-dark.png")
+
+    # The visitor: warning page, then the notebook; the kernel connects and a cell runs.
+    guest = visitor_browser.new_context(ignore_https_errors=True, viewport={"width": 1280, "height": 860})
+    page = guest.new_page()
+    page.goto(link)
+    page.get_by_role("button", name="Visit Site").click()
+    wait_for_kernel(page)
+    run_cell(page, "print('visitor says', 6 * 7)")
+    page.wait_for_selector(".jp-OutputArea-output:has-text('visitor says 42')", timeout=60_000)
+    page.locator(".jp-DirListing-item:has-text('shared.ipynb')").wait_for(timeout=20_000)  # the owner's files
+    page.screenshot(path=SCREENSHOTS / "lab-visitor-ran-a-cell.png")
+    wait_for(lambda: "1 visitor connected" in widget.inner_text(), 15, "the owner's widget to count the visitor")
+    owner.screenshot(path=SCREENSHOTS / "lab-owner-one-visitor.png")
+
+    # Stop: the widget says so, the visitor loses access.
+    stop.click()
+    stopped = owner.locator(".jp-OutputArea-output:has-text('Share stopped')")
+    stopped.wait_for(timeout=20_000)
+    assert stopped.locator("a").count() == 0 and stopped.get_by_role("button", name="Stop").count() == 0
+    owner.screenshot(path=SCREENSHOTS / "lab-owner-stopped.png")
+    wait_for(lambda: not share_processes(), 10, "the share to end")
+    reached = page.evaluate("fetch(location.href).then(r => r.status).catch(() => 'unreachable')")
+    assert reached == "unreachable"
+
+
+def test_notebook7_owner_flow(jupyter, browsers) -> None:
+    owner_browser, visitor_browser = browsers
+    server = jupyter(app="notebook")
+    server.new_notebook("shared.ipynb")
+    owner = owner_browser.new_page(viewport={"width": 1280, "height": 860})
+    owner.goto(f"{server.url}notebooks/shared.ipynb?token={server.token}")
+    wait_for_kernel(owner)
+    widget = share_from(owner)
+    link = widget.locator("a.share-magic-link").get_attribute("href")
+    assert link.endswith(f"/notebooks/shared.ipynb?token={server.token}")  # the owner's UI, not Lab
+    assert widget.get_by_role("button", name="Stop").is_visible()
+    owner.screenshot(path=SCREENSHOTS / "notebook7-owner-shared.png")
+
+    page = visitor_browser.new_context(ignore_https_errors=True).new_page()
+    page.goto(link)
+    page.get_by_role("button", name="Visit Site").click()
+    wait_for_kernel(page)
+    run_cell(page, "print('hello from notebook 7')")
+    page.wait_for_selector(".jp-OutputArea-output:has-text('hello from notebook 7')", timeout=60_000)
+    page.screenshot(path=SCREENSHOTS / "notebook7-visitor-ran-a-cell.png")
+
+    widget.get_by_role("button", name="Stop").click()
+    owner.locator(".jp-OutputArea-output:has-text('Share stopped')").wait_for(timeout=20_000)
+    owner.screenshot(path=SCREENSHOTS / "notebook7-owner-stopped.png")

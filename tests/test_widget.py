@@ -1,0 +1,78 @@
+"""The widget without a browser: a real share started from Python, its view's state, Stop via Button.click()
+(the same path as a front-end click), and the text fallbacks."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from conftest import AUTHTOKEN, share_processes, wait_for
+
+import share_magic
+from share_magic.widget import AuthtokenForm, ShareView, _Record
+
+
+@pytest.fixture
+def python_share(jupyter):
+    """Start shares from this test process (no kernel): share_magic.share(port=...)."""
+    server = jupyter()
+    yield server
+    share_magic.stop()
+
+
+def test_the_view_shows_the_link_copy_qr_stop_and_what_it_grants(python_share, visitor) -> None:
+    share = share_magic.share(port=python_share.port)
+    assert share.live and share.link.endswith(f"/lab?token={python_share.token}")
+    view = ShareView(share)
+    assert f'href="{share.link}"' in view.link.value
+    assert f'data-link="{share.link}"' in view.copy.value and ">Copy</button>" in view.copy.value
+    assert "<svg" in view.qr.value
+    assert "live since" in view.status.value and "0 visitors connected" in view.status.value
+    assert "full control of this server" in view.notes.value and "Visit Site" in view.notes.value
+    assert share.collaborative is False and "jupyter-collaboration" in view.notes.value
+    assert "var(--jp-" in view.status.value + view.notes.value + view.link.value
+
+    guest = visitor(share.link)
+    guest.get(share.link)
+    kernel_id = python_share.new_notebook("visited.ipynb")
+    socket = guest.websocket(f"/api/kernels/{kernel_id}/channels")
+    wait_for(lambda: "1 visitor connected" in view.status.value, 10, "the visitor to be counted")
+    socket.close()
+    wait_for(lambda: "0 visitors connected" in view.status.value, 10, "the visitor to be gone")
+
+    view.stop_button.click()
+    assert share.status == "stopped"
+    assert "stopped" in view.status.value and view.stop_button.disabled
+    wait_for(lambda: not share_processes(), 10, "the share to end")
+    assert not guest.reaches_jupyter()
+
+
+def test_fallbacks_for_front_ends_without_widgets(python_share) -> None:
+    share = share_magic.share(port=python_share.port)
+    bundle = ShareView(share)._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in bundle
+    assert share.link in bundle["text/plain"] and "%share stop" in bundle["text/plain"]
+    assert f'href="{share.link}"' in bundle["text/html"] and "%share stop" in bundle["text/html"]
+    assert bundle["text/plain"] == share._repr_mimebundle_()["text/plain"]
+    share.stop()
+    record = _Record(share)._repr_mimebundle_()
+    assert "Share stopped" in record["text/plain"] and "no longer reaches" in record["text/plain"]
+    assert "<a " not in record["text/html"]  # no live-looking dead link
+
+
+def test_the_authtoken_form_saves_the_token_to_ngroks_config_and_shares(python_share, monkeypatch) -> None:
+    monkeypatch.delenv("NGROK_AUTHTOKEN")
+    with pytest.raises(share_magic.TunnelError) as missing:
+        share_magic.share(port=python_share.port)
+    assert missing.value.code == "ERR_NGROK_4018"
+    form = AuthtokenForm(str(missing.value), retry=lambda: share_magic.share(port=python_share.port))
+    assert "ngrok config add-authtoken" in form._repr_mimebundle_()["text/plain"]
+    form.save.click()
+    assert "Paste the authtoken first" in form.feedback.value
+    form.password.value = AUTHTOKEN
+    form.save.click()
+    assert form.password.value == ""  # never kept in widget state
+    config = Path(os.environ["XDG_CONFIG_HOME"]) / "ngrok" / "ngrok.yml"
+    assert AUTHTOKEN in config.read_text()
+    assert isinstance(form.children[0], ShareView)
+    assert share_magic.current() is not None and share_magic.current().live
