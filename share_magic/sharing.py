@@ -48,6 +48,7 @@ class Share:
         self.authenticated = authenticated
         self.status = "starting"
         self.public_url: str | None = None
+        self.gateway_port: int | None = None  # the helper's gateway on 127.0.0.1 (the tunnel's upstream)
         self.visitors = 0
         self.started_at: datetime.datetime | None = None
         self.ended_at: datetime.datetime | None = None
@@ -201,6 +202,7 @@ class Share:
             kind = event.pop("event")
             if kind == "ready":
                 self.public_url = event["public_url"]
+                self.gateway_port = event["gateway_port"]
                 self.started_at = datetime.datetime.now()
                 self.status = "live"
                 self._settled.set()

@@ -1,98 +1,30 @@
-"""Real parts for end-to-end tests: Jupyter servers and kernels in subprocesses, the real pyngrok driving the
-stand-in agent (``standin_ngrok.py``), and visitors that reach the server only through the public URL."""
+"""Fixtures over the real parts in ``harness.py``; every process a test starts is ended at teardown."""
 from __future__ import annotations
 
-import json
 import os
-import re
 import signal
 import socket
-import ssl
-import subprocess
-import sys
-import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
-import websocket
-
-HERE = Path(__file__).parent
-PUBLIC_SUFFIXES = (".ngrok-free.app", ".ngrok-free.dev")
-AUTHTOKEN = "2standinAuthtoken_0123456789abcdef"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(predicate: Any, timeout: float, what: str, interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
-def kill_group(process: subprocess.Popen) -> None:
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    process.wait()
-
-
-def share_processes() -> list[int]:
-    """Every process a share starts: the helper and the (stand-in) ngrok agent."""
-    return processes_with("share_magic.helper") + processes_with("standin_ngrok.py")
-
-
-def processes_with(marker: str) -> list[int]:
-    """Pids of live (non-zombie) processes whose command line contains ``marker``."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if marker in cmdline and state != "Z":
-            found.append(int(entry))
-    return found
-
-
-# -- the environment every server, kernel and agent of a test shares -------------------------------------------------
+from harness import (
+    PUBLIC_SUFFIXES,
+    JupyterServer,
+    KernelClient,
+    PlainKernel,
+    Visitor,
+    open_notebook,
+    sandbox_environment,
+    share_processes,
+    wait_for,
+)
 
 
 @pytest.fixture
 def sandbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    """A private HOME, Jupyter runtime/config folders, ngrok config and stand-in state; the stand-in agent on
-    PYNGROK_NGROK_PATH and an authtoken in NGROK_AUTHTOKEN, as a user would have them."""
-    home = tmp_path / "home"
-    home.mkdir()
-    agent = tmp_path / "bin" / "ngrok"
-    agent.parent.mkdir()
-    agent.write_text(f"#!/bin/sh\nexec {sys.executable} {HERE / 'standin_ngrok.py'} \"$@\"\n")
-    agent.chmod(0o755)
-    env = {
-        "HOME": str(home),
-        "XDG_CONFIG_HOME": str(home / ".config"),
-        "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
-        "JUPYTER_CONFIG_DIR": str(tmp_path / "jupyter-config"),
-        "JUPYTER_PLATFORM_DIRS": "1",
-        "PYNGROK_NGROK_PATH": str(agent),
-        "NGROK_AUTHTOKEN": AUTHTOKEN,
-        "STANDIN_NGROK_STATE": str(tmp_path / "ngrok-service"),
-    }
+    env = sandbox_environment(tmp_path)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     for key in ("JPY_PARENT_PID", "JUPYTER_TOKEN", "JPY_SESSION_NAME"):
@@ -112,78 +44,6 @@ def public_names(monkeypatch: pytest.MonkeyPatch) -> None:
         return real(host, *args, **kwargs)
 
     monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-
-
-# -- Jupyter servers and kernels ---------------------------------------------------------------------------------
-
-
-class JupyterServer:
-    """A real Jupyter server in its own process group: ``app`` is jupyter_server (JupyterLab installed),
-    jupyterlab or notebook (Notebook 7, whose default page is /tree)."""
-
-    def __init__(self, root: Path, base_url: str = "/", token: str | None = None, extra: list[str] = (),
-                 tls: bool = False, app: str = "jupyter_server") -> None:
-        self.root = root
-        root.mkdir(parents=True, exist_ok=True)
-        self.scheme = "https" if tls else "http"
-        if tls:  # a self-signed certificate, as people make for their own machine
-            from standin_ngrok import make_certificate
-
-            certfile, keyfile = make_certificate("localhost", str(root.parent))
-            extra = [*extra, f"--ServerApp.certfile={certfile}", f"--ServerApp.keyfile={keyfile}"]
-        self.base_url = base_url
-        self.token = token if token is not None else uuid.uuid4().hex
-        self.port = free_port()
-        self.session = requests.Session()
-        self.session.trust_env = False  # REQUESTS_CA_BUNDLE would override verify=False
-        self.session.verify = False
-        self.log = open(root.parent / f"server-{self.port}.log", "wb")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", app, "--no-browser", "--allow-root", f"--port={self.port}",
-             "--ServerApp.port_retries=0", f"--ServerApp.base_url={base_url}", f"--IdentityProvider.token={self.token}",
-             f"--ServerApp.root_dir={root}", *extra],
-            stdout=subprocess.DEVNULL, stderr=self.log,
-            start_new_session=True)
-        runtime = Path(os.environ["JUPYTER_RUNTIME_DIR"]) / f"jpserver-{self.process.pid}.json"
-        try:
-            wait_for(lambda: runtime.exists() and runtime.stat().st_size > 0 and self._ready(), 60, "jupyter server")
-        except AssertionError:
-            self.stop()
-            raise
-        self.url = f"{self.scheme}://127.0.0.1:{self.port}{base_url}"
-
-    def _ready(self) -> bool:
-        if self.process.poll() is not None:
-            raise AssertionError(f"jupyter server exited: {self.process.returncode}")
-        try:
-            return self.session.get(f"{self.scheme}://127.0.0.1:{self.port}{self.base_url}api", timeout=2).ok
-        except requests.RequestException:
-            return False
-
-    def api(self, method: str, path: str, **kwargs: Any) -> requests.Response:
-        if self.token:
-            headers = {"Authorization": f"token {self.token}"}
-        else:  # no authentication at all: state-changing requests need the _xsrf cookie a page sets
-            if "_xsrf" not in self.session.cookies:
-                self.session.get(self.url + "lab", timeout=10)
-            headers = {"X-XSRFToken": self.session.cookies.get("_xsrf", "")}
-        return self.session.request(method, self.url + path, headers=headers, timeout=10, **kwargs)
-
-    def new_notebook(self, name: str) -> str:
-        """A notebook with a kernelspec, and a kernel for it started through the sessions API: like opening it."""
-        notebook = {"cells": [], "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3",
-                                                             "language": "python"}},
-                    "nbformat": 4, "nbformat_minor": 5}
-        (self.root / name).write_text(json.dumps(notebook))
-        response = self.api("POST", "api/sessions", json={"path": name, "type": "notebook", "name": name,
-                                                           "kernel": {"name": "python3"}})
-        response.raise_for_status()
-        return response.json()["kernel"]["id"]
-
-    def stop(self) -> None:
-        kill_group(self.process)
-        self.log.close()
-        self.session.close()
 
 
 @pytest.fixture
@@ -207,112 +67,18 @@ def jupyter(sandbox: dict[str, str], tmp_path: Path) -> Iterator[Any]:
             os.kill(pid, signal.SIGKILL)
 
 
-class KernelClient:
-    """Runs code in a kernel over the server's websocket, as a front-end does."""
-
-    def __init__(self, ws_url: str, **options: Any) -> None:
-        self.ws = websocket.create_connection(ws_url, timeout=60, **options)
-        self.session = uuid.uuid4().hex
-
-    def submit(self, code: str) -> str:
-        """Send code to run; return the request id to :meth:`collect` its outputs with."""
-        msg_id = uuid.uuid4().hex
-        self.ws.send(json.dumps({
-            "header": {"msg_id": msg_id, "msg_type": "execute_request", "username": "test", "session": self.session,
-                       "date": "2026-01-01T00:00:00Z", "version": "5.3"},
-            "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
-            "content": {"code": code, "silent": False, "store_history": True, "user_expressions": {},
-                        "allow_stdin": False, "stop_on_error": True},
-        }))
-        return msg_id
-
-    def collect(self, msg_id: str, timeout: float = 90) -> dict[str, Any]:
-        result: dict[str, Any] = {"text": "", "stdout": "", "stderr": "", "error": None, "bundles": [],
-                                  "payload": []}
-        deadline = time.monotonic() + timeout
-        idle = replied = False
-        while not (idle and replied):
-            self.ws.settimeout(max(0.1, deadline - time.monotonic()))
-            message = json.loads(self.ws.recv())
-            if message.get("parent_header", {}).get("msg_id") != msg_id:
-                continue
-            kind, content = message["msg_type"], message["content"]
-            if kind == "stream":
-                result[content["name"]] += content["text"]
-            elif kind in ("display_data", "execute_result"):
-                result["bundles"].append(content["data"])
-                result["text"] += content["data"].get("text/plain", "") + "\n"
-            elif kind == "error":
-                result["error"] = content
-            elif kind == "status" and content["execution_state"] == "idle":
-                idle = True
-            elif kind == "execute_reply":
-                result["payload"] = content.get("payload", [])
-                replied = True
-        return result
-
-    def execute(self, code: str, timeout: float = 90) -> dict[str, Any]:
-        return self.collect(self.submit(code), timeout)
-
-    def run(self, code: str, timeout: float = 90) -> str:
-        """Run code that must succeed; return its stdout."""
-        result = self.execute(code, timeout)
-        assert result["error"] is None and "Error" not in result["stderr"], (result["error"], result["stderr"])
-        return result["stdout"]
-
-    def close(self) -> None:
-        self.ws.close()
-
-
 @pytest.fixture
 def owner(jupyter: Any) -> Iterator[Any]:
     """Open a notebook on a server and run code in its kernel: ``owner(server, "nb.ipynb").execute(code)``."""
     clients: list[KernelClient] = []
 
-    def open_notebook(server: JupyterServer, name: str = "shared.ipynb") -> KernelClient:
-        kernel_id = server.new_notebook(name)
-        ws_url = server.url.replace("http", "ws", 1) + f"api/kernels/{kernel_id}/channels"
-        client = KernelClient(ws_url, header=[f"Authorization: token {server.token}"],
-                              sslopt={"cert_reqs": ssl.CERT_NONE, "check_hostname": False})
-        client.kernel_id = kernel_id  # type: ignore[attr-defined]
-        clients.append(client)
-        return client
+    def open_and_keep(server: JupyterServer, name: str = "shared.ipynb") -> KernelClient:
+        clients.append(open_notebook(server, name))
+        return clients[-1]
 
-    yield open_notebook
+    yield open_and_keep
     for client in clients:
         client.close()
-
-
-class PlainKernel:
-    """A kernel started by jupyter_client alone, with no Jupyter server behind it (like VS Code or a script)."""
-
-    def __init__(self) -> None:
-        from jupyter_client.manager import KernelManager
-
-        self.manager = KernelManager(kernel_name="python3")
-        self.manager.start_kernel(env=dict(os.environ))
-        self.client = self.manager.client()
-        self.client.start_channels()
-        self.client.wait_for_ready(60)
-
-    def execute(self, code: str, timeout: float = 90) -> dict[str, Any]:
-        result: dict[str, Any] = {"text": "", "stdout": "", "stderr": "", "error": None}
-
-        def hook(message: dict[str, Any]) -> None:
-            kind, content = message["msg_type"], message["content"]
-            if kind == "stream":
-                result[content["name"]] += content["text"]
-            elif kind in ("display_data", "execute_result"):
-                result["text"] += content["data"].get("text/plain", "") + "\n"
-            elif kind == "error":
-                result["error"] = content
-
-        self.client.execute_interactive(code, output_hook=hook, timeout=timeout)
-        return result
-
-    def stop(self) -> None:
-        self.client.stop_channels()
-        self.manager.shutdown_kernel(now=True)
 
 
 @pytest.fixture
@@ -320,63 +86,6 @@ def plain_kernel(sandbox: dict[str, str]) -> Iterator[PlainKernel]:
     kernel = PlainKernel()
     yield kernel
     kernel.stop()
-
-
-# -- the visitor -------------------------------------------------------------------------------------------------
-
-
-LINK = re.compile(r"https://[^\s<>\"']+")
-
-
-def link_in(text: str) -> str:
-    match = LINK.search(text)
-    assert match, f"no link in the output:\n{text}"
-    return match.group(0)
-
-
-class Visitor:
-    """Someone on another machine: knows only the link, talks HTTPS to the public host, keeps cookies."""
-
-    def __init__(self, link: str) -> None:
-        self.link = link
-        parts = requests.utils.urlparse(link)
-        self.origin = f"{parts.scheme}://{parts.netloc}"
-        self.http = requests.Session()
-        self.http.trust_env = False  # REQUESTS_CA_BUNDLE would otherwise override verify=False
-        self.http.verify = False
-
-    def get(self, url: str, **kwargs: Any) -> requests.Response:
-        kwargs.setdefault("timeout", 20)
-        return self.http.get(self.absolute(url), **kwargs)
-
-    def send(self, method: str, url: str, origin: str | None = None, **kwargs: Any) -> requests.Response:
-        """A state-changing request as JupyterLab makes it: cookie, _xsrf token, and the page's Origin."""
-        headers = {"X-XSRFToken": self.http.cookies.get("_xsrf", ""), "Origin": origin or self.origin,
-                   "Referer": self.link, **kwargs.pop("headers", {})}
-        return self.http.request(method, self.absolute(url), headers=headers, timeout=20, **kwargs)
-
-    def reaches_jupyter(self, path: str = "/api") -> bool:
-        """Whether the link still gets an answer from Jupyter (not a refused connection or an ngrok error)."""
-        try:
-            response = self.get(path, timeout=5)
-        except requests.RequestException:
-            return False
-        return "ngrok-error-code" not in response.headers
-
-    def absolute(self, url: str) -> str:
-        return url if "://" in url else self.origin + url
-
-    def websocket(self, path: str, origin: str | None = None) -> websocket.WebSocket:
-        cookies = "; ".join(f"{c.name}={c.value}" for c in self.http.cookies)
-        return websocket.create_connection(
-            "wss://" + self.origin.split("://", 1)[1] + path, timeout=30, origin=origin or self.origin,
-            cookie=cookies, sslopt={"cert_reqs": ssl.CERT_NONE, "check_hostname": False})
-
-    def kernel(self, path: str, origin: str | None = None) -> KernelClient:
-        client = KernelClient.__new__(KernelClient)
-        client.ws = self.websocket(path, origin)
-        client.session = uuid.uuid4().hex
-        return client
 
 
 @pytest.fixture

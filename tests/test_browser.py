@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import share_processes, wait_for
+from harness import share_processes, wait_for
 
 CHROMIUM = "/usr/bin/chromium"
 SCREENSHOTS = Path(os.environ.get("SHARE_MAGIC_SCREENSHOTS", Path(__file__).parent / "screenshots"))

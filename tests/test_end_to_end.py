@@ -7,7 +7,7 @@ import urllib.parse
 
 import pytest
 import websocket
-from conftest import link_in, wait_for
+from harness import link_in, wait_for
 
 FOREIGN_ORIGIN = "https://attacker.example"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from conftest import AUTHTOKEN, link_in, share_processes, wait_for
+from harness import AUTHTOKEN, link_in, share_processes, wait_for
 
 
 def assert_one_calm_line(result: dict, *expected: str) -> str:

@@ -6,7 +6,7 @@ import signal
 import time
 
 import pytest
-from conftest import link_in, share_processes, wait_for
+from harness import link_in, share_processes, wait_for
 
 GONE_WITHIN = 10  # seconds: the bound for the link to stop working and every share process to end
 

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import AUTHTOKEN, share_processes, wait_for
+from harness import AUTHTOKEN, share_processes, wait_for
 
 import share_magic
 from share_magic.widget import AuthtokenForm, ShareView, _Record

@@ -1,0 +1,263 @@
+"""Benchmark the share path: what %load_ext costs, what %share adds to the agent's own start, and what the gateway
+costs a visitor compared with talking to the Jupyter server directly. Each ratio is measured side by side, in one
+run, alternating the two sides in blocks so that noise from this shared machine falls on both.
+
+Run:  python benchmarks/bench_share.py [--quick]
+Everything runs on loopback: a real jupyter server and kernel, the stand-in ngrok agent from tests/.
+"""
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import platform
+import socket
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from harness import JupyterServer, KernelClient, open_notebook, sandbox_environment  # noqa: E402
+
+MiB = 1024 * 1024
+
+
+def median_ms(samples: list[float]) -> float:
+    return statistics.median(samples) * 1000
+
+
+def alternate(blocks: int, *sides: Callable[[], list[float]]) -> list[list[float]]:
+    """Run each side's block in turn, ``blocks`` times; return every side's samples."""
+    results: list[list[float]] = [[] for _ in sides]
+    for _ in range(blocks):
+        for i, side in enumerate(sides):
+            results[i] += side()
+    return results
+
+
+class Http:
+    """A keep-alive HTTP/1.1 client (what a browser uses), timing small requests."""
+
+    def __init__(self, port: int, host: str, token: str) -> None:
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        self.headers = {"Host": host, "Authorization": f"token {token}"}
+
+    def get(self, path: str) -> bytes:
+        self.conn.request("GET", path, headers=self.headers)
+        response = self.conn.getresponse()
+        body = response.read()
+        assert response.status == 200, (response.status, body[:200])
+        return body
+
+    def timed_gets(self, path: str, n: int) -> list[float]:
+        samples = []
+        for _ in range(n):
+            start = time.perf_counter()
+            self.get(path)
+            samples.append(time.perf_counter() - start)
+        return samples
+
+    def download(self, path: str) -> tuple[float, int]:
+        start = time.perf_counter()
+        self.conn.request("GET", path, headers=self.headers)
+        response = self.conn.getresponse()
+        assert response.status == 200, response.status
+        size = 0
+        while chunk := response.read(MiB):
+            size += len(chunk)
+        return time.perf_counter() - start, size
+
+
+def kernel_round_trips(ws_url: str, host: str, token: str, n: int) -> list[float]:
+    import websocket
+
+    ws = websocket.create_connection(ws_url, host=host, header=[f"Authorization: token {token}"], timeout=30,
+                                     sockopt=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),))
+    session, samples = uuid.uuid4().hex, []
+    try:
+        for _ in range(n):
+            msg_id = uuid.uuid4().hex
+            message = {"header": {"msg_id": msg_id, "msg_type": "kernel_info_request", "username": "bench",
+                                  "session": session, "date": "2026-01-01T00:00:00Z", "version": "5.3"},
+                       "parent_header": {}, "metadata": {}, "content": {}, "channel": "shell", "buffers": []}
+            start = time.perf_counter()
+            ws.send(json.dumps(message))
+            while True:
+                reply = json.loads(ws.recv())
+                if reply["msg_type"] == "kernel_info_reply" and reply["parent_header"].get("msg_id") == msg_id:
+                    break
+            samples.append(time.perf_counter() - start)
+    finally:
+        ws.close()
+    return samples
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+class PeakRss:
+    """Samples a process's resident memory every 10 ms while in use."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid, self.peak, self.stop = pid, 0.0, threading.Event()
+
+    def __enter__(self) -> PeakRss:
+        self.before = rss_mib(self.pid)
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+        self.thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self.stop.is_set():
+            self.peak = max(self.peak, rss_mib(self.pid))
+            time.sleep(0.01)
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop.set()
+        self.thread.join()
+
+    @property
+    def growth(self) -> float:
+        return max(0.0, self.peak - self.before)
+
+
+def in_kernel(kernel: KernelClient, code: str) -> Any:
+    """Run code in the kernel; its last line prints JSON, returned decoded."""
+    result = kernel.execute(code, timeout=300)
+    assert result["error"] is None, result["error"]
+    return json.loads(result["stdout"].strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer samples, a 64 MiB download")
+    options = parser.parse_args()
+    rounds = 3 if options.quick else 7
+    small_n = 40 if options.quick else 100
+    download_mib = 64 if options.quick else 256
+
+    with tempfile.TemporaryDirectory(prefix="share-bench-") as folder:
+        os.environ.update(sandbox_environment(Path(folder)))
+        server = JupyterServer(Path(folder) / "server")
+        try:
+            rows = run(server, rounds, small_n, download_mib)
+        finally:
+            server.stop()
+    print_table(rows)
+
+
+def run(server: JupyterServer, rounds: int, small_n: int, download_mib: int) -> list[tuple]:
+    rows = []
+    direct_host = f"127.0.0.1:{server.port}"
+
+    # 1. %load_ext in a live kernel, a fresh kernel each time (against IPython's own autoreload, for scale).
+    load, reference = [], []
+    for i in range(rounds):
+        kernel = open_notebook(server, f"load-{i}.ipynb")
+        timing = ("import time as _t, json as _j\n_s = _t.perf_counter()\n"
+                  "get_ipython().run_line_magic('load_ext', '{}')\nprint(_j.dumps(_t.perf_counter() - _s))")
+        reference.append(in_kernel(kernel, timing.format("autoreload")))
+        load.append(in_kernel(kernel, timing.format("share_magic")))
+        kernel.close()
+        server.api("DELETE", f"api/kernels/{kernel.kernel_id}")
+    rows.append(("%load_ext (ms), vs %load_ext autoreload", median_ms(reference), median_ms(load), None,
+                 "< 20 ms", median_ms(load) < 20))
+
+    # 2. %share to a live link, against pyngrok.ngrok.connect alone on the same stand-in agent.
+    owner = open_notebook(server, "owner.ipynb")
+    in_kernel(owner, "%load_ext share_magic\nimport time, json, share_magic\n"
+                     "from pyngrok import ngrok, conf\nprint(1)")
+    share_code = ("s = time.perf_counter(); share = share_magic.share(); e = time.perf_counter() - s\n"
+                  "share_magic.stop(); print(json.dumps(e))")
+    pyngrok_code = ("c = conf.PyngrokConfig(); s = time.perf_counter(); ngrok.connect('8888', pyngrok_config=c)\n"
+                    "e = time.perf_counter() - s; ngrok.kill(c); print(json.dumps(e))")
+    in_kernel(owner, share_code), in_kernel(owner, pyngrok_code)  # warm both (imports, caches)
+    share_times, pyngrok_times = alternate(rounds, lambda: [in_kernel(owner, share_code)],
+                                           lambda: [in_kernel(owner, pyngrok_code)])
+    share_ms, pyngrok_ms = median_ms(share_times), median_ms(pyngrok_times)
+    rows.append(("%share to live link (ms), vs ngrok.connect alone", pyngrok_ms, share_ms, share_ms / pyngrok_ms,
+                 f"+{share_ms - pyngrok_ms:.0f} ms; < +300 ms", share_ms - pyngrok_ms < 300))
+
+    # The share the visitor-side measurements go through.
+    live = in_kernel(owner, "share = share_magic.share()\nprint(json.dumps([share.public_url, share.gateway_port, "
+                            "share._helper_pid]))")
+    public_host, gateway_port, helper_pid = live[0].split("://", 1)[1].rstrip("/"), live[1], live[2]
+    direct = Http(server.port, direct_host, server.token)
+    gateway = Http(gateway_port, public_host, server.token)
+
+    # 3. Small API requests.
+    d, g = alternate(rounds, lambda: direct.timed_gets("/api/status", small_n),
+                     lambda: gateway.timed_gets("/api/status", small_n))
+    rows.append(("GET /api/status, median (ms)", median_ms(d), median_ms(g), median_ms(g) / median_ms(d),
+                 "<= 1.2x", median_ms(g) / median_ms(d) <= 1.2))
+
+    # 4. Kernel round trips over a websocket (kernel_info request -> reply).
+    kernel_path = f"api/kernels/{owner.kernel_id}/channels"
+    d, g = alternate(rounds,
+                     lambda: kernel_round_trips(f"ws://{direct_host}/{kernel_path}", direct_host, server.token,
+                                                small_n // 2),
+                     lambda: kernel_round_trips(f"ws://127.0.0.1:{gateway_port}/{kernel_path}", public_host,
+                                                server.token, small_n // 2))
+    rows.append(("kernel websocket round trip, median (ms)", median_ms(d), median_ms(g),
+                 median_ms(g) / median_ms(d), "<= 1.2x", median_ms(g) / median_ms(d) <= 1.2))
+
+    # 5. A large /files/ download, and the gateway process's memory while it streams.
+    with open(server.root / "big.bin", "wb") as f:
+        block = os.urandom(MiB)
+        for _ in range(download_mib):
+            f.write(block)
+    path = "/files/big.bin"
+    direct_speed, gateway_speed, growth = [], [], []
+    for _ in range(max(2, rounds // 2)):
+        seconds, size = direct.download(path)
+        direct_speed.append(size / MiB / seconds)
+        with PeakRss(helper_pid) as memory:
+            seconds, size = gateway.download(path)
+        gateway_speed.append(size / MiB / seconds)
+        growth.append(memory.growth)
+    ds, gs = statistics.median(direct_speed), statistics.median(gateway_speed)
+    rows.append((f"{download_mib} MiB /files/ download (MiB/s)", ds, gs, gs / ds, ">= 0.7x", gs / ds >= 0.7))
+    rows.append((f"gateway memory growth during it (MiB), max of {len(growth)}", None, max(growth), None,
+                 "< 64 MiB", max(growth) < 64))
+
+    # 6. Small requests through the gateway while the owner's kernel runs a CPU-bound pure-Python loop.
+    busy_code = "import time\nend = time.time() + {}\nn = 0\nwhile time.time() < end:\n    n += 1"
+    idle, busy = [], []
+    for _ in range(rounds):
+        idle += gateway.timed_gets("/api/status", small_n)
+        pending = owner.submit(busy_code.format(3 if small_n < 100 else 4))
+        time.sleep(0.3)
+        busy += gateway.timed_gets("/api/status", small_n)
+        owner.collect(pending, timeout=60)
+    rows.append(("GET through gateway, kernel busy vs idle (ms)", median_ms(idle), median_ms(busy),
+                 median_ms(busy) / median_ms(idle), "<= 1.5x", median_ms(busy) / median_ms(idle) <= 1.5))
+    in_kernel(owner, "share_magic.stop(); print(1)")
+    owner.close()
+    return rows
+
+
+def print_table(rows: list[tuple]) -> None:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    print(f"\nshare_magic benchmark, {time.strftime('%Y-%m-%d')}: {cpu}, {os.cpu_count()} cores, "
+          f"Python {platform.python_version()}, {platform.system()} {platform.release()}\n")
+    print(f"| {'measure':<50} | {'baseline':>9} | {'share':>9} | {'ratio':>6} | {'target':<22} | ok  |")
+    print(f"|{'-' * 52}|{'-' * 11}|{'-' * 11}|{'-' * 8}|{'-' * 24}|-----|")
+    for name, base, value, ratio, target, ok in rows:
+        cells = [f"{base:9.2f}" if base is not None else " " * 9, f"{value:9.2f}",
+                 f"{ratio:5.2f}x" if ratio is not None else " " * 6]
+        print(f"| {name:<50} | {cells[0]} | {cells[1]} | {cells[2]} | {target:<22} | {'yes' if ok else 'NO ':<3} |")
+
+
+if __name__ == "__main__":
+    main()
