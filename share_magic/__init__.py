@@ -1,7 +1,7 @@
 """share_magic: hand a collaborator a working link to this notebook with ``%share``.
 
-Nothing heavy is imported here or by ``%load_ext share_magic``: tornado, pyngrok and ipywidgets load on the first
-``%share``.
+Nothing heavy is imported here or by ``%load_ext share_magic``: pyngrok and ipywidgets load on the first ``%share``
+(and the gateway runs in a helper process of its own).
 """
 from __future__ import annotations
 

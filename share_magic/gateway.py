@@ -1,4 +1,4 @@
-"""The gateway: a reverse proxy on 127.0.0.1 between the tunnel and the Jupyter server.
+"""The gateway: a reverse proxy on localhost between the tunnel and the Jupyter server.
 
 A localhost Jupyter server refuses a public Host, and refuses cross-origin API calls and websockets. The tunnel
 delivers requests with the public Host and the browser's public Origin, so the gateway translates exactly three
@@ -9,34 +9,32 @@ request headers and nothing else:
   from the tunnel, never taken from the request). Any other Origin reaches the server unchanged, so the server keeps
   refusing cross-site requests exactly as it would without the gateway.
 
-Responses pass through unchanged except for hop-by-hop headers and a ``Location`` that points at the server.
-Bodies stream in both directions with back-pressure; websockets are relayed as raw bytes after the server accepts
-the upgrade (subprotocols and extensions are negotiated end to end).
+Responses pass through unchanged except for a ``Location`` that points at the server.
+
+It is a byte-level HTTP/1.1 proxy: every visitor connection gets its own upstream connection, kept for as long as
+the visitor keeps theirs (keep-alive for free), and only message heads are parsed. Bodies are relayed as they come,
+by their own framing (Content-Length, chunked, or until close), with back-pressure both ways. A websocket is relayed
+as raw bytes once the server has accepted the upgrade, so subprotocols and extensions are negotiated end to end.
 """
 from __future__ import annotations
 
-import socket
+import asyncio
 from typing import Callable
 from urllib.parse import urlsplit, urlunsplit
-
-from tornado import httputil, iostream, web
-from tornado.http1connection import HTTP1Connection, HTTP1ConnectionParameters
-from tornado.httpserver import HTTPServer
-from tornado.log import app_log
-from tornado.netutil import bind_sockets
-from tornado.tcpclient import TCPClient
 
 from .server import JupyterServer
 
 HOP_BY_HOP = frozenset({
-    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection", "te", "trailer",
-    "transfer-encoding", "upgrade",
+    "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection", "te", "trailer",
 })
-# Tornado answers "Expect: 100-continue" itself; forwarding it would make the server answer it a second time.
-NOT_FORWARDED = HOP_BY_HOP | {"expect"}
-UNLIMITED = 1 << 40  # the server enforces its own body limits
-CHUNK = 64 * 1024
+CHUNK = 1024 * 1024
+# A StreamReader pauses reading once it holds twice its limit: keep that well above a chunk for throughput.
+# The limit also bounds a message head; the server applies its own, smaller one.
+BUFFER_LIMIT = 1024 * 1024
 DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+NO_BODY_STATUSES = frozenset({204, 304})
+
+Headers = list[tuple[str, str]]
 
 
 def origin_of(url: str) -> str | None:
@@ -55,6 +53,16 @@ def origin_of(url: str) -> str | None:
     return f"{scheme}://{host.lower()}"
 
 
+def _rebase(url: str, origin: str) -> str:
+    """``url`` with its scheme and host taken from ``origin``; path, query and fragment kept."""
+    parts, new = urlsplit(url), urlsplit(origin)
+    return urlunsplit((new.scheme, new.netloc, parts.path, parts.query, parts.fragment))
+
+
+class _Closed(Exception):
+    """A side of the exchange went away."""
+
+
 class Gateway:
     """Serves one share: every request it gets came through the tunnel from a visitor."""
 
@@ -62,22 +70,24 @@ class Gateway:
         self.server = server
         self.public_origin: str | None = None
         self.on_visitors = on_visitors
-        self._relays: set[_Relay] = set()
-        self._http_server: HTTPServer | None = None
-        self._tls = server.tls_context()
         self.port = 0
+        self._servers: list[asyncio.AbstractServer] = []
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._websockets: dict[asyncio.StreamWriter, str] = {}  # client side -> visitor address
+        self._tls = server.tls_context()
 
     # -- lifetime ---------------------------------------------------------------------------------------------------
 
-    def listen(self) -> int:
-        """Start accepting on a free loopback port; requests get 503 until :meth:`open_to` names the public URL."""
-        # No access log: request URIs carry the server's token.
-        app = web.Application([(r".*", _ProxyHandler, {"gateway": self})], log_function=lambda handler: None)
-        self._http_server = HTTPServer(app, xheaders=False, decompress_request=False, max_body_size=UNLIMITED,
-                                       max_buffer_size=UNLIMITED)
-        sockets = bind_sockets(0, "127.0.0.1", family=socket.AF_INET)
-        self._http_server.add_sockets(sockets)
-        self.port = sockets[0].getsockname()[1]
+    async def listen(self) -> int:
+        """Accept on a free port of 127.0.0.1 (and ::1, same port, where there is one): the agent's upstream is
+        ``localhost:PORT``. Requests get 503 until :meth:`open_to` names the public URL."""
+        first = await asyncio.start_server(self._serve, "127.0.0.1", 0, limit=BUFFER_LIMIT)
+        self.port = first.sockets[0].getsockname()[1]
+        self._servers.append(first)
+        try:
+            self._servers.append(await asyncio.start_server(self._serve, "::1", self.port, limit=BUFFER_LIMIT))
+        except OSError:
+            pass  # no IPv6 loopback here
         return self.port
 
     def open_to(self, public_url: str) -> None:
@@ -86,21 +96,22 @@ class Gateway:
     async def close(self) -> None:
         """Stop accepting and cut every visitor connection, websockets included."""
         self.public_origin = None
-        if self._http_server is not None:
-            self._http_server.stop()
-        for relay in list(self._relays):
-            relay.close()
-        if self._http_server is not None:
-            await self._http_server.close_all_connections()
+        for server in self._servers:
+            server.close()
+        for writer in list(self._writers):
+            writer.close()
+        for server in self._servers:
+            await server.wait_closed()
 
     # -- translation ------------------------------------------------------------------------------------------------
 
-    def upstream_headers(self, incoming: httputil.HTTPHeaders, *, upgrade: bool = False) -> httputil.HTTPHeaders:
-        listed = {name.strip().lower() for name in incoming.get("Connection", "").split(",")}
-        outgoing = httputil.HTTPHeaders()
-        for name, value in incoming.get_all():
+    def upstream_headers(self, headers: Headers) -> Headers:
+        listed = {token.strip().lower() for name, value in headers if name.lower() == "connection"
+                  for token in value.split(",")} - {"close", "keep-alive", "upgrade"}
+        translated = []
+        for name, value in headers:
             lower = name.lower()
-            if lower in NOT_FORWARDED or (lower in listed and not upgrade):
+            if lower in HOP_BY_HOP or lower in listed or lower == "expect":
                 continue
             if lower == "host":
                 value = self.server.host_header
@@ -108,220 +119,211 @@ class Gateway:
                 value = self.server.origin
             elif lower == "referer" and self._is_public(value):
                 value = _rebase(value, self.server.origin)
-            outgoing.add(name, value)
-        if "Host" not in outgoing:
-            outgoing["Host"] = self.server.host_header
-        if upgrade:
-            outgoing["Connection"] = "Upgrade"
-            outgoing["Upgrade"] = incoming.get("Upgrade", "websocket")
-        else:
-            outgoing["Connection"] = "close"
-        return outgoing
+            translated.append((name, value))
+        if not any(name.lower() == "host" for name, _ in translated):
+            translated.insert(0, ("Host", self.server.host_header))
+        return translated
 
     def _is_public(self, url: str) -> bool:
-        return self.public_origin is not None and origin_of(url) == self.public_origin
+        public = self.public_origin
+        if public is None:
+            return False
+        # Fast path for what browsers send (exactly the origin, or it and a path); anything else is normalized.
+        if url.startswith(public) and url[len(public):len(public) + 1] in ("", "/", "?", "#"):
+            return True
+        return origin_of(url) == public
 
     def public_location(self, location: str) -> str:
         if self.public_origin is None or origin_of(location) != origin_of(self.server.origin):
             return location
         return _rebase(location, self.public_origin)
 
-    # -- upstream ---------------------------------------------------------------------------------------------------
-
-    async def connect_upstream(self) -> iostream.IOStream:
-        if self.server.sock:
-            stream = iostream.IOStream(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM))
-            await stream.connect(self.server.sock)
-            return stream
-        stream = await TCPClient().connect(self.server.host, self.server.port, ssl_options=self._tls)
-        stream.set_nodelay(True)
-        return stream
+    def response_headers(self, headers: Headers) -> Headers:
+        return [(name, self.public_location(value) if name.lower() == "location" else value)
+                for name, value in headers if name.lower() not in HOP_BY_HOP]
 
     # -- visitors ---------------------------------------------------------------------------------------------------
 
     def visitors(self) -> int:
         """Distinct visitor addresses holding a live connection (a websocket) right now."""
-        return len({relay.visitor for relay in self._relays})
+        return len(set(self._websockets.values()))
 
-    def _relays_changed(self, before: int) -> None:
-        after = self.visitors()
-        if after != before and self.on_visitors is not None:
-            self.on_visitors(after)
+    def _count_change(self, before: int) -> None:
+        if self.visitors() != before and self.on_visitors is not None:
+            self.on_visitors(self.visitors())
 
-    async def relay_websocket(self, handler: _ProxyHandler) -> None:
-        request = handler.request
+    # -- serving ----------------------------------------------------------------------------------------------------
+
+    async def _connect_upstream(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        if self.server.sock:
+            return await asyncio.open_unix_connection(self.server.sock, limit=BUFFER_LIMIT)
+        return await asyncio.open_connection(self.server.host, self.server.port, ssl=self._tls, limit=BUFFER_LIMIT,
+                                             server_hostname=self.server.host if self._tls else None)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
+        upstream: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
         try:
-            upstream = await self.connect_upstream()
-        except OSError:
-            handler.send_error(502)
-            return
-        headers = self.upstream_headers(request.headers, upgrade=True)
-        head = f"{request.method} {request.uri} HTTP/1.1\r\n"
-        head += "".join(f"{name}: {value}\r\n" for name, value in headers.get_all()) + "\r\n"
-        try:
-            await upstream.write(head.encode("latin-1"))
-            response_head = await upstream.read_until(b"\r\n\r\n", max_bytes=65536)
-        except (iostream.StreamClosedError, iostream.UnsatisfiableReadError):
-            upstream.close()
-            handler.send_error(502)
-            return
-        status_line, _, header_text = response_head.decode("latin-1").partition("\r\n")
-        code = int(status_line.split(" ", 2)[1])
-        if code != 101:  # refused (403 cross-origin, 404 ...): relay the refusal as an ordinary response
-            response_headers = httputil.HTTPHeaders.parse(header_text)
-            length = int(response_headers.get("Content-Length", "0"))
-            body = await upstream.read_bytes(length) if length else b""
-            upstream.close()
-            _copy_response_head(handler, self, code, status_line.split(" ", 2)[-1], response_headers)
-            handler.finish(body)
-            return
-        visitor = (request.headers.get("X-Forwarded-For") or request.remote_ip or "").split(",")[0].strip()
-        relay = _Relay(handler.detach(), upstream, visitor)
+            while True:
+                request = await _read_head(reader)
+                if request is None:
+                    break
+                if self.public_origin is None:
+                    writer.write(_plain_response(503, "Service Unavailable", "The share is not open."))
+                    break
+                if upstream is None:
+                    try:
+                        upstream = await self._connect_upstream()
+                    except OSError:
+                        writer.write(_plain_response(502, "Bad Gateway", "The Jupyter server is not reachable."))
+                        break
+                    self._writers.add(upstream[1])
+                if not await self._exchange(request, reader, writer, *upstream):
+                    break
+        except (_Closed, ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
+            pass
+        finally:
+            for side in (writer, upstream[1] if upstream else None):
+                if side is not None:
+                    self._writers.discard(side)
+                    side.close()
+
+    async def _exchange(self, request: tuple[str, Headers], reader: asyncio.StreamReader,
+                        writer: asyncio.StreamWriter, up_reader: asyncio.StreamReader,
+                        up_writer: asyncio.StreamWriter) -> bool:
+        """Relay one request and its response; return whether the connection may carry another."""
+        start_line, headers = request
+        method = start_line.split(" ", 1)[0]
+        fields = {name.lower(): value for name, value in headers}
+        if "100-continue" in fields.get("expect", "").lower():
+            writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # we take the body; the server never sees Expect
+        await _relay_body(reader, up_writer, fields, _head(start_line, self.upstream_headers(headers)))
+        while True:  # interim 1xx answers come before the final one
+            response = await _read_head(up_reader)
+            if response is None:
+                raise _Closed
+            status_line, response_headers = response
+            status = int(status_line.split(" ", 2)[1])
+            head = _head(status_line, self.response_headers(response_headers))
+            if status < 200:
+                writer.write(head)
+            if status == 101:
+                await self._relay_websocket(reader, writer, up_reader, up_writer, fields)
+                return False
+            if status >= 200:
+                break
+        response_fields = {name.lower(): value for name, value in response_headers}
+        if method == "HEAD" or status in NO_BODY_STATUSES:
+            writer.write(head)
+            await writer.drain()
+        elif not await _relay_body(up_reader, writer, response_fields, head, until_close=True):
+            return False
+        keep = ("close" not in fields.get("connection", "").lower()
+                and "close" not in response_fields.get("connection", "").lower())
+        return keep
+
+    async def _relay_websocket(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                               up_reader: asyncio.StreamReader, up_writer: asyncio.StreamWriter,
+                               fields: dict[str, str]) -> None:
+        visitor = fields.get("x-forwarded-for", "").split(",")[0].strip() or str(writer.get_extra_info("peername"))
         before = self.visitors()
-        self._relays.add(relay)
-        self._relays_changed(before)
+        self._websockets[writer] = visitor
+        self._count_change(before)
         try:
-            # The upgrade answer is end to end (accept key, subprotocol, extensions): pass it on byte for byte.
-            await relay.client.write(response_head)
-            await relay.run()
-        except iostream.StreamClosedError:
-            relay.close()
+            await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
         finally:
             before = self.visitors()
-            self._relays.discard(relay)
-            self._relays_changed(before)
+            del self._websockets[writer]
+            self._count_change(before)
 
 
-def _rebase(url: str, origin: str) -> str:
-    """``url`` with its scheme and host taken from ``origin``; path, query and fragment kept."""
-    parts, new = urlsplit(url), urlsplit(origin)
-    return urlunsplit((new.scheme, new.netloc, parts.path, parts.query, parts.fragment))
+# -- HTTP/1.1 framing ---------------------------------------------------------------------------------------------
 
 
-class _Relay:
-    """A websocket after the handshake: raw bytes both ways until either side closes."""
-
-    def __init__(self, client: iostream.IOStream, upstream: iostream.IOStream, visitor: str) -> None:
-        self.client, self.upstream, self.visitor = client, upstream, visitor
-
-    async def run(self) -> None:
-        import asyncio
-
-        await asyncio.gather(_pipe(self.client, self.upstream), _pipe(self.upstream, self.client))
-
-    def close(self) -> None:
-        self.client.close()
-        self.upstream.close()
-
-
-async def _pipe(source: iostream.IOStream, sink: iostream.IOStream) -> None:
+async def _read_head(reader: asyncio.StreamReader) -> tuple[str, Headers] | None:
+    """A message head: its start line and headers; None at a clean end of the stream."""
     try:
-        while True:
-            await sink.write(await source.read_bytes(CHUNK, partial=True))
-    except iostream.StreamClosedError:
+        raw = await reader.readuntil(b"\r\n\r\n")
+    except asyncio.IncompleteReadError as e:
+        if e.partial.strip():
+            raise
+        return None
+    lines = raw[:-4].decode("latin-1").split("\r\n")
+    headers = []
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        if not name or name != name.strip():
+            raise ValueError(f"malformed header line {line!r}")
+        headers.append((name, value.strip()))
+    return lines[0], headers
+
+
+def _head(start_line: str, headers: Headers) -> bytes:
+    return (start_line + "\r\n" + "".join(f"{name}: {value}\r\n" for name, value in headers) + "\r\n").encode(
+        "latin-1")
+
+
+def _plain_response(status: int, reason: str, text: str) -> bytes:
+    body = text.encode()
+    return _head(f"HTTP/1.1 {status} {reason}", [("Content-Type", "text/plain; charset=utf-8"),
+                                                 ("Content-Length", str(len(body))), ("Connection", "close")]) + body
+
+
+async def _relay_body(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, fields: dict[str, str],
+                      head: bytes, until_close: bool = False) -> bool:
+    """Send ``head``, then copy the body that follows as framed by its headers; the head goes out with the first
+    part of the body, in one write. Return False if the body was delimited by closing the connection."""
+    if "chunked" in fields.get("transfer-encoding", "").lower():
+        await _relay_chunked(reader, writer, head)
+    elif "content-length" in fields:
+        await _relay_exactly(reader, writer, int(fields["content-length"]), head)
+    elif until_close:  # a response with neither: the body runs until the server closes
+        writer.write(head)
+        while data := await reader.read(CHUNK):
+            writer.write(data)
+            await writer.drain()
+        return False
+    else:
+        writer.write(head)
+    await writer.drain()
+    return True
+
+
+async def _relay_exactly(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, remaining: int,
+                         pending: bytes = b"") -> None:
+    while remaining > 0:
+        data = await reader.read(min(remaining, CHUNK))
+        if not data:
+            raise _Closed
+        remaining -= len(data)
+        writer.write(pending + data if pending else data)
+        pending = b""
+        await writer.drain()
+    if pending:
+        writer.write(pending)
+
+
+async def _relay_chunked(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, pending: bytes) -> None:
+    while True:
+        size_line = await reader.readuntil(b"\r\n")
+        size = int(size_line.split(b";", 1)[0].strip(), 16)
+        if size == 0:
+            writer.write(pending + size_line)
+            while True:  # trailers, then the empty line that ends the body
+                line = await reader.readuntil(b"\r\n")
+                writer.write(line)
+                if line == b"\r\n":
+                    return
+        await _relay_exactly(reader, writer, size + 2, pending + size_line)  # the chunk and its CRLF
+        pending = b""
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(CHUNK):
+            writer.write(data)
+            await writer.drain()
+    except ConnectionError:
         pass
     finally:
-        source.close()
-        sink.close()
-
-
-def _copy_response_head(handler: web.RequestHandler, gateway: Gateway, code: int, reason: str,
-                        headers: httputil.HTTPHeaders) -> None:
-    handler.set_status(code, reason or None)
-    handler._headers = httputil.HTTPHeaders()  # drop tornado's defaults: the server's own headers go out
-    for name, value in headers.get_all():
-        lower = name.lower()
-        if lower in HOP_BY_HOP:
-            continue
-        if lower == "location":
-            value = gateway.public_location(value)
-        handler.add_header(name, value)
-
-
-class _ResponseRelay(httputil.HTTPMessageDelegate):
-    """Streams the server's response to the visitor chunk by chunk, waiting for each chunk to be sent."""
-
-    def __init__(self, handler: _ProxyHandler, gateway: Gateway) -> None:
-        self.handler, self.gateway = handler, gateway
-
-    def headers_received(self, start_line: httputil.RequestStartLine | httputil.ResponseStartLine,
-                         headers: httputil.HTTPHeaders) -> None:
-        assert isinstance(start_line, httputil.ResponseStartLine)
-        _copy_response_head(self.handler, self.gateway, start_line.code, start_line.reason, headers)
-
-    def data_received(self, chunk: bytes):  # type: ignore[override]
-        self.handler.write(chunk)
-        return self.handler.flush()
-
-    def finish(self) -> None:
-        pass
-
-    def on_connection_close(self) -> None:
-        pass
-
-
-@web.stream_request_body
-class _ProxyHandler(web.RequestHandler):
-    SUPPORTED_METHODS = ("GET", "HEAD", "POST", "DELETE", "PATCH", "PUT", "OPTIONS")  # type: ignore[assignment]
-
-    def initialize(self, gateway: Gateway) -> None:
-        self.gateway = gateway
-        self.upstream: HTTP1Connection | None = None
-        self.websocket = False
-
-    def compute_etag(self) -> None:
-        return None  # the server's own caching headers pass through; never invent an Etag
-
-    def log_exception(self, typ, value, tb) -> None:  # type: ignore[no-untyped-def]
-        if isinstance(value, (iostream.StreamClosedError, web.HTTPError)):  # a visitor leaving is normal
-            return
-        # Tornado's own message would include the URI, and with it the server's token.
-        app_log.error("share_magic gateway: %s %s failed", self.request.method, self.request.path,
-                      exc_info=(typ, value, tb))
-
-    async def prepare(self) -> None:
-        if self.gateway.public_origin is None:
-            self.send_error(503)
-            return
-        self.websocket = self.request.headers.get("Upgrade", "").lower() == "websocket"
-        if self.websocket:
-            return
-        try:
-            stream = await self.gateway.connect_upstream()
-        except OSError:
-            self.send_error(502)
-            return
-        self.upstream = HTTP1Connection(stream, True, HTTP1ConnectionParameters(
-            decompress=False, max_body_size=UNLIMITED, chunk_size=CHUNK, max_header_size=65536))
-        headers = self.gateway.upstream_headers(self.request.headers)
-        start = httputil.RequestStartLine(self.request.method or "GET", self.request.uri or "/", "HTTP/1.1")
-        self.upstream.write_headers(start, headers)
-
-    async def data_received(self, chunk: bytes) -> None:
-        if self.upstream is not None:
-            await self.upstream.write(chunk)
-
-    async def _forward(self, *args: str) -> None:
-        if self.websocket:
-            await self.gateway.relay_websocket(self)
-            return
-        assert self.upstream is not None
-        try:
-            self.upstream.finish()
-            await self.upstream.read_response(_ResponseRelay(self, self.gateway))
-        except iostream.StreamClosedError:
-            if not self._headers_written:
-                self.send_error(502)
-            else:  # cut short: close rather than let the visitor take a truncated body as whole
-                self.request.connection.close()  # type: ignore[union-attr]
-                self._finished = True
-            return
-        finally:
-            self.upstream.close()
-        self.finish()
-
-    def on_connection_close(self) -> None:
-        if self.upstream is not None:
-            self.upstream.close()
-
-    get = post = put = patch = delete = head = options = _forward  # type: ignore[assignment]
+        writer.close()

@@ -62,7 +62,7 @@ class Helper:
         self.request_stop()
 
     async def run(self) -> None:
-        port = self.gateway.listen()
+        port = await self.gateway.listen()
         opening = in_thread(self.tunnel.open, port)
         stopped = asyncio.ensure_future(self.stopping.wait())
         timeout = float(self.settings.get("startup_timeout", 25))

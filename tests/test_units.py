@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import pytest
-from tornado.httputil import HTTPHeaders
 
 from share_magic.gateway import Gateway, origin_of
 from share_magic.server import JupyterServer, read_runtime_file
@@ -33,11 +32,8 @@ def gateway() -> Gateway:
     return gw
 
 
-def translate(**headers: str) -> HTTPHeaders:
-    incoming = HTTPHeaders()
-    for name, value in headers.items():
-        incoming.add(name.replace("_", "-"), value)
-    return gateway().upstream_headers(incoming)
+def translate(**headers: str) -> dict[str, str]:
+    return dict(gateway().upstream_headers([(name.replace("_", "-"), value) for name, value in headers.items()]))
 
 
 def test_only_this_shares_public_origin_is_translated() -> None:
@@ -57,7 +53,13 @@ def test_host_referer_and_hop_by_hop_headers() -> None:
     assert out["Cookie"] == "c=1" and out["X-Forwarded-For"] == "203.0.113.9"
     for dropped in ("X-Private", "Keep-Alive", "TE"):
         assert dropped not in out
+    assert out["Connection"] == "keep-alive, X-Private"  # the visitor's connection is pinned to one upstream
     assert translate(Referer="https://attacker.example/x")["Referer"] == "https://attacker.example/x"
+
+
+def test_host_is_added_when_missing_and_expect_is_answered_by_the_gateway() -> None:
+    out = translate(Expect="100-continue")
+    assert out == {"Host": "127.0.0.1:8888"}
 
 
 def test_locations_pointing_at_the_server_are_made_public() -> None:
