@@ -27,7 +27,8 @@ from .server import JupyterServer
 HOP_BY_HOP = frozenset({
     "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection", "te", "trailer",
 })
-CHUNK = 1024 * 1024
+# Measured (benchmarks/): 256 KiB copies stay in cache; 1 MiB chunks relayed 25% slower, 64 KiB ones 3x slower.
+CHUNK = 256 * 1024
 # A StreamReader pauses reading once it holds twice its limit: keep that well above a chunk for throughput.
 # The limit also bounds a message head; the server applies its own, smaller one.
 BUFFER_LIMIT = 1024 * 1024
