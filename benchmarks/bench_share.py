@@ -252,7 +252,8 @@ def run(server: JupyterServer, rounds: int, small_n: int, download_mib: int) -> 
     path = "/files/big.bin"
     direct_speed, gateway_speed, growth = [], [], []
     for _ in range(rounds):
-        seconds, size = direct.download(path)
+        with PeakRss(helper_pid):  # sampled on both sides, so the sampler's own cost falls on both
+            seconds, size = direct.download(path)
         direct_speed.append(size / MiB / seconds)
         with PeakRss(helper_pid) as memory:
             seconds, size = gateway.download(path)
