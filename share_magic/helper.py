@@ -19,7 +19,7 @@ from typing import IO, Any, Callable
 
 from .errors import ShareError
 from .gateway import Gateway
-from .server import JupyterServer
+from .server import JupyterServer, pid_alive
 from .tunnel import Tunnel
 
 WATCH_INTERVAL = 0.5
@@ -100,7 +100,7 @@ class Helper:
                 pass
             if not self.tunnel.agent_alive():
                 return "the ngrok agent exited (crash or lost network); run %share again for a new link"
-            if server_pid and not _alive(server_pid):
+            if server_pid and not pid_alive(server_pid):
                 return "the Jupyter server stopped"
         return None
 
@@ -125,16 +125,6 @@ def in_thread(function: Callable[..., Any], *args: Any) -> asyncio.Future:
 
     threading.Thread(target=target, daemon=True).start()
     return future
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    return True
 
 
 def _remove_record(path: str | None) -> None:

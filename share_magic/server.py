@@ -228,7 +228,7 @@ def _slashed(path: str) -> str:
     return "/" + path.strip("/") + "/" if path.strip("/") else "/"
 
 
-def _pid_alive(pid: int | None) -> bool:
+def pid_alive(pid: int | None) -> bool:
     if not pid:
         return False
     try:
@@ -245,7 +245,7 @@ def _runtime_servers() -> list[tuple[str, JupyterServer]]:
     found = []
     for path in glob.glob(os.path.join(folder, "jpserver-*.json")) + glob.glob(os.path.join(folder, "nbserver-*.json")):
         server = read_runtime_file(path)
-        if server is not None and _pid_alive(server.pid):
+        if server is not None and pid_alive(server.pid):
             found.append((path, server))
     return found
 

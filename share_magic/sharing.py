@@ -25,7 +25,7 @@ from typing import IO, Any, Callable
 from urllib.parse import quote, urlsplit
 
 from .errors import ShareError, TunnelError, UnsafeServer
-from .server import JupyterServer, find_server, kernel_id, runtime_dir, server_at
+from .server import JupyterServer, find_server, kernel_id, pid_alive, runtime_dir, server_at
 
 STARTUP_TIMEOUT = 20.0  # for the ngrok agent to come up (pyngrok itself would wait forever)
 REPORT_GRACE = 5.0  # on top of that, for the helper to report
@@ -58,6 +58,7 @@ class Share:
         self._helper_pid: int | None = None
         self._process: subprocess.Popen[str] | None = None
         self._helper_lock = threading.Lock()
+        self._state_lock = threading.Lock()
         self._stopping = False
         self._settled = threading.Event()
         self._failure: tuple[str, str | None, bool] | None = None  # message, ngrok code, is it a bug?
@@ -135,12 +136,9 @@ class Share:
         """Start the helper and wait until the link is live; raise :class:`ShareError` if it cannot be."""
         settings = {"server": dataclasses.asdict(self.server), "authtoken": authtoken, "startup_timeout": timeout,
                     "record": _record_path(self.server)}
-        env = dict(os.environ)
-        package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
         self._process = subprocess.Popen(
             [sys.executable, "-m", "share_magic.helper"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            text=True, env=env, start_new_session=True)
+            text=True, env=_helper_environment(), start_new_session=True)
         self._helper_pid = self._process.pid
         assert self._process.stdin is not None and self._process.stdout is not None
         self._process.stdin.write(json.dumps(settings) + "\n")
@@ -158,7 +156,9 @@ class Share:
             return
         self._end_helper()
         message, code, is_bug = self._failure or (
-            f"The share's helper did not report back within {timeout + REPORT_GRACE:g} s.", None, True)
+            "The share's helper exited without a word (its error, if any, is in the Jupyter server's log)."
+            if settled else f"The share's helper did not report back within {timeout + REPORT_GRACE:g} s.",
+            None, True)
         self._set("failed", message)
         if is_bug:
             raise RuntimeError(f"share_magic's helper process failed:\n{message}")
@@ -229,11 +229,13 @@ class Share:
             self._end_helper()
 
     def _set(self, status: str, reason: str | None = None) -> None:
-        if self.status in ("stopped", "lost", "failed"):
-            return
-        self.status, self.reason = status, reason
-        self.ended_at = datetime.datetime.now()
-        self.visitors = 0
+        """End the share (stopped, lost or failed): the first ending sticks, and is announced once."""
+        with self._state_lock:
+            if self.status in ("stopped", "lost", "failed"):
+                return
+            self.status, self.reason = status, reason
+            self.ended_at = datetime.datetime.now()
+            self.visitors = 0
         self._changed()
 
     # -- the record other notebooks read ----------------------------------------------------------------------------
@@ -266,6 +268,14 @@ class Share:
             time.sleep(1)
 
 
+def _helper_environment() -> dict[str, str]:
+    env = dict(os.environ)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if root not in {os.path.abspath(entry) for entry in sys.path}:  # imported through a path only we have
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+    return env
+
+
 def _record_path(server: JupyterServer) -> str:
     digest = hashlib.sha256(server.url.encode()).hexdigest()[:16]
     return os.path.join(runtime_dir(), f"share_magic-{digest}.json")
@@ -282,22 +292,14 @@ def _read_record(server: JupyterServer) -> dict[str, Any] | None:
 
 
 def _helper_alive(pid: int | None) -> bool:
-    """Whether ``pid`` is a running share_magic helper (and not a recycled pid)."""
-    if not pid:
+    """Whether ``pid`` is a running share_magic helper (and not a recycled pid, where /proc can tell)."""
+    if not pid_alive(pid):
         return False
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             return b"share_magic.helper" in f.read()
-    except FileNotFoundError:
-        return False
-    except OSError:  # no /proc here: fall back to "a process with that pid exists"
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            pass
-        return True
+    except OSError:
+        return not os.path.isdir("/proc/self")  # no /proc here (macOS): a live pid is all we can tell
 
 
 def _stop_foreign_helper(pid: int | None, record: str) -> None:

@@ -123,11 +123,18 @@ class Tunnel:
 
 def save_authtoken(authtoken: str) -> None:
     """Save the authtoken in ngrok's own config file (where ``ngrok config add-authtoken`` puts it)."""
+    import subprocess
+
     from pyngrok import conf, ngrok
-    from pyngrok.exception import PyngrokError
+    from pyngrok.exception import PyngrokError, PyngrokNgrokInstallError
 
     _quiet_pyngrok()
     try:
-        ngrok.set_auth_token(authtoken, pyngrok_config=conf.PyngrokConfig(auth_token=None))
-    except PyngrokError as e:
-        raise TunnelError(f"ngrok could not save the authtoken: {str(e).replace(authtoken, '****')[:300]}") from None
+        ngrok.set_auth_token(authtoken, pyngrok_config=conf.PyngrokConfig())
+    except PyngrokNgrokInstallError as e:
+        raise TunnelError(NOT_INSTALLED.format(reason=str(e).split("\n")[0])) from None
+    except (PyngrokError, subprocess.CalledProcessError, OSError) as e:
+        # The failed command line holds the token: never let it through.
+        detail = str(e).replace(authtoken, "****")[:300]
+        raise TunnelError(f"ngrok could not save the authtoken ({detail}). Fix: run `ngrok config add-authtoken "
+                          "<TOKEN>` in a terminal to see why, then run %share again.") from None
