@@ -71,7 +71,8 @@ class JupyterServer:
             return context
         return ssl.create_default_context()
 
-    def request(self, method: str, path: str, *, authenticated: bool = True, timeout: float = 5) -> tuple[int, bytes]:
+    def request(self, method: str, path: str, *, authenticated: bool = True, timeout: float = 5,
+                body: str | None = None) -> tuple[int, bytes]:
         """A small synchronous request to the server, straight over loopback; ``path`` is below base_url."""
         headers = {"Host": self.host_header}
         if authenticated and self.token:
@@ -84,7 +85,7 @@ class JupyterServer:
         else:
             conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
         try:
-            conn.request(method, self.base_url + path, headers=headers)
+            conn.request(method, self.base_url + path, body=body, headers=headers)
             response = conn.getresponse()
             return response.status, response.read()
         finally:

@@ -3,11 +3,16 @@ the server only through the public link."""
 from __future__ import annotations
 
 import json
+import socket
+import subprocess
+import sys
 import urllib.parse
 
 import pytest
 import websocket
-from harness import link_in, wait_for
+from harness import KernelClient, kill_group, link_in, wait_for
+
+from share_magic.server import read_runtime_file
 
 FOREIGN_ORIGIN = "https://attacker.example"
 
@@ -138,3 +143,56 @@ def test_naming_the_server_by_port_or_url(jupyter, plain_kernel, visitor, monkey
 
     wrong = plain_kernel.execute(f"%share --url http://localhost:{server.port}/a%40b/ --token wrong")
     assert wrong["stderr"].startswith("UsageError: The token given for") and "--token" in wrong["stderr"]
+
+
+def test_a_server_on_a_unix_socket(sandbox, tmp_path, visitor) -> None:
+    """A server listening on a unix socket only (--sock): found from its runtime file and reached by the gateway."""
+    path, token = str(tmp_path / "jupyter.sock"), "unix-token"
+    (tmp_path / "root").mkdir()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "jupyter_server", "--no-browser", "--allow-root", f"--sock={path}",
+         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={tmp_path / 'root'}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        runtime = tmp_path / "runtime" / f"jpserver-{process.pid}.json"
+        wait_for(lambda: runtime.exists() and runtime.stat().st_size > 0, 60, "the unix-socket server")
+        server = read_runtime_file(str(runtime))
+        assert server is not None and server.sock == path and server.port == 0
+
+        def api(method: str, route: str, body: dict | None = None) -> dict:
+            status, data = server.request(method, route, body=json.dumps(body) if body else None)
+            assert status < 300, (status, data)
+            return json.loads(data)
+
+        (tmp_path / "root" / "unix.ipynb").write_text(json.dumps({
+            "cells": [], "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3"}},
+            "nbformat": 4, "nbformat_minor": 5}))
+        wait_for(lambda: answers(server), 30, "the server's API")
+        kernel_id = api("POST", "api/sessions", {"path": "unix.ipynb", "type": "notebook",
+                                                 "kernel": {"name": "python3"}})["kernel"]["id"]
+        connection = socket.socket(socket.AF_UNIX)
+        connection.connect(path)
+        owner_ws = websocket.create_connection(f"ws://localhost/api/kernels/{kernel_id}/channels", socket=connection,
+                                               header=[f"Authorization: token {token}"], timeout=60)
+        notebook = KernelClient.__new__(KernelClient)
+        notebook.ws, notebook.session = owner_ws, "unix"
+        result = notebook.execute("%load_ext share_magic\n%share")
+        assert result["error"] is None and not result["stderr"], result
+        link = link_in(result["text"])
+        guest = visitor(link)
+        assert guest.get(link).status_code == 200
+        assert "unix.ipynb" in {item["name"] for item in guest.get("/api/contents").json()["content"]}
+        kernel = guest.kernel(f"/api/kernels/{kernel_id}/channels")
+        assert kernel.execute("print('over a unix socket')")["stdout"] == "over a unix socket\n"
+        kernel.close()
+        notebook.execute("%share stop")
+        owner_ws.close()
+    finally:
+        kill_group(process)
+
+
+def answers(server) -> bool:
+    try:
+        return server.request("GET", "api", authenticated=False)[0] == 200
+    except OSError:
+        return False
