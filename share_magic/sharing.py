@@ -359,6 +359,9 @@ def share(*, port: int | None = None, url: str | None = None, token: str | None 
     same server.
     """
     global _current
+    if os.name != "posix":
+        raise ShareError("%share runs on Linux and macOS only for now: its helper relies on POSIX sessions and "
+                         "process groups to stay alive through interrupts and die with the kernel.")
     with _lock:
         existing = current()
         if existing is not None:

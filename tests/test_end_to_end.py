@@ -3,6 +3,7 @@ the server only through the public link."""
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -24,6 +25,15 @@ def test_a_visitor_works_in_the_shared_notebook(jupyter, owner, visitor, base_ur
     server = jupyter(base_url=base_url)
     (server.root / "marker-of-the-shared-server.txt").write_text("the right server")
     notebook = owner(server, "shared.ipynb")
+    # Stale runtime files: a dead server's, and one whose pid now belongs to another live process.
+    runtime = server.root.parent / "runtime"
+    stale = {"url": f"http://localhost:{decoy.port}/", "hostname": "localhost", "port": decoy.port,
+             "base_url": "/", "token": decoy.token, "secure": False, "sock": ""}
+    (runtime / "jpserver-999999.json").write_text(json.dumps({**stale, "pid": 999999}))
+    (runtime / f"jpserver-{os.getpid()}.json").write_text(json.dumps({**stale, "pid": os.getpid()}))
+    # Make discovery try that file first, as a launcher that mislabels the kernel's parent would: only the
+    # kernel-id check over REST can tell it is not this kernel's server.
+    notebook.run(f"import os; os.environ['JPY_PARENT_PID'] = '{os.getpid()}'")
 
     result = notebook.execute("%load_ext share_magic\n%share")
     assert result["error"] is None, result["error"]

@@ -76,3 +76,13 @@ def test_the_authtoken_form_saves_the_token_to_ngroks_config_and_shares(python_s
     assert AUTHTOKEN in config.read_text()
     assert isinstance(form.children[0], ShareView)
     assert share_magic.current() is not None and share_magic.current().live
+
+
+def test_a_lost_share_shows_as_lost(python_share, monkeypatch) -> None:
+    monkeypatch.setenv("STANDIN_NGROK_MODE", "crash-after=2")
+    share = share_magic.share(port=python_share.port)
+    view = ShareView(share)
+    wait_for(lambda: share.status == "lost", 10, "the crash to be noticed")
+    assert "Share lost" in view.status.value and "ngrok agent exited" in view.status.value
+    assert view.stop_button.disabled
+    assert "Share lost" in _Record(share)._repr_mimebundle_()["text/plain"]
