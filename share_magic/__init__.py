@@ -49,5 +49,7 @@ def load_ipython_extension(ipython: Any) -> None:
 
 def unload_ipython_extension(ipython: Any) -> None:
     from . import sharing as lifecycle
+    from .magics import ShareMagics
 
     lifecycle.stop(owned_only=True)
+    ipython.configurables[:] = [c for c in ipython.configurables if not isinstance(c, ShareMagics)]

@@ -181,7 +181,8 @@ class Gateway:
                     self._writers.add(upstream[1])
                 if not await self._exchange(request, reader, writer, *upstream):
                     break
-        except (_Closed, ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
+        except (_Closed, OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
+            # Either side went away or spoke something other than HTTP/1.1: this connection ends, others go on.
             pass
         finally:
             for side in (writer, upstream[1] if upstream else None):
@@ -324,7 +325,7 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
         while data := await reader.read(CHUNK):
             writer.write(data)
             await writer.drain()
-    except ConnectionError:
+    except OSError:
         pass
     finally:
         writer.close()

@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from traitlets import Bool, Float
 
 from .errors import ShareError, TunnelError
 
@@ -24,6 +26,18 @@ def _port(text: str) -> int:
 
 @magics_class
 class ShareMagics(Magics):
+    """``%share``; defaults can be set with ``%config ShareMagics.<name> = ...`` or in an IPython config file."""
+
+    include_token = Bool(True, help="Put the server's token in the link, so that opening it logs the collaborator "
+                                    "in. --no-token overrides it for one share.").tag(config=True)
+    startup_timeout = Float(20.0, help="Seconds to wait for the ngrok agent to start before giving up.").tag(
+        config=True)
+
+    def __init__(self, shell: Any = None, **kwargs: Any) -> None:
+        super().__init__(shell=shell, **kwargs)
+        if shell is not None:
+            shell.configurables.append(self)  # so that %config reaches these settings
+
     @magic_arguments()
     @argument("action", nargs="?", default="start", choices=["start", "stop", "status"],
               help="start (the default) shares this kernel's Jupyter server; stop ends the share; status prints it.")
@@ -62,8 +76,9 @@ class ShareMagics(Magics):
                 share = lifecycle.latest()
                 print(share.describe() if share else "Nothing is shared from this kernel. Start with %share.")
             else:
-                options = dict(port=args.port, url=args.url, token=args.token, include_token=not args.no_token,
-                               authtoken=args.authtoken, insecure=args.insecure)
+                options = dict(port=args.port, url=args.url, token=args.token, authtoken=args.authtoken,
+                               include_token=self.include_token and not args.no_token, insecure=args.insecure,
+                               timeout=self.startup_timeout)
                 try:
                     share = lifecycle.share(**options)
                 except TunnelError as e:

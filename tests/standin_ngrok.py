@@ -11,7 +11,7 @@ Knobs a test may set (all optional):
   STANDIN_NGROK_STATE        folder for the "service" state (default: a folder in the temp dir)
   STANDIN_NGROK_MODE         hang | crash-after=SECONDS | revoked | too-old | no-credit
   STANDIN_NGROK_MAX_AGENTS   agents one account may run at once (default 3, the free plan's)
-  STANDIN_NGROK_INTERSTITIAL 1 to show browsers the free plan's warning page first
+  STANDIN_NGROK_INTERSTITIAL 0 to skip the free plan's warning page for browsers (as a paid plan does)
   STANDIN_NGROK_DOMAIN       the account's domain suffix (default ngrok-free.app)
 """
 from __future__ import annotations
@@ -360,7 +360,7 @@ class Agent:
         self.service = service
         self.endpoints: dict[str, Endpoint] = {}
         self.certificate = make_certificate(f"*.{service.domain.split('.', 1)[1]}", folder)
-        self.interstitial = os.environ.get("STANDIN_NGROK_INTERSTITIAL") == "1"
+        self.interstitial = os.environ.get("STANDIN_NGROK_INTERSTITIAL", "1") != "0"
 
     async def api(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:

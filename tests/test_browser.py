@@ -25,11 +25,10 @@ if not os.path.exists(CHROMIUM):  # CI installs it: there, a missing browser is 
 
 
 @pytest.fixture
-def browsers(sandbox, monkeypatch):
-    """The owner's and the visitor's browsers; the stand-in shows browsers its warning page, like the free plan."""
+def browsers(sandbox):
+    """The owner's and the visitor's browsers (the stand-in shows browsers the free plan's warning page first)."""
     from playwright.sync_api import sync_playwright
 
-    monkeypatch.setenv("STANDIN_NGROK_INTERSTITIAL", "1")
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as playwright:
         owner = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)

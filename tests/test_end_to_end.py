@@ -151,6 +151,10 @@ def test_naming_the_server_by_port_or_url(jupyter, plain_kernel, visitor, monkey
     assert guest.get("/a%40b/api/contents").status_code == 403  # no token in the link: not logged in
     plain_kernel.execute("%share stop")
 
+    configured = plain_kernel.execute(f"%config ShareMagics.include_token = False\n%share --port {server.port}")
+    assert "token" not in link_in(configured["text"])
+    plain_kernel.execute("%share stop\n%config ShareMagics.include_token = True")
+
     wrong = plain_kernel.execute(f"%share --url http://localhost:{server.port}/a%40b/ --token wrong")
     assert wrong["stderr"].startswith("UsageError: The token given for") and "--token" in wrong["stderr"]
 
