@@ -138,14 +138,11 @@ def _remove_record(path: str | None) -> None:
 
 
 def _end_process_group() -> None:
-    """Whatever is still running in the helper's own group (an agent pyngrok could not stop) ends with it."""
+    """The helper's last act: whatever still runs in its own group (an agent pyngrok could not stop, or one that
+    ignores SIGTERM) ends with it. The helper itself goes too; all it had to say is said."""
     if os.getpgrp() != os.getpid():  # not started as a session of its own: the group is not ours to end
         return
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    try:
-        os.killpg(os.getpgrp(), signal.SIGTERM)
-    except OSError:
-        pass
+    os.killpg(os.getpgrp(), signal.SIGKILL)
 
 
 async def amain() -> None:

@@ -9,7 +9,7 @@ shared by every stand-in started with the same STANDIN_NGROK_STATE.
 
 Knobs a test may set (all optional):
   STANDIN_NGROK_STATE        folder for the "service" state (default: a folder in the temp dir)
-  STANDIN_NGROK_MODE         hang | crash-after=SECONDS | revoked | too-old | no-credit
+  STANDIN_NGROK_MODE         hang (silent, ignores SIGTERM) | crash-after=SECONDS | revoked | too-old | no-credit
   STANDIN_NGROK_MAX_AGENTS   agents one account may run at once (default 3, the free plan's)
   STANDIN_NGROK_INTERSTITIAL 0 to skip the free plan's warning page for browsers (as a paid plan does)
   STANDIN_NGROK_DOMAIN       the account's domain suffix (default ngrok-free.app)
@@ -466,7 +466,8 @@ async def run_agent(service: Service, mode: str) -> None:
 def start(args: list[str]) -> None:
     flags = parse_flags(args)
     mode = os.environ.get("STANDIN_NGROK_MODE", "")
-    if mode == "hang":
+    if mode == "hang":  # stuck: prints nothing, and does not even answer SIGTERM
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         while True:
             time.sleep(3600)
     config = read_config(flags.get("config") or default_config_path())

@@ -4,9 +4,10 @@ from __future__ import annotations
 import os
 import signal
 import time
+from pathlib import Path
 
 import pytest
-from harness import link_in, share_processes, wait_for
+from harness import link_in, processes_with, share_processes, wait_for
 
 GONE_WITHIN = 10  # seconds: the bound for the link to stop working and every share process to end
 
@@ -102,3 +103,20 @@ def test_two_notebooks_of_one_server_share_one_tunnel(jupyter, owner, visitor) -
     assert server.api("DELETE", f"api/kernels/{first.kernel_id}").status_code == 204
     assert_share_gone(guest)
     assert "lost" in second.run("%share status")
+
+
+def test_a_kernel_killed_while_the_agent_hangs_leaves_nothing(jupyter, owner) -> None:
+    server = jupyter()
+    notebook = owner(server)
+    pid = int(notebook.run("import os; os.environ['STANDIN_NGROK_MODE'] = 'hang'; print(os.getpid())"))
+    notebook.submit("%load_ext share_magic\n%share")
+    agent = wait_for(lambda: processes_with("standin_ngrok.py"), 10, "the silent agent")[0]
+    wait_for(lambda: ignores_sigterm(agent), 10, "the agent to be stuck (ignoring SIGTERM)")
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: not share_processes(), GONE_WITHIN, "the helper and the stuck agent to be gone")
+
+
+def ignores_sigterm(pid: int) -> bool:
+    status = Path(f"/proc/{pid}/status").read_text()
+    ignored = int(status.split("SigIgn:")[1].split()[0], 16)
+    return bool(ignored & (1 << (signal.SIGTERM - 1)))
