@@ -172,6 +172,10 @@ class Gateway:
                 if self.public_origin is None:
                     writer.write(_plain_response(503, "Service Unavailable", "The share is not open."))
                     break
+                if upstream is not None and upstream[0].at_eof():  # the server closed it while idle: reopen
+                    self._writers.discard(upstream[1])
+                    upstream[1].close()
+                    upstream = None
                 if upstream is None:
                     try:
                         upstream = await self._connect_upstream()

@@ -111,3 +111,36 @@ def test_loading_the_extension_imports_nothing_heavy() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_the_gateway_reopens_an_upstream_connection_the_server_closed_while_idle() -> None:
+    """A real (tiny) upstream that closes its side after every response, without saying so: the visitor's
+    keep-alive connection must still get an answer to its next request."""
+    import asyncio
+
+    async def scenario() -> list[bytes]:
+        async def upstream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            head = await reader.readuntil(b"\r\n\r\n")
+            body = head.split(b"\r\n", 1)[0]
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(upstream, "127.0.0.1", 0)
+        gw = Gateway(JupyterServer("http", "127.0.0.1", server.sockets[0].getsockname()[1], "/"))
+        port = await gw.listen()
+        gw.open_to(PUBLIC)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        answers = []
+        for path in ("/first", "/second"):
+            writer.write(f"GET {path} HTTP/1.1\r\nHost: abc123.ngrok-free.app:8443\r\n\r\n".encode())
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+            answers.append(await reader.readexactly(length))
+            await asyncio.sleep(0.05)  # idle: the upstream's close arrives
+        writer.close()
+        await gw.close()
+        server.close()
+        return answers
+
+    assert asyncio.run(scenario()) == [b"GET /first HTTP/1.1", b"GET /second HTTP/1.1"]
