@@ -120,3 +120,11 @@ def ignores_sigterm(pid: int) -> bool:
     status = Path(f"/proc/{pid}/status").read_text()
     ignored = int(status.split("SigIgn:")[1].split()[0], 16)
     return bool(ignored & (1 << (signal.SIGTERM - 1)))
+
+
+def test_a_killed_helper_takes_its_agent_along_and_the_share_says_lost(jupyter, owner, visitor) -> None:
+    notebook = owner(jupyter())
+    guest = visitor(start_share(notebook))
+    os.kill(processes_with("share_magic.helper")[0], signal.SIGKILL)  # the OOM killer's pick, say
+    assert_share_gone(guest)
+    assert "helper process ended unexpectedly" in notebook.run("%share status")
