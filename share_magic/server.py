@@ -37,6 +37,7 @@ class JupyterServer:
     pid: int | None = None
     sock: str = ""  # unix socket path, when the server listens on one
     ui: str = "lab"  # "lab", "tree" (Notebook 7) or "classic" (Notebook < 7)
+    root_dir: str = ""  # the folder notebook paths are relative to, when the runtime file says
 
     @property
     def host_header(self) -> str:
@@ -107,11 +108,14 @@ class JupyterServer:
             return None
         return {405: True, 404: False}.get(status)
 
-    def owns_kernel(self, kernel_id: str) -> bool:
+    def owns_kernel(self, kernel_id: str) -> bool | None:
+        """Whether this server runs the kernel ``kernel_id``; None when it cannot be asked (no token)."""
         try:
             status, _ = self.request("GET", f"api/kernels/{quote(kernel_id)}", timeout=3)
         except OSError:
             return False
+        if status == 403 and not self.token:
+            return None
         return status == 200
 
     def notebook_path(self, kernel_id: str | None) -> str | None:
@@ -122,12 +126,22 @@ class JupyterServer:
             status, body = self.request("GET", "api/sessions")
         except OSError:
             return None
+        if status == 403 and not self.token:  # cannot ask (password login): what the server told the kernel
+            return self._path_from_session_name()
         if status != 200:
             return None
         for session in json.loads(body):
             if (session.get("kernel") or {}).get("id") == kernel_id:
                 return session.get("path") or (session.get("notebook") or {}).get("path")
         return None
+
+    def _path_from_session_name(self) -> str | None:
+        """``JPY_SESSION_NAME`` is the notebook's absolute path when the kernel started (stale after a rename)."""
+        name, root = os.environ.get("JPY_SESSION_NAME", ""), self.root_dir
+        if not (name and root and os.path.isabs(name)):
+            return None
+        relative = os.path.relpath(name, root)
+        return None if relative.startswith("..") else relative.replace(os.sep, "/")
 
 
 class _UnixHTTPConnection(http.client.HTTPConnection):
@@ -207,6 +221,7 @@ def read_runtime_file(path: str) -> JupyterServer | None:
         pid=info.get("pid"),
         sock=info.get("sock") or "",
         ui="classic" if classic else _default_ui(path, base_url),
+        root_dir=info.get("root_dir") or info.get("notebook_dir") or "",
     )
 
 
@@ -271,7 +286,10 @@ def find_server(kernel: str | None) -> JupyterServer:
     candidates.sort(key=lambda item: str(item[1].pid) != parent)  # the launcher first
     if kernel:
         for _, server in candidates:
-            if server.owns_kernel(kernel):
+            owns = server.owns_kernel(kernel)
+            # A server without a token (password login) cannot be asked; then only the launcher's own runtime
+            # file counts: its pid is JPY_PARENT_PID, which that server set for this kernel.
+            if owns or (owns is None and str(server.pid) == parent):
                 return server
     raise ServerNotFound(
         "%share found no Jupyter server running this kernel: it was started by something else (VS Code, PyCharm, "
@@ -311,6 +329,7 @@ def server_at(url: str | None = None, port: int | None = None, token: str | None
         token=token or os.environ.get("JUPYTER_TOKEN") or (known.token if known else ""),
         pid=known.pid if known else None,
         ui=known.ui if known else "lab",
+        root_dir=known.root_dir if known else "",
     )
     where = url or f"port {port}"
     try:

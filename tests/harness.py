@@ -94,7 +94,8 @@ def open_notebook(server: JupyterServer, name: str = "shared.ipynb") -> KernelCl
     """Open a notebook on ``server`` (a kernel through the sessions API) and connect to its kernel as the owner."""
     kernel_id = server.new_notebook(name)
     ws_url = server.url.replace("http", "ws", 1) + f"api/kernels/{kernel_id}/channels"
-    client = KernelClient(ws_url, header=[f"Authorization: token {server.token}"],
+    cookies = "; ".join(f"{c.name}={c.value}" for c in server.session.cookies)
+    client = KernelClient(ws_url, header=[f"Authorization: token {server.token}"], cookie=cookies,
                           sslopt={"cert_reqs": ssl.CERT_NONE, "check_hostname": False})
     client.kernel_id = kernel_id  # type: ignore[attr-defined]
     return client
@@ -105,8 +106,14 @@ class JupyterServer:
     jupyterlab or notebook (Notebook 7, whose default page is /tree)."""
 
     def __init__(self, root: Path, base_url: str = "/", token: str | None = None, extra: list[str] = (),
-                 tls: bool = False, app: str = "jupyter_server") -> None:
+                 tls: bool = False, app: str = "jupyter_server", password: str | None = None) -> None:
         self.root = root
+        self.password = password
+        if password is not None:  # password login only, the way `jupyter server password` sets it up
+            from jupyter_server.auth import passwd
+
+            token = ""
+            extra = [*extra, f"--PasswordIdentityProvider.hashed_password={passwd(password)}"]
         root.mkdir(parents=True, exist_ok=True)
         self.scheme = "https" if tls else "http"
         if tls:  # a self-signed certificate, as people make for their own machine
@@ -146,9 +153,12 @@ class JupyterServer:
     def api(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         if self.token:
             headers = {"Authorization": f"token {self.token}"}
-        else:  # no authentication at all: state-changing requests need the _xsrf cookie a page sets
+        else:  # a password, or no authentication at all: cookies, and the _xsrf token for state changes
             if "_xsrf" not in self.session.cookies:
-                self.session.get(self.url + "lab", timeout=10)
+                self.session.get(self.url + "login", timeout=10)
+                if self.password is not None:
+                    self.session.post(self.url + "login", timeout=10, data={
+                        "password": self.password, "_xsrf": self.session.cookies.get("_xsrf", "")})
             headers = {"X-XSRFToken": self.session.cookies.get("_xsrf", "")}
         return self.session.request(method, self.url + path, headers=headers, timeout=10, **kwargs)
 

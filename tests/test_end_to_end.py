@@ -117,6 +117,31 @@ def test_the_share_is_served_while_the_kernel_is_busy(jupyter, owner, visitor) -
     assert response.status_code == 200
 
 
+def test_a_password_server_the_visitor_logs_in_through_the_share(jupyter, owner, visitor) -> None:
+    server = jupyter(password="correct horse battery")
+    notebook = owner(server)
+    result = notebook.execute("%load_ext share_magic\n%share")
+    link = link_in(result["text"])
+    assert "token" not in link and "needs this server's token or password" in result["text"]
+    assert link.endswith("/lab/tree/shared.ipynb")  # found without asking the server: JPY_SESSION_NAME
+    guest = visitor(link)
+    login = guest.get(link)
+    assert login.status_code == 200 and "/login" in login.url
+    # The login form's POST carries the public Origin and Referer, as a browser's does.
+    guest.send("POST", login.url, data={"password": "correct horse battery", "_xsrf": guest.http.cookies["_xsrf"]},
+               headers={"Referer": login.url}, allow_redirects=False).raise_for_status()
+    assert guest.get("/api/contents").status_code == 200
+    sessions = guest.get("/api/sessions").json()
+    kernel = guest.kernel(f"/api/kernels/{sessions[0]['kernel']['id']}/channels")
+    assert kernel.execute("print('logged in by password')")["stdout"] == "logged in by password\n"
+    kernel.close()
+    intruder = visitor(link)
+    intruder.get(link)
+    refused = intruder.send("POST", login.url, data={"password": "guess", "_xsrf": intruder.http.cookies["_xsrf"]},
+                            allow_redirects=False)
+    assert intruder.get("/api/contents").status_code == 403, refused.status_code
+
+
 @pytest.mark.parametrize("variant", ["tls-self-signed", "ip-0.0.0.0"])
 def test_server_variants(jupyter, owner, visitor, variant: str) -> None:
     server = jupyter(tls=True) if variant == "tls-self-signed" else jupyter(extra=["--ip=0.0.0.0"])
