@@ -224,9 +224,8 @@ class Gateway:
             await writer.drain()
         elif not await _relay_body(up_reader, writer, response_fields, head, until_close=True):
             return False
-        keep = ("close" not in fields.get("connection", "").lower()
+        return ("close" not in fields.get("connection", "").lower()
                 and "close" not in response_fields.get("connection", "").lower())
-        return keep
 
     async def _relay_websocket(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                                up_reader: asyncio.StreamReader, up_writer: asyncio.StreamWriter,
@@ -285,9 +284,7 @@ async def _relay_body(reader: asyncio.StreamReader, writer: asyncio.StreamWriter
         await _relay_exactly(reader, writer, int(fields["content-length"]), head)
     elif until_close:  # a response with neither: the body runs until the server closes
         writer.write(head)
-        while data := await reader.read(CHUNK):
-            writer.write(data)
-            await writer.drain()
+        await _copy_until_eof(reader, writer)
         return False
     else:
         writer.write(head)
@@ -324,11 +321,16 @@ async def _relay_chunked(reader: asyncio.StreamReader, writer: asyncio.StreamWri
         pending = b""
 
 
+async def _copy_until_eof(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    while data := await reader.read(CHUNK):
+        writer.write(data)
+        await writer.drain()
+
+
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """One direction of a websocket: copy until either side ends, then close the other."""
     try:
-        while data := await reader.read(CHUNK):
-            writer.write(data)
-            await writer.drain()
+        await _copy_until_eof(reader, writer)
     except OSError:
         pass
     finally:
