@@ -62,12 +62,28 @@ def record_html(share: Share) -> str:
     return f'<div class="share-magic">{body}</div>'
 
 
-class ShareView(widgets.VBox):
+class _OwnOutput:
+    """A widget displayed in an output of its own, which it can later hand over to something else."""
+
+    _handle: DisplayHandle | None = None
+
+    def show(self) -> None:
+        self._handle = display(self, display_id=True)
+
+    def _hand_over(self, successor: Any) -> DisplayHandle | None:
+        """Put ``successor`` in this widget's output and close the widget; None if it was never shown."""
+        handle = self._handle
+        if handle is not None:
+            handle.update(successor)
+            self.close()  # type: ignore[attr-defined]
+        return handle
+
+
+class ShareView(_OwnOutput, widgets.VBox):
     """Shows one :class:`Share`; call :meth:`show` to display it."""
 
     def __init__(self, share: Share, **kwargs: Any) -> None:
         self.share = share
-        self._handle: DisplayHandle | None = None
         link = html.escape(share.link or "")
         self.link = widgets.HTML(
             f'<b>Shared:</b> <a class="share-magic-link" href="{link}" target="_blank" rel="noopener" '
@@ -89,18 +105,10 @@ class ShareView(widgets.VBox):
         share.observe(lambda _: self.refresh())
         self.refresh()
 
-    def show(self) -> None:
-        self._handle = display(self, display_id=True)
-
     def refresh(self) -> None:
-        if self.share.status in ("starting", "live") and self.share.live:
+        if self.share.status == "starting" or self.share.live:
             self.status.value = status_line(self.share)
-            return
-        # Ended: leave a static record in place of the live view.
-        if self._handle is not None:
-            self._handle.update(_Record(self.share))
-            self.close()
-        else:
+        elif self._hand_over(_Record(self.share)) is None:  # ended: a static record takes the live view's place
             self.status.value = status_line(self.share)
             self.stop_button.disabled = True
 
@@ -121,7 +129,7 @@ class _Record:
         return {"text/plain": self.share.describe(), "text/html": record_html(self.share)}
 
 
-class AuthtokenForm(widgets.VBox):
+class AuthtokenForm(_OwnOutput, widgets.VBox):
     """Shown when ngrok has no authtoken: paste it once, it is saved to ngrok's own config, and the share starts.
 
     The token goes from the password field straight to ``ngrok config add-authtoken``; the field is emptied at
@@ -143,10 +151,6 @@ class AuthtokenForm(widgets.VBox):
             "config file, not in this notebook.")
         super().__init__([intro, widgets.HBox([self.password, self.save]), self.feedback], **kwargs)
         self.add_class("share-magic")
-        self._handle: DisplayHandle | None = None
-
-    def show(self) -> None:
-        self._handle = display(self, display_id=True)
 
     def submit(self) -> None:
         from .tunnel import save_authtoken
@@ -165,11 +169,8 @@ class AuthtokenForm(widgets.VBox):
             self.save.disabled = False
             return
         view = ShareView(share)
-        if self._handle is not None:
-            self._handle.update(view)
-            view._handle = self._handle
-            self.close()
-        else:
+        view._handle = self._hand_over(view)
+        if view._handle is None:
             self.children = [view]
 
     def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
