@@ -1,6 +1,6 @@
 """The share's helper process: the gateway and the ngrok agent, tied to the kernel by a pipe.
 
-Run as ``python -m share_magic.helper`` by :mod:`share_magic.share`, in a session of its own, so that
+Run as ``python -m share_magic.helper`` by :mod:`share_magic.sharing`, in a session of its own, so that
 interrupting the kernel (SIGINT to the kernel's process group) does not reach it, and a busy kernel never stalls
 the visitors' traffic. Its standard input is the lifeline: the kernel writes one JSON line of settings, may later
 write ``{"cmd": "stop"}``, and when the kernel dies -- however it dies -- the pipe closes and the helper takes the

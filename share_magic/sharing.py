@@ -369,8 +369,9 @@ def share(*, port: int | None = None, url: str | None = None, token: str | None 
                 raise ShareError(f"This kernel already shares {existing.server.url} at {existing.link}. "
                                  "Run %share stop first to share another server.")
             return existing
-        server = server_at(url, port, token) if (port or url) else find_server(kernel_id())
-        notebook = server.notebook_path(kernel_id())
+        kernel = kernel_id()
+        server = server_at(url, port, token) if (port or url) else find_server(kernel)
+        notebook = server.notebook_path(kernel)
         record = _read_record(server)
         if record is not None:
             _current = Share.attach(server, record, notebook, include_token)
