@@ -23,13 +23,20 @@ from harness import (
 
 
 @pytest.fixture
-def sandbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+def sandbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+    """The isolated environment every test with real parts runs in. It is torn down last: by then servers and
+    kernels are gone, so shares end by themselves; whatever does not is killed, and reported."""
     env = sandbox_environment(tmp_path)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     for key in ("JPY_PARENT_PID", "JUPYTER_TOKEN", "JPY_SESSION_NAME"):
         monkeypatch.delenv(key, raising=False)
-    return env
+    yield env
+    try:
+        wait_for(lambda: not share_processes(), 10, "share processes to end after their kernels")
+    finally:
+        for pid in share_processes():
+            os.kill(pid, signal.SIGKILL)
 
 
 @pytest.fixture
@@ -59,12 +66,6 @@ def jupyter(sandbox: dict[str, str], tmp_path: Path) -> Iterator[Any]:
     yield start
     for server in started:
         server.stop()
-    # With their kernels gone, shares end by themselves; whatever does not is killed, and reported.
-    try:
-        wait_for(lambda: not share_processes(), 10, "share processes to end after their kernels")
-    finally:
-        for pid in share_processes():
-            os.kill(pid, signal.SIGKILL)
 
 
 @pytest.fixture
@@ -89,5 +90,14 @@ def plain_kernel(sandbox: dict[str, str]) -> Iterator[PlainKernel]:
 
 
 @pytest.fixture
-def visitor(public_names: None) -> Any:
-    return Visitor
+def visitor(public_names: None) -> Iterator[Any]:
+    """Make visitors from a link: ``visitor(link)``; every connection they opened is closed at teardown."""
+    visitors: list[Visitor] = []
+
+    def make(link: str) -> Visitor:
+        visitors.append(Visitor(link))
+        return visitors[-1]
+
+    yield make
+    for guest in visitors:
+        guest.close()

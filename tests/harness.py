@@ -287,6 +287,7 @@ class Visitor:
         self.http = requests.Session()
         self.http.trust_env = False  # REQUESTS_CA_BUNDLE would otherwise override verify=False
         self.http.verify = False
+        self.websockets: list[websocket.WebSocket] = []
 
     def get(self, url: str, **kwargs: Any) -> requests.Response:
         kwargs.setdefault("timeout", 20)
@@ -309,11 +310,20 @@ class Visitor:
     def absolute(self, url: str) -> str:
         return url if "://" in url else self.origin + url
 
+    def close(self) -> None:
+        """Let go of every connection this visitor opened (the share may have cut them already)."""
+        for socket_ in self.websockets:
+            socket_.close()
+        self.http.close()
+
     def websocket(self, path: str, origin: str | None = None) -> websocket.WebSocket:
         cookies = "; ".join(f"{c.name}={c.value}" for c in self.http.cookies)
-        return websocket.create_connection(
-            "wss://" + self.origin.split("://", 1)[1] + path, timeout=30, origin=origin or self.origin,
-            cookie=cookies, sslopt={"cert_reqs": ssl.CERT_NONE, "check_hostname": False})
+        socket_ = websocket.WebSocket(sslopt={"cert_reqs": ssl.CERT_NONE, "check_hostname": False})
+        self.websockets.append(socket_)  # before connecting: close() must reach it even if the handshake is refused
+        socket_.settimeout(30)
+        socket_.connect("wss://" + self.origin.split("://", 1)[1] + path, origin=origin or self.origin,
+                        cookie=cookies)
+        return socket_
 
     def kernel(self, path: str, origin: str | None = None) -> KernelClient:
         client = KernelClient.__new__(KernelClient)
