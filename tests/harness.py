@@ -137,7 +137,7 @@ class JupyterServer:
         runtime = Path(os.environ["JUPYTER_RUNTIME_DIR"]) / f"jpserver-{self.process.pid}.json"
         try:
             wait_for(lambda: runtime.exists() and runtime.stat().st_size > 0 and self._ready(), 60, "jupyter server")
-        except AssertionError:
+        except BaseException:  # whatever went wrong, the caller never gets this server to stop: stop it here
             self.stop()
             raise
         self.url = f"{self.scheme}://127.0.0.1:{self.port}{base_url}"
