@@ -245,8 +245,12 @@ class PlainKernel:
         self.manager = KernelManager(kernel_name="python3")
         self.manager.start_kernel(env=dict(os.environ))
         self.client = self.manager.client()
-        self.client.start_channels()
-        self.client.wait_for_ready(60)
+        try:
+            self.client.start_channels()
+            self.client.wait_for_ready(60)
+        except BaseException:  # the fixture never gets a kernel that failed to come up: stop it here
+            self.stop()
+            raise
 
     def execute(self, code: str, timeout: float = 90) -> dict[str, Any]:
         result: dict[str, Any] = {"text": "", "stdout": "", "stderr": "", "error": None}
