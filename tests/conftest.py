@@ -1,6 +1,7 @@
 """Fixtures over the real parts in ``harness.py``; every process a test starts is ended at teardown."""
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import socket
@@ -25,7 +26,8 @@ from harness import (
 @pytest.fixture
 def sandbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
     """The isolated environment every test with real parts runs in. It is torn down last: by then servers and
-    kernels are gone, so shares end by themselves; whatever does not is killed, and reported."""
+    kernels are gone, so shares end by themselves; whatever does not is killed, and reported. A socket the test
+    left open is reported here too (as a ResourceWarning), not in whichever later test the collector runs in."""
     env = sandbox_environment(tmp_path)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
@@ -37,6 +39,7 @@ def sandbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[st
     finally:
         for pid in share_processes():
             os.kill(pid, signal.SIGKILL)
+        gc.collect()
 
 
 @pytest.fixture

@@ -179,6 +179,13 @@ class JupyterServer:
         self.session.close()
 
 
+def close_websocket(ws: websocket.WebSocket) -> None:
+    """Close a websocket-client socket for good. Its ``close()`` does nothing once the peer's close frame has been
+    answered (``connected`` is already false), which leaves the socket itself open until garbage collection."""
+    ws.close()
+    ws.shutdown()
+
+
 class KernelClient:
     """Runs code in a kernel over the server's websocket, as a front-end does."""
 
@@ -233,7 +240,7 @@ class KernelClient:
         return result["stdout"]
 
     def close(self) -> None:
-        self.ws.close()
+        close_websocket(self.ws)
 
 
 class PlainKernel:
@@ -317,7 +324,7 @@ class Visitor:
     def close(self) -> None:
         """Let go of every connection this visitor opened (the share may have cut them already)."""
         for socket_ in self.websockets:
-            socket_.close()
+            close_websocket(socket_)
         self.http.close()
 
     def websocket(self, path: str, origin: str | None = None) -> websocket.WebSocket:

@@ -209,23 +209,23 @@ def test_a_server_on_a_unix_socket(sandbox, tmp_path, visitor) -> None:
         wait_for(lambda: answers(server), 30, "the server's API")
         kernel_id = api("POST", "api/sessions", {"path": "unix.ipynb", "type": "notebook",
                                                  "kernel": {"name": "python3"}})["kernel"]["id"]
-        connection = socket.socket(socket.AF_UNIX)
-        connection.connect(path)
-        owner_ws = websocket.create_connection(f"ws://localhost/api/kernels/{kernel_id}/channels", socket=connection,
-                                               header=[f"Authorization: token {token}"], timeout=60)
-        notebook = KernelClient.__new__(KernelClient)
-        notebook.ws, notebook.session = owner_ws, "unix"
-        result = notebook.execute("%load_ext share_magic\n%share")
-        assert result["error"] is None and not result["stderr"], result
-        link = link_in(result["text"])
-        guest = visitor(link)
-        assert guest.get(link).status_code == 200
-        assert "unix.ipynb" in {item["name"] for item in guest.get("/api/contents").json()["content"]}
-        kernel = guest.kernel(f"/api/kernels/{kernel_id}/channels")
-        assert kernel.execute("print('over a unix socket')")["stdout"] == "over a unix socket\n"
-        kernel.close()
-        notebook.execute("%share stop")
-        owner_ws.close()
+        with socket.socket(socket.AF_UNIX) as connection:  # closed even if an assertion fails
+            connection.connect(path)
+            owner_ws = websocket.create_connection(f"ws://localhost/api/kernels/{kernel_id}/channels",
+                                                   socket=connection, header=[f"Authorization: token {token}"],
+                                                   timeout=60)
+            notebook = KernelClient.__new__(KernelClient)
+            notebook.ws, notebook.session = owner_ws, "unix"
+            result = notebook.execute("%load_ext share_magic\n%share")
+            assert result["error"] is None and not result["stderr"], result
+            link = link_in(result["text"])
+            guest = visitor(link)
+            assert guest.get(link).status_code == 200
+            assert "unix.ipynb" in {item["name"] for item in guest.get("/api/contents").json()["content"]}
+            kernel = guest.kernel(f"/api/kernels/{kernel_id}/channels")
+            assert kernel.execute("print('over a unix socket')")["stdout"] == "over a unix socket\n"
+            kernel.close()
+            notebook.execute("%share stop")
     finally:
         kill_group(process)
 
