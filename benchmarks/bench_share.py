@@ -27,9 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from harness import JupyterServer, KernelClient, open_notebook, sandbox_environment  # noqa: E402
 
 MiB = 1024 * 1024
-# The cheapest possible relay process: bytes in, bytes out, no HTTP parsing. What it adds is the floor for any
-# gateway that lives outside the kernel's process.
-BARE_RELAY = """
+# The cheapest possible relay processes: bytes in, bytes out, no HTTP parsing; one on asyncio (as the gateway),
+# one with a blocking thread per direction. What they add is the floor for any gateway outside the kernel's process.
+BARE_RELAYS = {"asyncio": """
 import asyncio, sys
 async def pipe(reader, writer):
     try:
@@ -46,7 +46,27 @@ async def main():
     print(server.sockets[0].getsockname()[1], flush=True)
     await asyncio.Event().wait()
 asyncio.run(main())
-"""
+""", "threads": """
+import socket, sys, threading
+def pipe(source, sink):
+    try:
+        while data := source.recv(1 << 20):
+            sink.sendall(data)
+    except OSError:
+        pass
+    finally:
+        sink.close()
+def handle(visitor):
+    upstream = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+    for side in (visitor, upstream):
+        side.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    threading.Thread(target=pipe, args=(upstream, visitor), daemon=True).start()
+    pipe(visitor, upstream)
+listener = socket.create_server(("127.0.0.1", 0))
+print(listener.getsockname()[1], flush=True)
+while True:
+    threading.Thread(target=handle, args=(listener.accept()[0],), daemon=True).start()
+"""}
 
 
 def median_ms(samples: list[float]) -> float:
@@ -216,22 +236,23 @@ def run(server: JupyterServer, rounds: int, small_n: int, download_mib: int) -> 
     direct = Http(server.port, direct_host, server.token)
     gateway = Http(gateway_port, public_host, server.token)
 
-    # 3. Small API requests; and through a bare byte relay, the floor for any relay process.
-    relay_process = subprocess.Popen([sys.executable, "-c", BARE_RELAY, str(server.port)], stdout=subprocess.PIPE,
-                                     text=True)
+    # 3. Small API requests; and through bare byte relays, the floor for any relay process.
+    relay_processes = [subprocess.Popen([sys.executable, "-c", code, str(server.port)], stdout=subprocess.PIPE,
+                                        text=True) for code in BARE_RELAYS.values()]
     try:
-        assert relay_process.stdout is not None
-        relay = Http(int(relay_process.stdout.readline()), direct_host, server.token)
-        d, g, r = alternate(rounds, lambda: direct.timed_gets("/api/status", small_n),
-                            lambda: gateway.timed_gets("/api/status", small_n),
-                            lambda: relay.timed_gets("/api/status", small_n))
+        relays = [Http(int(process.stdout.readline()), direct_host, server.token) for process in relay_processes]
+        d, g, *r = alternate(rounds, lambda: direct.timed_gets("/api/status", small_n),
+                             lambda: gateway.timed_gets("/api/status", small_n),
+                             *[lambda relay=relay: relay.timed_gets("/api/status", small_n) for relay in relays])
     finally:
-        relay_process.kill()
-        relay_process.wait()
+        for process in relay_processes:
+            process.kill()
+            process.wait()
     rows.append(("GET /api/status, median (ms)", median_ms(d), median_ms(g), median_ms(g) / median_ms(d),
                  "<= 1.2x", median_ms(g) / median_ms(d) <= 1.2))
-    rows.append(("  same through a bare byte relay (the floor)", median_ms(d), median_ms(r),
-                 median_ms(r) / median_ms(d), "(reference)", True))
+    for name, samples in zip(BARE_RELAYS, r):
+        rows.append((f"  same through a bare {name} byte relay (a floor)", median_ms(d), median_ms(samples),
+                     median_ms(samples) / median_ms(d), "(reference)", True))
 
     # 4. Kernel round trips over a websocket (kernel_info request -> reply).
     kernel_path = f"api/kernels/{owner.kernel_id}/channels"
