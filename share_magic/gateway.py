@@ -15,11 +15,17 @@ It is a byte-level HTTP/1.1 proxy: every visitor connection gets its own upstrea
 the visitor keeps theirs (keep-alive for free), and only message heads are parsed. Bodies are relayed as they come,
 by their own framing (Content-Length, chunked, or until close), with back-pressure both ways. A websocket is relayed
 as raw bytes once the server has accepted the upgrade, so subprotocols and extensions are negotiated end to end.
+
+Each visitor connection is served by a thread of its own, with blocking socket calls (a second thread while it
+carries a websocket). Measured side by side (benchmarks/), this costs a small request less than an event loop: the
+extra hop through this process is the gateway's whole price, and the wake-ups are most of it.
 """
 from __future__ import annotations
 
-import asyncio
-from typing import Callable
+import select
+import socket
+import threading
+from typing import BinaryIO, Callable
 from urllib.parse import urlsplit, urlunsplit
 
 from .server import JupyterServer
@@ -29,9 +35,7 @@ HOP_BY_HOP = frozenset({
 })
 # Measured (benchmarks/): 256 KiB copies stay in cache; 1 MiB chunks relayed 25% slower, 64 KiB ones 3x slower.
 CHUNK = 256 * 1024
-# A StreamReader pauses reading once it holds twice its limit: keep that well above a chunk for throughput.
-# The limit also bounds a message head; the server applies its own, smaller one.
-BUFFER_LIMIT = 1024 * 1024
+HEAD_LIMIT = 64 * 1024  # per message head; the Jupyter server applies its own, smaller one
 DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 NO_BODY_STATUSES = frozenset({204, 304})
 
@@ -72,37 +76,40 @@ class Gateway:
         self.public_origin: str | None = None
         self.on_visitors = on_visitors
         self.port = 0
-        self._servers: list[asyncio.AbstractServer] = []
-        self._writers: set[asyncio.StreamWriter] = set()
-        self._websockets: dict[asyncio.StreamWriter, str] = {}  # client side -> visitor address
+        self._listeners: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._sockets: set[socket.socket] = set()  # every open connection, both sides, to cut on close
+        self._websockets: dict[socket.socket, str] = {}  # visitor side -> visitor address
+        self._closed = False
         self._tls = server.tls_context()
 
     # -- lifetime ---------------------------------------------------------------------------------------------------
 
-    async def listen(self) -> int:
+    def listen(self) -> int:
         """Accept on a free port of 127.0.0.1 (and ::1, same port, where there is one): the agent's upstream is
         ``localhost:PORT``. Requests get 503 until :meth:`open_to` names the public URL."""
-        first = await asyncio.start_server(self._serve, "127.0.0.1", 0, limit=BUFFER_LIMIT)
-        self.port = first.sockets[0].getsockname()[1]
-        self._servers.append(first)
+        self._listeners.append(socket.create_server(("127.0.0.1", 0), backlog=128))
+        self.port = self._listeners[0].getsockname()[1]
         try:
-            self._servers.append(await asyncio.start_server(self._serve, "::1", self.port, limit=BUFFER_LIMIT))
+            self._listeners.append(socket.create_server(("::1", self.port), family=socket.AF_INET6, backlog=128))
         except OSError:
             pass  # no IPv6 loopback here
+        for listener in self._listeners:
+            threading.Thread(target=self._accept, args=(listener,), daemon=True, name="gateway-accept").start()
         return self.port
 
     def open_to(self, public_url: str) -> None:
         self.public_origin = origin_of(public_url)
 
-    async def close(self) -> None:
+    def close(self) -> None:
         """Stop accepting and cut every visitor connection, websockets included."""
         self.public_origin = None
-        for server in self._servers:
-            server.close()
-        for writer in list(self._writers):
-            writer.close()
-        for server in self._servers:
-            await server.wait_closed()
+        with self._lock:
+            self._closed = True
+            for sock in [*self._listeners, *self._sockets]:
+                _shut(sock)  # wakes the thread blocked on it, which then closes it
+        for listener in self._listeners:
+            listener.close()
 
     # -- translation ------------------------------------------------------------------------------------------------
 
@@ -149,111 +156,170 @@ class Gateway:
         """Distinct visitor addresses holding a live connection (a websocket) right now."""
         return len(set(self._websockets.values()))
 
-    def _count_change(self, before: int) -> None:
-        if self.visitors() != before and self.on_visitors is not None:
-            self.on_visitors(self.visitors())
+    def _set_websocket(self, sock: socket.socket, visitor: str | None) -> None:
+        with self._lock:
+            before = self.visitors()
+            if visitor is None:
+                del self._websockets[sock]
+            else:
+                self._websockets[sock] = visitor
+            if self.visitors() != before and self.on_visitors is not None:
+                self.on_visitors(self.visitors())
 
     # -- serving ----------------------------------------------------------------------------------------------------
 
-    async def _connect_upstream(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        if self.server.sock:
-            return await asyncio.open_unix_connection(self.server.sock, limit=BUFFER_LIMIT)
-        return await asyncio.open_connection(self.server.host, self.server.port, ssl=self._tls, limit=BUFFER_LIMIT,
-                                             server_hostname=self.server.host if self._tls else None)
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                sock, _ = listener.accept()
+            except OSError:  # closed
+                return
+            threading.Thread(target=self._serve, args=(sock,), daemon=True, name="gateway-visitor").start()
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._writers.add(writer)
-        upstream: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+    def _open(self, sock: socket.socket) -> _Side:
+        """Take a connection into the gateway's keeping: :meth:`close` cuts it (at once, if already closed)."""
+        if sock.family != socket.AF_UNIX:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with self._lock:
+            self._sockets.add(sock)
+            if self._closed:
+                _shut(sock)
+        return _Side(sock)
+
+    def _drop(self, side: _Side) -> None:
+        with self._lock:
+            self._sockets.discard(side.sock)
+        side.close()
+
+    def _connect_upstream(self) -> socket.socket:
+        if self.server.sock:
+            sock = socket.socket(socket.AF_UNIX)
+            try:
+                sock.connect(self.server.sock)
+            except OSError:
+                sock.close()
+                raise
+            return sock
+        sock = socket.create_connection((self.server.host, self.server.port), timeout=10)
+        if self._tls is not None:
+            try:
+                sock = self._tls.wrap_socket(sock, server_hostname=self.server.host)
+            except OSError:
+                sock.close()
+                raise
+        sock.settimeout(None)
+        return sock
+
+    def _serve(self, sock: socket.socket) -> None:
+        visitor = self._open(sock)
+        upstream: _Side | None = None
         try:
             while True:
-                request = await _read_head(reader)
+                request = _read_head(visitor.reader)
                 if request is None:
                     break
                 if self.public_origin is None:
-                    writer.write(_plain_response(503, "Service Unavailable", "The share is not open."))
+                    visitor.sock.sendall(_plain_response(503, "Service Unavailable", "The share is not open."))
                     break
-                if upstream is not None and upstream[0].at_eof():  # the server closed it while idle: reopen
-                    self._writers.discard(upstream[1])
-                    upstream[1].close()
+                if upstream is not None and upstream.closed_while_idle():
+                    self._drop(upstream)
                     upstream = None
                 if upstream is None:
                     try:
-                        upstream = await self._connect_upstream()
+                        upstream = self._open(self._connect_upstream())
                     except OSError:
-                        writer.write(_plain_response(502, "Bad Gateway", "The Jupyter server is not reachable."))
+                        visitor.sock.sendall(_plain_response(502, "Bad Gateway",
+                                                             "The Jupyter server is not reachable."))
                         break
-                    self._writers.add(upstream[1])
-                if not await self._exchange(request, reader, writer, *upstream):
+                if not self._exchange(request, visitor, upstream):
                     break
-        except (_Closed, OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
+        except (_Closed, OSError, ValueError):
             # Either side went away or spoke something other than HTTP/1.1: this connection ends, others go on.
             pass
         finally:
-            for side in (writer, upstream[1] if upstream else None):
+            for side in (visitor, upstream):
                 if side is not None:
-                    self._writers.discard(side)
-                    side.close()
+                    self._drop(side)
 
-    async def _exchange(self, request: tuple[str, Headers], reader: asyncio.StreamReader,
-                        writer: asyncio.StreamWriter, up_reader: asyncio.StreamReader,
-                        up_writer: asyncio.StreamWriter) -> bool:
+    def _exchange(self, request: tuple[str, Headers], visitor: _Side, upstream: _Side) -> bool:
         """Relay one request and its response; return whether the connection may carry another."""
         start_line, headers = request
         method = start_line.split(" ", 1)[0]
         fields = {name.lower(): value for name, value in headers}
         if "100-continue" in fields.get("expect", "").lower():
-            writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # we take the body; the server never sees Expect
-        await _relay_body(reader, up_writer, fields, _head(start_line, self.upstream_headers(headers)))
+            visitor.sock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")  # we take the body; the server never sees Expect
+        _relay_body(visitor.reader, upstream.sock, fields, _head(start_line, self.upstream_headers(headers)))
         while True:  # interim 1xx answers come before the final one
-            response = await _read_head(up_reader)
+            response = _read_head(upstream.reader)
             if response is None:
                 raise _Closed
             status_line, response_headers = response
             status = int(status_line.split(" ", 2)[1])
             head = _head(status_line, self.response_headers(response_headers))
             if status < 200:
-                writer.write(head)
+                visitor.sock.sendall(head)
             if status == 101:
-                await self._relay_websocket(reader, writer, up_reader, up_writer, fields)
+                self._relay_websocket(visitor, upstream, fields)
                 return False
             if status >= 200:
                 break
         response_fields = {name.lower(): value for name, value in response_headers}
         if method == "HEAD" or status in NO_BODY_STATUSES:
-            writer.write(head)
-            await writer.drain()
-        elif not await _relay_body(up_reader, writer, response_fields, head, until_close=True):
+            visitor.sock.sendall(head)
+        elif not _relay_body(upstream.reader, visitor.sock, response_fields, head, until_close=True):
             return False
         return ("close" not in fields.get("connection", "").lower()
                 and "close" not in response_fields.get("connection", "").lower())
 
-    async def _relay_websocket(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                               up_reader: asyncio.StreamReader, up_writer: asyncio.StreamWriter,
-                               fields: dict[str, str]) -> None:
-        visitor = fields.get("x-forwarded-for", "").split(",")[0].strip() or str(writer.get_extra_info("peername"))
-        before = self.visitors()
-        self._websockets[writer] = visitor
-        self._count_change(before)
+    def _relay_websocket(self, visitor: _Side, upstream: _Side, fields: dict[str, str]) -> None:
+        address = fields.get("x-forwarded-for", "").split(",")[0].strip() or str(visitor.sock.getpeername())
+        self._set_websocket(visitor.sock, address)
         try:
-            await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+            downstream = threading.Thread(target=_pipe, args=(upstream.reader, visitor.sock), daemon=True,
+                                          name="gateway-websocket")
+            downstream.start()
+            _pipe(visitor.reader, upstream.sock)
+            downstream.join()
         finally:
-            before = self.visitors()
-            del self._websockets[writer]
-            self._count_change(before)
+            self._set_websocket(visitor.sock, None)
+
+
+class _Side:
+    """One connection of an exchange: the socket to write to, a buffered reader over it to parse from."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.reader: BinaryIO = sock.makefile("rb", buffering=CHUNK)
+
+    def close(self) -> None:
+        self.reader.close()  # the socket only really closes once its reader has let go too
+        self.sock.close()
+
+    def closed_while_idle(self) -> bool:
+        """An upstream between responses has nothing to say: anything readable means it closed its side."""
+        return bool(select.select([self.sock], [], [], 0)[0])
+
+
+def _shut(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # not connected, or already shut
 
 
 # -- HTTP/1.1 framing ---------------------------------------------------------------------------------------------
 
 
-async def _read_head(reader: asyncio.StreamReader) -> tuple[str, Headers] | None:
+def _read_head(reader: BinaryIO) -> tuple[str, Headers] | None:
     """A message head: its start line and headers; None at a clean end of the stream."""
-    try:
-        raw = await reader.readuntil(b"\r\n\r\n")
-    except asyncio.IncompleteReadError as e:
-        if e.partial.strip():
-            raise
-        return None
-    lines = raw[:-4].decode("latin-1").split("\r\n")
+    buffered = reader.peek(HEAD_LIMIT)  # what one read brought: nearly always a whole head
+    end = buffered.find(b"\r\n\r\n", 0, HEAD_LIMIT)
+    if end > 0:
+        lines = reader.read(end + 4)[:-4].decode("latin-1").split("\r\n")
+    else:
+        lines = _read_head_lines(reader)
+        if not lines:
+            return None
     headers = []
     for line in lines[1:]:
         name, _, value = line.partition(":")
@@ -261,6 +327,24 @@ async def _read_head(reader: asyncio.StreamReader) -> tuple[str, Headers] | None
             raise ValueError(f"malformed header line {line!r}")
         headers.append((name, value.strip()))
     return lines[0], headers
+
+
+def _read_head_lines(reader: BinaryIO) -> list[str]:
+    """A head that arrives in pieces, line by line; no lines at a clean end of the stream."""
+    lines: list[str] = []
+    size = 0
+    while True:
+        line = reader.readline(HEAD_LIMIT - size + 1)
+        size += len(line)
+        if not line.endswith(b"\n"):
+            if line or lines:  # cut off mid-head, or longer than any head may be
+                raise ValueError("incomplete or oversized message head")
+            return lines
+        if line in (b"\r\n", b"\n"):
+            if lines:
+                return lines
+            continue  # stray empty lines before a request are allowed
+        lines.append(line.rstrip(b"\r\n").decode("latin-1"))
 
 
 def _head(start_line: str, headers: Headers) -> bytes:
@@ -274,64 +358,67 @@ def _plain_response(status: int, reason: str, text: str) -> bytes:
                                                  ("Content-Length", str(len(body))), ("Connection", "close")]) + body
 
 
-async def _relay_body(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, fields: dict[str, str],
-                      head: bytes, until_close: bool = False) -> bool:
+def _relay_body(reader: BinaryIO, sink: socket.socket, fields: dict[str, str], head: bytes,
+                until_close: bool = False) -> bool:
     """Send ``head``, then copy the body that follows as framed by its headers; the head goes out with the first
     part of the body, in one write. Return False if the body was delimited by closing the connection."""
     if "chunked" in fields.get("transfer-encoding", "").lower():
-        await _relay_chunked(reader, writer, head)
+        _relay_chunked(reader, sink, head)
     elif "content-length" in fields:
-        await _relay_exactly(reader, writer, int(fields["content-length"]), head)
+        _relay_exactly(reader, sink, int(fields["content-length"]), head)
     elif until_close:  # a response with neither: the body runs until the server closes
-        writer.write(head)
-        await _copy_until_eof(reader, writer)
+        sink.sendall(head)
+        _copy_until_eof(reader, sink)
         return False
     else:
-        writer.write(head)
-    await writer.drain()
+        sink.sendall(head)
     return True
 
 
-async def _relay_exactly(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, remaining: int,
-                         pending: bytes = b"") -> None:
+def _relay_exactly(reader: BinaryIO, sink: socket.socket, remaining: int, pending: bytes = b"") -> None:
     while remaining > 0:
-        data = await reader.read(min(remaining, CHUNK))
+        data = reader.read1(min(remaining, CHUNK))
         if not data:
             raise _Closed
         remaining -= len(data)
-        writer.write(pending + data if pending else data)
+        sink.sendall(pending + data if pending else data)
         pending = b""
-        await writer.drain()
     if pending:
-        writer.write(pending)
+        sink.sendall(pending)
 
 
-async def _relay_chunked(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, pending: bytes) -> None:
+def _relay_chunked(reader: BinaryIO, sink: socket.socket, pending: bytes) -> None:
     while True:
-        size_line = await reader.readuntil(b"\r\n")
+        size_line = _read_line(reader)
         size = int(size_line.split(b";", 1)[0].strip(), 16)
         if size == 0:
-            writer.write(pending + size_line)
-            while True:  # trailers, then the empty line that ends the body
-                line = await reader.readuntil(b"\r\n")
-                writer.write(line)
-                if line == b"\r\n":
-                    return
-        await _relay_exactly(reader, writer, size + 2, pending + size_line)  # the chunk and its CRLF
+            trailers = [size_line]
+            while trailers[-1] != b"\r\n":  # trailers, then the empty line that ends the body
+                trailers.append(_read_line(reader))
+            sink.sendall(pending + b"".join(trailers))
+            return
+        _relay_exactly(reader, sink, size + 2, pending + size_line)  # the chunk and its CRLF
         pending = b""
 
 
-async def _copy_until_eof(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    while data := await reader.read(CHUNK):
-        writer.write(data)
-        await writer.drain()
+def _read_line(reader: BinaryIO) -> bytes:
+    line = reader.readline(HEAD_LIMIT)
+    if not line.endswith(b"\r\n"):
+        raise _Closed if not line else ValueError("malformed chunked framing")
+    return line
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """One direction of a websocket: copy until either side ends, then close the other."""
+def _copy_until_eof(reader: BinaryIO, sink: socket.socket) -> None:
+    while data := reader.read1(CHUNK):
+        sink.sendall(data)
+
+
+def _pipe(reader: BinaryIO, sink: socket.socket) -> None:
+    """One direction of a websocket: copy until either side ends, then shut the other (which ends the reverse
+    direction too)."""
     try:
-        await _copy_until_eof(reader, writer)
+        _copy_until_eof(reader, sink)
     except OSError:
         pass
     finally:
-        writer.close()
+        _shut(sink)

@@ -62,7 +62,7 @@ class Helper:
         self.request_stop()
 
     async def run(self) -> None:
-        port = await self.gateway.listen()
+        port = self.gateway.listen()
         opening = in_thread(self.tunnel.open, port)
         stopped = asyncio.ensure_future(self.stopping.wait())
         timeout = float(self.settings.get("startup_timeout", 25))
@@ -83,7 +83,7 @@ class Helper:
         self.gateway.open_to(public_url)
         self.events.emit("ready", public_url=public_url, gateway_port=port)
         reason = await self.watch()
-        await self.gateway.close()
+        self.gateway.close()
         await in_thread(self.tunnel.close)
         if reason:
             self.events.emit("lost", reason=reason)

@@ -2,8 +2,14 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import BinaryIO
 
 import pytest
 
@@ -113,34 +119,68 @@ def test_loading_the_extension_imports_nothing_heavy() -> None:
     assert out.strip() == "[]"
 
 
-def test_the_gateway_reopens_an_upstream_connection_the_server_closed_while_idle() -> None:
-    """A real (tiny) upstream that closes its side after every response, without saying so: the visitor's
-    keep-alive connection must still get an answer to its next request."""
-    import asyncio
+@contextmanager
+def gateway_to(respond: Callable[[str, dict[str, str], bytes], bytes]) -> Iterator[tuple[socket.socket, BinaryIO]]:
+    """A gateway in front of a real (tiny) upstream, and a visitor connected to it. The upstream answers one request
+    per connection with ``respond(start_line, headers, body)`` and then closes, without saying so beforehand."""
 
-    async def scenario() -> list[bytes]:
-        async def upstream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            head = await reader.readuntil(b"\r\n\r\n")
-            body = head.split(b"\r\n", 1)[0]
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
-            await writer.drain()
-            writer.close()
+    def serve(listener: socket.socket) -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn, conn.makefile("rb") as reader:
+                start_line, headers = read_head(reader)
+                conn.sendall(respond(start_line, headers, reader.read(int(headers.get("content-length", 0)))))
 
-        server = await asyncio.start_server(upstream, "127.0.0.1", 0)
-        gw = Gateway(JupyterServer("http", "127.0.0.1", server.sockets[0].getsockname()[1], "/"))
-        port = await gw.listen()
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        threading.Thread(target=serve, args=(listener,), daemon=True).start()
+        gw = Gateway(JupyterServer("http", "127.0.0.1", listener.getsockname()[1], "/"))
         gw.open_to(PUBLIC)
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        answers = []
-        for path in ("/first", "/second"):
-            writer.write(f"GET {path} HTTP/1.1\r\nHost: abc123.ngrok-free.app:8443\r\n\r\n".encode())
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
-            answers.append(await reader.readexactly(length))
-            await asyncio.sleep(0.05)  # idle: the upstream's close arrives
-        writer.close()
-        await gw.close()
-        server.close()
-        return answers
+        try:
+            with socket.create_connection(("127.0.0.1", gw.listen()), timeout=10) as visitor, \
+                    visitor.makefile("rb") as reader:
+                yield visitor, reader
+        finally:
+            gw.close()
+            listener.shutdown(socket.SHUT_RDWR)
 
-    assert asyncio.run(scenario()) == [b"GET /first HTTP/1.1", b"GET /second HTTP/1.1"]
+
+def read_head(reader: BinaryIO) -> tuple[str, dict[str, str]]:
+    lines = []
+    while (line := reader.readline()) not in (b"\r\n", b""):
+        lines.append(line.decode().rstrip("\r\n"))
+    return (lines or [""])[0], {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+
+
+def test_the_gateway_reopens_an_upstream_connection_the_server_closed_while_idle() -> None:
+    """The visitor's keep-alive connection must get an answer to its next request although the upstream closed."""
+    answers = []
+    with gateway_to(lambda start_line, *_: b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (
+            len(start_line), start_line.encode())) as (visitor, reader):
+        for path in ("/first", "/second"):
+            visitor.sendall(f"GET {path} HTTP/1.1\r\nHost: abc123.ngrok-free.app:8443\r\n\r\n".encode())
+            _, headers = read_head(reader)
+            answers.append(reader.read(int(headers.get("content-length", 0))))
+            time.sleep(0.05)  # idle: the upstream's close arrives
+    assert answers == [b"GET /first HTTP/1.1", b"GET /second HTTP/1.1"]
+
+
+def test_the_gateway_answers_expect_continue_and_relays_chunked_bodies_with_trailers() -> None:
+    def respond(start_line: str, headers: dict[str, str], body: bytes) -> bytes:
+        saw = f"expect={headers.get('expect')};".encode()
+        return (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum\r\n\r\n"
+                b"%x\r\n%s\r\n%x;ext=1\r\n%s\r\n0\r\nX-Sum: 11\r\n\r\n" % (len(saw), saw, len(body), body))
+
+    with gateway_to(respond) as (visitor, reader):
+        visitor.sendall(b"POST /upload HTTP/1.1\r\nHost: abc123.ngrok-free.app:8443\r\nContent-Length: 11\r\n"
+                        b"Expect: 100-continue\r\n\r\n")
+        assert read_head(reader)[0] == "HTTP/1.1 100 Continue"
+        visitor.sendall(b"hello world")
+        status, headers = read_head(reader)
+        assert status == "HTTP/1.1 200 OK" and headers["transfer-encoding"] == "chunked"
+        expected = b"c\r\nexpect=None;\r\nb;ext=1\r\nhello world\r\n0\r\nX-Sum: 11\r\n\r\n"
+        assert reader.read(len(expected)) == expected
+        visitor.sendall(b"GET /again HTTP/1.1\r\nHost: abc123.ngrok-free.app:8443\r\n\r\n")  # same connection
+        assert read_head(reader)[0] == "HTTP/1.1 200 OK"
