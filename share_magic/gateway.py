@@ -33,7 +33,7 @@ from .server import JupyterServer
 HOP_BY_HOP = frozenset({
     "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection", "te", "trailer",
 })
-# Measured (benchmarks/): 256 KiB copies stay in cache; 1 MiB chunks relayed 25% slower, 64 KiB ones 3x slower.
+# Measured (benchmarks/README.md, asyncio gateway): 1 MiB chunks relayed 25% slower, 64 KiB ones 3x slower.
 CHUNK = 256 * 1024
 HEAD_LIMIT = 64 * 1024  # per message head; the Jupyter server applies its own, smaller one
 DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
