@@ -1,4 +1,4 @@
-"""``%share``: the IPython face of share_magic, a thin layer over :mod:`share_magic.share`."""
+"""``%share``: the IPython face of share_magic, a thin layer over :mod:`share_magic.sharing`."""
 from __future__ import annotations
 
 import argparse

@@ -155,6 +155,13 @@ class _UnixHTTPConnection(http.client.HTTPConnection):
         self.sock.connect(self.unix_path)
 
 
+def connectable(host: str) -> str:
+    """The address to reach a server listening on ``host``: its loopback one when it listens on every interface."""
+    if host in ("0.0.0.0", "", "*", "localhost"):
+        return "127.0.0.1"
+    return "::1" if host == "::" else host
+
+
 def is_loopback(host: str) -> bool:
     if host in LOOPBACK_NAMES:
         return True
@@ -204,13 +211,7 @@ def read_runtime_file(path: str) -> JupyterServer | None:
         return None
     classic = os.path.basename(path).startswith("nbserver-")
     url = urlsplit(info.get("url") or "")
-    host = info.get("hostname") or url.hostname or "localhost"
-    if host in ("0.0.0.0", "", "*"):
-        host = "127.0.0.1"
-    elif host == "::":
-        host = "::1"
-    elif host == "localhost":
-        host = "127.0.0.1"
+    host = connectable(info.get("hostname") or url.hostname or "localhost")
     base_url = info.get("base_url") or "/"
     return JupyterServer(
         scheme="https" if info.get("secure") else "http",
@@ -314,8 +315,7 @@ def server_at(url: str | None = None, port: int | None = None, token: str | None
         scheme, host, base_url = parts.scheme, parts.hostname, _slashed(parts.path)
     else:
         scheme, host, base_url = "http", "127.0.0.1", ""
-    if host == "localhost" or host == "0.0.0.0":
-        host = "127.0.0.1"
+    host = connectable(host)
     known = next((s for _, s in _runtime_servers() if s.port == port and (not base_url or s.base_url == base_url)),
                  None)
     if known is not None:
