@@ -86,15 +86,16 @@ class Share:
             link += "?token=" + quote(self.server.token, safe="")
         return link
 
+    def live_summary(self) -> tuple[str, str]:
+        """Since when it is live, and who: the notebook that started it, or how many visitors are connected."""
+        who = (f"started from {self.owner_notebook}" if self.attached
+               else f"{self.visitors} visitor{'' if self.visitors == 1 else 's'} connected")
+        return f"live since {_clock(self.started_at)}", who
+
     def describe(self) -> str:
         """The state in plain text, as ``%share status`` prints it."""
         if self.live:
-            since = f"live since {_clock(self.started_at)}"
-            if self.attached:
-                since += f", started from {self.owner_notebook}"
-            else:
-                since += f", {_count(self.visitors, 'visitor')} connected"
-            lines = [f"Sharing this Jupyter server ({since}):", f"  {self.link}"]
+            lines = [f"Sharing this Jupyter server ({', '.join(self.live_summary())}):", f"  {self.link}"]
             if not self.authenticated:
                 lines.append("WARNING: this server has no authentication: anyone who finds this link can run "
                              "code on this machine.")
@@ -327,10 +328,6 @@ def _wait_unreaped(pid: int, timeout: float) -> None:
 
 def _clock(moment: datetime.datetime | None) -> str:
     return moment.strftime("%H:%M:%S") if moment else "?"
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 # -- the share of this kernel ----------------------------------------------------------------------------------------

@@ -44,10 +44,8 @@ def status_line(share: Share) -> str:
     colour = {"live": "--jp-success-color1", "starting": "--jp-warn-color1"}.get(share.status, "--jp-error-color1")
     dot = f'<span style="color: var({colour})">●</span>'
     if share.live:
-        since = f"live since {share.started_at:%H:%M:%S}" if share.started_at else "live"
-        who = (f"started from {html.escape(share.owner_notebook or '')}" if share.attached
-               else f"{share.visitors} visitor{'' if share.visitors == 1 else 's'} connected")
-        return f'{dot} <span class="share-magic-status">{since} · {who}</span>'
+        since, who = share.live_summary()
+        return f'{dot} <span class="share-magic-status">{since} · {html.escape(who)}</span>'
     return f'{dot} <span class="share-magic-status">{html.escape(share.describe().splitlines()[0])}</span>'
 
 
