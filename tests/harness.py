@@ -21,6 +21,7 @@ import websocket
 HERE = Path(__file__).parent
 PUBLIC_SUFFIXES = (".ngrok-free.app", ".ngrok-free.dev")
 AUTHTOKEN = "2standinAuthtoken_0123456789abcdef"
+UNVERIFIED_TLS = {"cert_reqs": ssl.CERT_NONE, "check_hostname": False}  # self-signed: the stand-in's, a TLS server's
 
 
 def free_port() -> int:
@@ -95,8 +96,9 @@ def open_notebook(server: JupyterServer, name: str = "shared.ipynb") -> KernelCl
     kernel_id = server.new_notebook(name)
     ws_url = server.url.replace("http", "ws", 1) + f"api/kernels/{kernel_id}/channels"
     cookies = "; ".join(f"{c.name}={c.value}" for c in server.session.cookies)
-    client = KernelClient(ws_url, header=[f"Authorization: token {server.token}"], cookie=cookies,
-                          sslopt={"cert_reqs": ssl.CERT_NONE, "check_hostname": False})
+    ws = websocket.create_connection(ws_url, timeout=60, header=[f"Authorization: token {server.token}"],
+                                     cookie=cookies, sslopt=UNVERIFIED_TLS)
+    client = KernelClient(ws)
     client.kernel_id = kernel_id  # type: ignore[attr-defined]
     return client
 
@@ -187,10 +189,10 @@ def close_websocket(ws: websocket.WebSocket) -> None:
 
 
 class KernelClient:
-    """Runs code in a kernel over the server's websocket, as a front-end does."""
+    """Runs code in a kernel over a websocket to its server's channels endpoint, as a front-end does."""
 
-    def __init__(self, ws_url: str, **options: Any) -> None:
-        self.ws = websocket.create_connection(ws_url, timeout=60, **options)
+    def __init__(self, ws: websocket.WebSocket) -> None:
+        self.ws = ws
         self.session = uuid.uuid4().hex
 
     def submit(self, code: str) -> str:
@@ -329,7 +331,7 @@ class Visitor:
 
     def websocket(self, path: str, origin: str | None = None) -> websocket.WebSocket:
         cookies = "; ".join(f"{c.name}={c.value}" for c in self.http.cookies)
-        socket_ = websocket.WebSocket(sslopt={"cert_reqs": ssl.CERT_NONE, "check_hostname": False})
+        socket_ = websocket.WebSocket(sslopt=UNVERIFIED_TLS)
         self.websockets.append(socket_)  # before connecting: close() must reach it even if the handshake is refused
         socket_.settimeout(30)
         socket_.connect("wss://" + self.origin.split("://", 1)[1] + path, origin=origin or self.origin,
@@ -337,9 +339,6 @@ class Visitor:
         return socket_
 
     def kernel(self, path: str, origin: str | None = None) -> KernelClient:
-        client = KernelClient.__new__(KernelClient)
-        client.ws = self.websocket(path, origin)
-        client.session = uuid.uuid4().hex
-        return client
+        return KernelClient(self.websocket(path, origin))
 
 

@@ -214,8 +214,7 @@ def test_a_server_on_a_unix_socket(sandbox, tmp_path, visitor) -> None:
             owner_ws = websocket.create_connection(f"ws://localhost/api/kernels/{kernel_id}/channels",
                                                    socket=connection, header=[f"Authorization: token {token}"],
                                                    timeout=60)
-            notebook = KernelClient.__new__(KernelClient)
-            notebook.ws, notebook.session = owner_ws, "unix"
+            notebook = KernelClient(owner_ws)
             result = notebook.execute("%load_ext share_magic\n%share")
             assert result["error"] is None and not result["stderr"], result
             link = link_in(result["text"])
