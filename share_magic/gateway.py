@@ -25,7 +25,7 @@ from __future__ import annotations
 import select
 import socket
 import threading
-from typing import BinaryIO, Callable
+from typing import BinaryIO, Callable, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 from .server import JupyterServer
@@ -35,11 +35,16 @@ HOP_BY_HOP = frozenset({
 })
 # Measured (benchmarks/README.md, asyncio gateway): 1 MiB chunks relayed 25% slower, 64 KiB ones 3x slower.
 CHUNK = 256 * 1024
+RETRY_BODY_LIMIT = 1024 * 1024  # request bodies up to this size are kept, so the request can be sent again
 HEAD_LIMIT = 64 * 1024  # per message head; the Jupyter server applies its own, smaller one
 DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 NO_BODY_STATUSES = frozenset({204, 304})
 
 Headers = list[tuple[str, str]]
+
+
+class _Sink(Protocol):
+    def sendall(self, data: bytes, /) -> None: ...
 
 
 def origin_of(url: str) -> str | None:
@@ -66,6 +71,10 @@ def _rebase(url: str, origin: str) -> str:
 
 class _Closed(Exception):
     """A side of the exchange went away."""
+
+
+class _NoResponse(Exception):
+    """The upstream failed before the visitor was sent any part of a response: the request may be sent again."""
 
 
 class Gateway:
@@ -221,17 +230,18 @@ class Gateway:
                 if self.public_origin is None:
                     visitor.sock.sendall(_plain_response(503, "Service Unavailable", "The share is not open."))
                     break
-                if upstream is not None and upstream.closed_while_idle():
+                start_line, headers = request
+                fields = {name.lower(): value for name, value in headers}
+                if "100-continue" in fields.get("expect", "").lower():
+                    visitor.sock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")  # the server never sees Expect
+                body = _take_small_body(visitor.reader, fields)
+                # A connection that served an earlier request may be closing under us. Only a request that can be
+                # sent again whole may risk it; a streamed body always goes out on a fresh connection.
+                if upstream is not None and (body is None or upstream.closed_while_idle()):
                     self._drop(upstream)
                     upstream = None
-                if upstream is None:
-                    try:
-                        upstream = self._open(self._connect_upstream())
-                    except OSError:
-                        visitor.sock.sendall(_plain_response(502, "Bad Gateway",
-                                                             "The Jupyter server is not reachable."))
-                        break
-                if not self._exchange(request, visitor, upstream):
+                keep, upstream = self._exchange_retrying(start_line, headers, fields, body, visitor, upstream)
+                if not keep:
                     break
         except (_Closed, OSError, ValueError):
             # Either side went away or spoke something other than HTTP/1.1: this connection ends, others go on.
@@ -241,18 +251,53 @@ class Gateway:
                 if side is not None:
                     self._drop(side)
 
-    def _exchange(self, request: tuple[str, Headers], visitor: _Side, upstream: _Side) -> bool:
-        """Relay one request and its response; return whether the connection may carry another."""
-        start_line, headers = request
+    def _exchange_retrying(self, start_line: str, headers: Headers, fields: dict[str, str], body: bytes | None,
+                           visitor: _Side, upstream: _Side | None) -> tuple[bool, _Side | None]:
+        """Relay one exchange; return whether the visitor's connection may carry another, and the upstream
+        connection to keep for it.
+
+        A reused upstream connection that fails before any byte of the response (the server closed it while the
+        request was on its way) gets the request again on a fresh connection, once: what browsers do. A request
+        that fails on a fresh connection gets the gateway's own 502."""
+        for reused in (upstream is not None, False):
+            if upstream is None:
+                try:
+                    upstream = self._open(self._connect_upstream())
+                except OSError:
+                    visitor.sock.sendall(_plain_response(502, "Bad Gateway", "The Jupyter server is not reachable."))
+                    return False, None
+            try:
+                return self._exchange(start_line, headers, fields, body, visitor, upstream), upstream
+            except _NoResponse:
+                self._drop(upstream)
+                upstream = None
+                if not reused:
+                    break
+            except BaseException:  # the visitor went away mid-exchange: the connection in hand goes too
+                self._drop(upstream)
+                raise
+        visitor.sock.sendall(_plain_response(502, "Bad Gateway", "The Jupyter server closed the connection "
+                                                                 "without answering."))
+        return False, None
+
+    def _exchange(self, start_line: str, headers: Headers, fields: dict[str, str], body: bytes | None,
+                  visitor: _Side, upstream: _Side) -> bool:
+        """Relay one request and its response; return whether the connection may carry another. Raise
+        :class:`_NoResponse` if the upstream failed before the visitor was sent anything."""
         method = start_line.split(" ", 1)[0]
-        fields = {name.lower(): value for name, value in headers}
-        if "100-continue" in fields.get("expect", "").lower():
-            visitor.sock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")  # we take the body; the server never sees Expect
-        _relay_body(visitor.reader, upstream.sock, fields, _head(start_line, self.upstream_headers(headers)))
+        head = _head(start_line, self.upstream_headers(headers))
+        server = _UpstreamSink(upstream.sock)
+        if body is None:
+            _relay_body(visitor.reader, server, fields, head)
+        else:
+            server.sendall(head + body)
         while True:  # interim 1xx answers come before the final one
-            response = _read_head(upstream.reader)
+            try:
+                response = _read_head(upstream.reader)
+            except (OSError, ValueError):
+                response = None
             if response is None:
-                raise _Closed
+                raise _NoResponse
             status_line, response_headers = response
             status = int(status_line.split(" ", 2)[1])
             head = _head(status_line, self.response_headers(response_headers))
@@ -282,6 +327,19 @@ class Gateway:
             downstream.join()
         finally:
             self._set_websocket(visitor.sock, None)
+
+
+class _UpstreamSink:
+    """The upstream socket as a request's destination: a failed write means the server gave no response."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+    def sendall(self, data: bytes) -> None:
+        try:
+            self.sock.sendall(data)
+        except OSError as e:
+            raise _NoResponse from e
 
 
 class _Side:
@@ -358,7 +416,21 @@ def _plain_response(status: int, reason: str, text: str) -> bytes:
                                                  ("Content-Length", str(len(body))), ("Connection", "close")]) + body
 
 
-def _relay_body(reader: BinaryIO, sink: socket.socket, fields: dict[str, str], head: bytes,
+def _take_small_body(reader: BinaryIO, fields: dict[str, str]) -> bytes | None:
+    """The request's whole body when it is small enough to keep for a retry (b"" when there is none); None when it
+    must be streamed (chunked, or larger than :data:`RETRY_BODY_LIMIT`)."""
+    if "chunked" in fields.get("transfer-encoding", "").lower():
+        return None
+    length = int(fields.get("content-length") or 0)
+    if length > RETRY_BODY_LIMIT:
+        return None
+    body = reader.read(length)
+    if len(body) < length:
+        raise _Closed
+    return body
+
+
+def _relay_body(reader: BinaryIO, sink: _Sink, fields: dict[str, str], head: bytes,
                 until_close: bool = False) -> bool:
     """Send ``head``, then copy the body that follows as framed by its headers; the head goes out with the first
     part of the body, in one write. Return False if the body was delimited by closing the connection."""
@@ -375,7 +447,7 @@ def _relay_body(reader: BinaryIO, sink: socket.socket, fields: dict[str, str], h
     return True
 
 
-def _relay_exactly(reader: BinaryIO, sink: socket.socket, remaining: int, pending: bytes = b"") -> None:
+def _relay_exactly(reader: BinaryIO, sink: _Sink, remaining: int, pending: bytes = b"") -> None:
     while remaining > 0:
         data = reader.read1(min(remaining, CHUNK))
         if not data:
@@ -387,7 +459,7 @@ def _relay_exactly(reader: BinaryIO, sink: socket.socket, remaining: int, pendin
         sink.sendall(pending)
 
 
-def _relay_chunked(reader: BinaryIO, sink: socket.socket, pending: bytes) -> None:
+def _relay_chunked(reader: BinaryIO, sink: _Sink, pending: bytes) -> None:
     while True:
         size_line = _read_line(reader)
         size = int(size_line.split(b";", 1)[0].strip(), 16)
@@ -408,7 +480,7 @@ def _read_line(reader: BinaryIO) -> bytes:
     return line
 
 
-def _copy_until_eof(reader: BinaryIO, sink: socket.socket) -> None:
+def _copy_until_eof(reader: BinaryIO, sink: _Sink) -> None:
     while data := reader.read1(CHUNK):
         sink.sendall(data)
 

@@ -6,7 +6,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import BinaryIO
@@ -119,32 +118,78 @@ def test_loading_the_extension_imports_nothing_heavy() -> None:
     assert out.strip() == "[]"
 
 
-@contextmanager
-def gateway_to(respond: Callable[[str, dict[str, str], bytes], bytes]) -> Iterator[tuple[socket.socket, BinaryIO]]:
-    """A gateway in front of a real (tiny) upstream, and a visitor connected to it. The upstream answers one request
-    per connection with ``respond(start_line, headers, body)`` and then closes, without saying so beforehand."""
+TCP_FIN_WAIT2, TCP_TIME_WAIT = 5, 6  # include/net/tcp_states.h
 
-    def serve(listener: socket.socket) -> None:
+
+def close_and_confirm(conn: socket.socket) -> None:
+    """Close our side and return only once the peer's TCP stack has acknowledged the FIN: from then on the peer
+    sees the connection as closed. This forces "the close landed before the next request" instead of hoping."""
+    conn.shutdown(socket.SHUT_WR)
+    while conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] not in (TCP_FIN_WAIT2, TCP_TIME_WAIT):
+        threading.Event().wait(0.001)  # polling our own socket's state, not waiting for luck
+    conn.close()
+
+
+class Upstream:
+    """A tiny HTTP/1.1 server with a script. ``respond(start_line, headers, body)`` makes an answer;
+    ``script(connection_number, request_number)`` (both from 1) says what to do with each request it reads: "keep"
+    (answer, keep the connection), "close" (answer, then close -- confirmed before the gateway's next request) or
+    "drop" (close without answering: the close lands after the request was written). Every request it reads is
+    logged with its connection number."""
+
+    def __init__(self, respond: Callable[[str, dict[str, str], bytes], bytes],
+                 script: Callable[[int, int], str] = lambda conn, req: "close") -> None:
+        self.respond, self.script = respond, script
+        self.log: list[tuple[int, str, bytes]] = []
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self.accept, daemon=True).start()
+
+    def accept(self) -> None:
+        number = 0
         while True:
             try:
-                conn, _ = listener.accept()
+                conn, _ = self.listener.accept()
             except OSError:
                 return
-            with conn, conn.makefile("rb") as reader:
-                start_line, headers = read_head(reader)
-                conn.sendall(respond(start_line, headers, reader.read(int(headers.get("content-length", 0)))))
+            number += 1
+            threading.Thread(target=self.serve, args=(conn, number), daemon=True).start()
 
-    with socket.create_server(("127.0.0.1", 0)) as listener:
-        threading.Thread(target=serve, args=(listener,), daemon=True).start()
-        gw = Gateway(JupyterServer("http", "127.0.0.1", listener.getsockname()[1], "/"))
-        gw.open_to(PUBLIC)
-        try:
-            with socket.create_connection(("127.0.0.1", gw.listen()), timeout=10) as visitor, \
-                    visitor.makefile("rb") as reader:
-                yield visitor, reader
-        finally:
-            gw.close()
-            listener.shutdown(socket.SHUT_RDWR)
+    def serve(self, conn: socket.socket, number: int) -> None:
+        with conn, conn.makefile("rb") as reader:
+            request = 0
+            while True:
+                start_line, headers = read_head(reader)
+                if not start_line:
+                    return
+                body = read_body(reader, headers)
+                self.log.append((number, start_line, body))
+                request += 1
+                action = self.script(number, request)
+                if action == "drop":
+                    return
+                conn.sendall(self.respond(start_line, headers, body))
+                if action == "close":
+                    close_and_confirm(conn)
+                    return
+
+    def close(self) -> None:
+        self.listener.shutdown(socket.SHUT_RDWR)
+        self.listener.close()
+
+
+@contextmanager
+def gateway_to(upstream: Upstream) -> Iterator[tuple[socket.socket, BinaryIO]]:
+    """A gateway in front of ``upstream``, and a visitor connected to it."""
+    gw = Gateway(JupyterServer("http", "127.0.0.1", upstream.port, "/"))
+    gw.open_to(PUBLIC)
+    try:
+        with socket.create_connection(("127.0.0.1", gw.listen()), timeout=10) as visitor, \
+                visitor.makefile("rb") as reader:
+            yield visitor, reader
+    finally:
+        gw.close()
+        upstream.close()
 
 
 def read_head(reader: BinaryIO) -> tuple[str, dict[str, str]]:
@@ -154,17 +199,86 @@ def read_head(reader: BinaryIO) -> tuple[str, dict[str, str]]:
     return (lines or [""])[0], {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
 
 
-def test_the_gateway_reopens_an_upstream_connection_the_server_closed_while_idle() -> None:
-    """The visitor's keep-alive connection must get an answer to its next request although the upstream closed."""
-    answers = []
-    with gateway_to(lambda start_line, *_: b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (
-            len(start_line), start_line.encode())) as (visitor, reader):
-        for path in ("/first", "/second"):
-            visitor.sendall(f"GET {path} HTTP/1.1\r\nHost: abc123.ngrok-free.app:8443\r\n\r\n".encode())
-            _, headers = read_head(reader)
-            answers.append(reader.read(int(headers.get("content-length", 0))))
-            time.sleep(0.05)  # idle: the upstream's close arrives
-    assert answers == [b"GET /first HTTP/1.1", b"GET /second HTTP/1.1"]
+def read_body(reader: BinaryIO, headers: dict[str, str]) -> bytes:
+    if "chunked" not in headers.get("transfer-encoding", ""):
+        return reader.read(int(headers.get("content-length", 0)))
+    body = b""
+    while size := int(reader.readline().split(b";")[0], 16):
+        body += reader.read(size + 2)[:-2]
+    while reader.readline() != b"\r\n":  # trailers
+        pass
+    return body
+
+
+def echo(start_line: str, headers: dict[str, str], body: bytes) -> bytes:
+    answer = f"{start_line} {body.decode()}".strip().encode()
+    return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(answer), answer)
+
+
+def ask(visitor: socket.socket, reader: BinaryIO, request: bytes) -> tuple[str, bytes]:
+    visitor.sendall(request)
+    status, headers = read_head(reader)
+    return status, reader.read(int(headers.get("content-length", 0)))
+
+
+GET = b"GET /%s HTTP/1.1\r\nHost: abc123.ngrok-free.app:8443\r\n\r\n"
+
+
+def test_a_server_close_that_lands_before_the_next_request_opens_a_fresh_connection() -> None:
+    upstream = Upstream(echo, script=lambda conn, req: "close")
+    with gateway_to(upstream) as (visitor, reader):
+        assert ask(visitor, reader, GET % b"first") == ("HTTP/1.1 200 OK", b"GET /first HTTP/1.1")
+        assert ask(visitor, reader, GET % b"second") == ("HTTP/1.1 200 OK", b"GET /second HTTP/1.1")
+    assert [(conn, line) for conn, line, _ in upstream.log] == [(1, "GET /first HTTP/1.1"),
+                                                                (2, "GET /second HTTP/1.1")]
+
+
+@pytest.mark.parametrize("request_bytes, logged", [
+    (GET % b"second", (b"GET /second HTTP/1.1", b"")),
+    (b"OPTIONS /second HTTP/1.1\r\nHost: x\r\n\r\n", (b"OPTIONS /second HTTP/1.1", b"")),
+    (b"PUT /save HTTP/1.1\r\nHost: x\r\nContent-Length: 7\r\n\r\ncontent", (b"PUT /save HTTP/1.1", b"content")),
+    (b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+     (b"GET /ws HTTP/1.1", b"")),
+], ids=["GET", "OPTIONS", "PUT-small-body", "websocket-upgrade"])
+def test_a_server_close_that_lands_after_the_request_was_sent_is_retried_once(request_bytes: bytes,
+                                                                               logged: tuple[bytes, bytes]) -> None:
+    """The reused connection takes the request, then closes without a word: the gateway sends it again, whole, on
+    a fresh connection, and the visitor never notices."""
+    upstream = Upstream(echo, script=lambda conn, req: "drop" if (conn, req) == (1, 2) else "keep")
+    with gateway_to(upstream) as (visitor, reader):
+        assert ask(visitor, reader, GET % b"first")[1] == b"GET /first HTTP/1.1"
+        status, answer = ask(visitor, reader, request_bytes)
+        assert status == "HTTP/1.1 200 OK" and answer == b" ".join(filter(None, logged))
+    line, body = logged[0].decode(), logged[1]
+    assert upstream.log == [(1, "GET /first HTTP/1.1", b""), (1, line, body), (2, line, body)]
+
+
+def test_a_streamed_body_never_rides_a_reused_connection() -> None:
+    """A chunked body cannot be sent twice, so it goes out on a fresh connection from the start: the reused one,
+    which would have dropped it, never sees it."""
+    upstream = Upstream(echo, script=lambda conn, req: "drop" if (conn, req) == (1, 2) else "keep")
+    with gateway_to(upstream) as (visitor, reader):
+        assert ask(visitor, reader, GET % b"first")[1] == b"GET /first HTTP/1.1"
+        status, answer = ask(visitor, reader, b"POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                                              b"\r\n5\r\nhello\r\n0\r\n\r\n")
+        assert (status, answer) == ("HTTP/1.1 200 OK", b"POST /upload HTTP/1.1 hello")
+    assert upstream.log == [(1, "GET /first HTTP/1.1", b""), (2, "POST /upload HTTP/1.1", b"hello")]
+
+
+@pytest.mark.parametrize("first_request_answered", [False, True])
+def test_a_request_the_server_drops_on_a_fresh_connection_gets_a_clean_502(first_request_answered: bool) -> None:
+    """Retried once at most: a server that closes every connection on the request gets the visitor a 502 from the
+    gateway, and the visitor's connection is then closed, not left hanging."""
+    answered = {(1, 1)} if first_request_answered else set()
+    upstream = Upstream(echo, script=lambda conn, req: "keep" if (conn, req) in answered else "drop")
+    with gateway_to(upstream) as (visitor, reader):
+        if first_request_answered:
+            assert ask(visitor, reader, GET % b"first")[1] == b"GET /first HTTP/1.1"
+        status, answer = ask(visitor, reader, GET % b"dropped")
+        assert status == "HTTP/1.1 502 Bad Gateway" and b"without answering" in answer
+        assert reader.read() == b""  # the gateway closed the visitor's connection
+    tries = [conn for conn, line, _ in upstream.log if line == "GET /dropped HTTP/1.1"]
+    assert tries == ([1, 2] if first_request_answered else [1])
 
 
 def test_the_gateway_answers_expect_continue_and_relays_chunked_bodies_with_trailers() -> None:
@@ -173,7 +287,7 @@ def test_the_gateway_answers_expect_continue_and_relays_chunked_bodies_with_trai
         return (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum\r\n\r\n"
                 b"%x\r\n%s\r\n%x;ext=1\r\n%s\r\n0\r\nX-Sum: 11\r\n\r\n" % (len(saw), saw, len(body), body))
 
-    with gateway_to(respond) as (visitor, reader):
+    with gateway_to(Upstream(respond, script=lambda conn, req: "close")) as (visitor, reader):
         visitor.sendall(b"POST /upload HTTP/1.1\r\nHost: abc123.ngrok-free.app:8443\r\nContent-Length: 11\r\n"
                         b"Expect: 100-continue\r\n\r\n")
         assert read_head(reader)[0] == "HTTP/1.1 100 Continue"
