@@ -7,6 +7,15 @@ with the *public* Host plus X-Forwarded-* headers -- and nothing more. The ngrok
 valid, how many agents an account may run, one domain per free account) is modelled with a small state folder
 shared by every stand-in started with the same STANDIN_NGROK_STATE.
 
+Like ngrok's free plan, every endpoint of an account gets the same public URL (the account's domain, and here a
+port kept in the state folder). Like the real agent, it keeps every request it forwards (headers and all) in an
+inspection store served without authentication at ``GET /api/requests/http`` on its web address, unless the
+endpoint was created with ``"inspect": false`` or the config sets ``agent.inspect_db_size: -1``. It reads its
+authtoken from ``--authtoken`` or the config files only (``--config a.yml,b.yml`` merges them, later ones winning).
+
+For tests to look at, the state folder also gets ``agents/<pid>.json`` (each agent's web address and the config it
+read) and ``endpoints.jsonl`` (the fields of every endpoint created).
+
 Knobs a test may set (all optional):
   STANDIN_NGROK_STATE        folder for the "service" state (default: a folder in the temp dir)
   STANDIN_NGROK_MODE         hang (silent, ignores SIGTERM) | crash-after=SECONDS | revoked | too-old | no-credit
@@ -96,6 +105,18 @@ def read_config(path: str) -> dict:
         return {}
 
 
+def read_configs(paths: str) -> dict:
+    """``--config a.yml,b.yml``: the files merged, later ones winning (section by section)."""
+    merged: dict = {}
+    for path in paths.split(","):
+        for key, value in read_config(path).items():
+            if isinstance(value, dict) and isinstance(merged.get(key), dict):
+                merged[key] = {**merged[key], **value}
+            else:
+                merged[key] = value
+    return merged
+
+
 def parse_flags(args: list[str]) -> dict[str, str]:
     flags: dict[str, str] = {}
     i = 0
@@ -137,12 +158,22 @@ def add_authtoken(args: list[str]) -> None:
 # --- the "service": accounts, agent sessions, one domain per account ------------------------------------------
 
 
+def state_root() -> str:
+    return os.environ.get("STANDIN_NGROK_STATE") or os.path.join(tempfile.gettempdir(), "standin-ngrok-state")
+
+
+def note(name: str, line: dict) -> None:
+    """Append what a test may look at later to a file of the state folder."""
+    os.makedirs(state_root(), exist_ok=True)
+    with open(os.path.join(state_root(), name), "a", encoding="utf-8") as f:
+        f.write(json.dumps(line) + "\n")
+
+
 class Service:
     def __init__(self, token: str) -> None:
         self.token = token
         self.account = hashlib.sha256(token.encode()).hexdigest()[:12]
-        root = os.environ.get("STANDIN_NGROK_STATE") or os.path.join(tempfile.gettempdir(), "standin-ngrok-state")
-        self.folder = os.path.join(root, self.account)
+        self.folder = os.path.join(state_root(), self.account)
         os.makedirs(self.folder, exist_ok=True)
         suffix = os.environ.get("STANDIN_NGROK_DOMAIN", "ngrok-free.app")
         self.domain = f"{self.account}.{suffix}"
@@ -183,6 +214,19 @@ class Service:
             os.unlink(os.path.join(self.folder, f"endpoint-{os.getpid()}"))
         except FileNotFoundError:
             pass
+
+    def edge_port(self) -> int:
+        """The port of the account's public URL: the same for every endpoint, as the free plan's one domain is."""
+        path = os.path.join(self.folder, "edge-port")
+        try:
+            with open(path, encoding="utf-8") as f:
+                return int(f.read())
+        except FileNotFoundError:
+            return 0
+
+    def keep_edge_port(self, port: int) -> None:
+        with open(os.path.join(self.folder, "edge-port"), "w", encoding="utf-8") as f:
+            f.write(str(port))
 
 
 # --- the edge: public HTTPS on loopback, forwarding to the upstream ---------------------------------------------
@@ -276,12 +320,24 @@ class Endpoint:
     async def start(self) -> None:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(*self.agent.certificate)
-        self.server = await asyncio.start_server(self.handle, "127.0.0.1", 0, ssl=context)
+        service = self.agent.service
+        try:
+            self.server = await asyncio.start_server(self.handle, "127.0.0.1", service.edge_port(), ssl=context,
+                                                     reuse_address=True)
+        except OSError:  # someone else took the port meanwhile: the URL changes, which tests comparing URLs see
+            self.server = await asyncio.start_server(self.handle, "127.0.0.1", 0, ssl=context)
         port = self.server.sockets[0].getsockname()[1]
-        self.public_url = f"https://{self.agent.service.domain}:{port}"
+        service.keep_edge_port(port)
+        self.public_url = f"https://{service.domain}:{port}"
+
+    @property
+    def inspecting(self) -> bool:
+        return self.fields.get("inspect", True) is not False and self.agent.inspect_db_size != -1
 
     async def stop(self) -> None:
         self.online = False
+        if self.server is not None:
+            self.server.close()  # the public port is free for the account's next endpoint
         for writer in list(self.open_writers):
             writer.close()
 
@@ -324,6 +380,12 @@ class Endpoint:
                                                                   "x-forwarded-proto", "x-forwarded-host")]
         kept += [("X-Forwarded-For", peer), ("X-Forwarded-Proto", "https"), ("X-Forwarded-Host", lower.get("host", ""))]
         kept.append(("Connection", lower["connection"] if upgrade else "close"))
+        if self.inspecting:
+            self.agent.inspected.append({"uri": f"/api/requests/http/{uuid.uuid4().hex}", "tunnel_name": self.name,
+                                         "request": {"method": request_line.split(" ")[0],
+                                                     "uri": request_line.split(" ")[1],
+                                                     "headers": {k: [v] for k, v in headers},
+                                                     "raw": head.decode("latin-1")}})
         try:
             up_reader, up_writer = await asyncio.open_connection(*self.upstream_address())
         except OSError:
@@ -352,12 +414,14 @@ class Endpoint:
 # --- the agent: local API and lifetime ---------------------------------------------------------------------------
 
 ENDPOINT_FIELDS = {"name", "url", "upstream", "traffic_policy", "metadata", "description", "bindings",
-                   "pooling_enabled"}
+                   "pooling_enabled", "inspect"}
 
 
 class Agent:
-    def __init__(self, service: Service, folder: str) -> None:
+    def __init__(self, service: Service, folder: str, config: dict) -> None:
         self.service = service
+        self.inspect_db_size = (config.get("agent") or {}).get("inspect_db_size")
+        self.inspected: list[dict] = []
         self.endpoints: dict[str, Endpoint] = {}
         self.certificate = make_certificate(f"*.{service.domain.split('.', 1)[1]}", folder)
         self.interstitial = os.environ.get("STANDIN_NGROK_INTERSTITIAL", "1") != "0"
@@ -384,6 +448,8 @@ class Agent:
 
     async def route(self, method: str, path: str, body: bytes) -> tuple[str, dict | None]:
         path = path.split("?", 1)[0].rstrip("/")
+        if path == "/api/requests/http" and method == "GET":
+            return "200 OK", {"uri": "/api/requests/http", "requests": self.inspected[-50:]}
         if path == "/api/endpoints" and method == "GET":
             return "200 OK", {"endpoints": [e.as_json() for e in self.endpoints.values()], "uri": "/api/endpoints"}
         if path == "/api/endpoints" and method == "POST":
@@ -421,6 +487,7 @@ class Agent:
                    "`--pooling-enabled` to load balance between them.\\r\\n\\r\\nERR_NGROK_334\\r\\n")
             return "502 Bad Gateway", error(103, 502, "failed to start tunnel", err)
         endpoint = Endpoint(self, name, request["upstream"]["url"], request)
+        note("endpoints.jsonl", request)
         await endpoint.start()
         self.endpoints[name] = endpoint
         log("info", "started tunnel", obj="tunnels", name=name, addr=endpoint.upstream_url, url=endpoint.public_url)
@@ -431,7 +498,7 @@ def error(code: int, status: int, msg: str, err: str = "") -> dict:
     return {"error_code": code, "status_code": status, "msg": msg, "details": {"err": err or msg}}
 
 
-async def bind_web_service(agent: Agent) -> None:
+async def bind_web_service(agent: Agent) -> tuple[asyncio.AbstractServer, str]:
     for port in range(4040, 4140):
         try:
             server = await asyncio.start_server(agent.api, "127.0.0.1", port)
@@ -440,15 +507,17 @@ async def bind_web_service(agent: Agent) -> None:
                 log("warn", "can't bind default web address, trying alternatives", obj="web", addr="127.0.0.1:4040")
             continue
         log("info", "starting web service", obj="web", addr=f"127.0.0.1:{port}", allow_hosts="[]")
-        return server
+        return server, f"127.0.0.1:{port}"
     raise SystemExit("no free port for the web service")
 
 
-async def run_agent(service: Service, mode: str) -> None:
+async def run_agent(service: Service, mode: str, config: dict) -> None:
     with tempfile.TemporaryDirectory(prefix="standin-ngrok-") as folder:
-        agent = Agent(service, folder)
-        log("info", "open config file", obj="config", path=default_config_path(), err="nil")
-        server = await bind_web_service(agent)
+        agent = Agent(service, folder, config)
+        server, address = await bind_web_service(agent)
+        os.makedirs(os.path.join(state_root(), "agents"), exist_ok=True)
+        with open(os.path.join(state_root(), "agents", f"{os.getpid()}.json"), "w", encoding="utf-8") as f:
+            json.dump({"web_addr": address, "config": config}, f)
         service.open_session()
         log("info", "client session established", obj="tunnels.session", obj_="csess", id=uuid.uuid4().hex[:12])
         log("info", "tunnel session started", obj="tunnels.session")
@@ -470,9 +539,10 @@ def start(args: list[str]) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         while True:
             time.sleep(3600)
-    config = read_config(flags.get("config") or default_config_path())
-    token = flags.get("authtoken") or os.environ.get("NGROK_AUTHTOKEN") or (config.get("agent") or {}).get("authtoken")
-    log("info", "no configuration paths supplied" if "config" not in flags else "open config file", obj="config")
+    config = read_configs(flags.get("config") or default_config_path())
+    # The agent is not documented to read NGROK_AUTHTOKEN itself, so the stand-in does not either.
+    token = flags.get("authtoken") or (config.get("agent") or {}).get("authtoken") or config.get("authtoken")
+    log("info", "open config file", obj="config", path=flags.get("config") or default_config_path(), err="nil")
     if not token:
         fail_session(ERR_4018)
     masked = token[:4] + "*" * max(0, len(token) - 4)
@@ -482,7 +552,7 @@ def start(args: list[str]) -> None:
         fail_session(ERR_107.format(masked=masked))
     if mode == "too-old":
         fail_session(ERR_121)
-    asyncio.run(run_agent(Service(token), mode))
+    asyncio.run(run_agent(Service(token), mode, config))
 
 
 def main() -> None:
