@@ -11,6 +11,10 @@ request headers and nothing else:
 
 Responses pass through unchanged except for a ``Location`` that points at the server.
 
+Who may pass is not the relay's business: it asks :class:`~share_magic.access.Access` about every request head and
+either relays the request as admitted (its target and headers as the gate left them) or sends the gate's own answer.
+A refused request never reaches the server.
+
 It is a byte-level HTTP/1.1 proxy: every visitor connection gets its own upstream connection, kept for as long as
 the visitor keeps theirs (keep-alive for free), and only message heads are parsed. Bodies are relayed as they come,
 by their own framing (Content-Length, chunked, or until close), with back-pressure both ways. A websocket is relayed
@@ -28,6 +32,7 @@ import threading
 from typing import BinaryIO, Callable, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
+from .access import Admitted, Gate, Session, response
 from .server import JupyterServer
 
 HOP_BY_HOP = frozenset({
@@ -80,15 +85,17 @@ class _NoResponse(Exception):
 class Gateway:
     """Serves one share: every request it gets came through the tunnel from a visitor."""
 
-    def __init__(self, server: JupyterServer, on_visitors: Callable[[int], None] | None = None) -> None:
+    def __init__(self, server: JupyterServer, access: Gate,
+                 on_visitors: Callable[[int], None] | None = None) -> None:
         self.server = server
+        self.access = access
         self.public_origin: str | None = None
         self.on_visitors = on_visitors
         self.port = 0
         self._listeners: list[socket.socket] = []
         self._lock = threading.Lock()
         self._sockets: set[socket.socket] = set()  # every open connection, both sides, to cut on close
-        self._websockets: dict[socket.socket, str] = {}  # visitor side -> visitor address
+        self._websockets: dict[socket.socket, Session] = {}  # visitor side -> the session it belongs to
         self._closed = False
         self._tls = server.tls_context()
 
@@ -162,16 +169,16 @@ class Gateway:
     # -- visitors ---------------------------------------------------------------------------------------------------
 
     def visitors(self) -> int:
-        """Distinct visitor addresses holding a live connection (a websocket) right now."""
+        """Admitted browser sessions holding a live connection (a websocket) right now."""
         return len(set(self._websockets.values()))
 
-    def _set_websocket(self, sock: socket.socket, visitor: str | None) -> None:
+    def _set_websocket(self, sock: socket.socket, session: Session | None) -> None:
         with self._lock:
             before = self.visitors()
-            if visitor is None:
+            if session is None:
                 del self._websockets[sock]
             else:
-                self._websockets[sock] = visitor
+                self._websockets[sock] = session
             if self.visitors() != before and self.on_visitors is not None:
                 self.on_visitors(self.visitors())
 
@@ -232,6 +239,14 @@ class Gateway:
                     break
                 start_line, headers = request
                 fields = {name.lower(): value for name, value in headers}
+                method, target, version = start_line.split(" ", 2)
+                verdict = self.access.check(method, target, headers)
+                if not isinstance(verdict, Admitted):
+                    if "100-continue" not in fields.get("expect", "").lower():
+                        _take_small_body(visitor.reader, fields)  # read, so that closing does not reset the answer
+                    visitor.sock.sendall(verdict.response)
+                    break
+                start_line, headers = f"{method} {verdict.target} {version}", verdict.headers
                 if "100-continue" in fields.get("expect", "").lower():
                     visitor.sock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")  # the server never sees Expect
                 body = _take_small_body(visitor.reader, fields)
@@ -240,7 +255,7 @@ class Gateway:
                 if upstream is not None and (body is None or upstream.closed_while_idle()):
                     self._drop(upstream)
                     upstream = None
-                keep, upstream = self._exchange_retrying(start_line, headers, fields, body, visitor, upstream)
+                keep, upstream = self._exchange_retrying(start_line, headers, fields, body, visitor, upstream, verdict)
                 if not keep:
                     break
         except (_Closed, OSError, ValueError):
@@ -252,7 +267,7 @@ class Gateway:
                     self._drop(side)
 
     def _exchange_retrying(self, start_line: str, headers: Headers, fields: dict[str, str], body: bytes | None,
-                           visitor: _Side, upstream: _Side | None) -> tuple[bool, _Side | None]:
+                           visitor: _Side, upstream: _Side | None, admitted: Admitted) -> tuple[bool, _Side | None]:
         """Relay one exchange; return whether the visitor's connection may carry another, and the upstream
         connection to keep for it.
 
@@ -267,7 +282,7 @@ class Gateway:
                     visitor.sock.sendall(_plain_response(502, "Bad Gateway", "The Jupyter server is not reachable."))
                     return False, None
             try:
-                return self._exchange(start_line, headers, fields, body, visitor, upstream), upstream
+                return self._exchange(start_line, headers, fields, body, visitor, upstream, admitted), upstream
             except _NoResponse:
                 self._drop(upstream)
                 upstream = None
@@ -281,7 +296,7 @@ class Gateway:
         return False, None
 
     def _exchange(self, start_line: str, headers: Headers, fields: dict[str, str], body: bytes | None,
-                  visitor: _Side, upstream: _Side) -> bool:
+                  visitor: _Side, upstream: _Side, admitted: Admitted) -> bool:
         """Relay one request and its response; return whether the connection may carry another. Raise
         :class:`_NoResponse` if the upstream failed before the visitor was sent anything."""
         method = start_line.split(" ", 1)[0]
@@ -300,11 +315,11 @@ class Gateway:
                 raise _NoResponse
             status_line, response_headers = response
             status = int(status_line.split(" ", 2)[1])
-            head = _head(status_line, self.response_headers(response_headers))
+            head = _head(status_line, self.response_headers(admitted.response_headers(response_headers)))
             if status < 200:
                 visitor.sock.sendall(head)
             if status == 101:
-                self._relay_websocket(visitor, upstream, fields)
+                self._relay_websocket(visitor, upstream, admitted.session)
                 return False
             if status >= 200:
                 break
@@ -316,9 +331,8 @@ class Gateway:
         return ("close" not in fields.get("connection", "").lower()
                 and "close" not in response_fields.get("connection", "").lower())
 
-    def _relay_websocket(self, visitor: _Side, upstream: _Side, fields: dict[str, str]) -> None:
-        address = fields.get("x-forwarded-for", "").split(",")[0].strip() or str(visitor.sock.getpeername())
-        self._set_websocket(visitor.sock, address)
+    def _relay_websocket(self, visitor: _Side, upstream: _Side, session: Session) -> None:
+        self._set_websocket(visitor.sock, session)
         try:
             downstream = threading.Thread(target=_pipe, args=(upstream.reader, visitor.sock), daemon=True,
                                           name="gateway-websocket")
@@ -411,9 +425,7 @@ def _head(start_line: str, headers: Headers) -> bytes:
 
 
 def _plain_response(status: int, reason: str, text: str) -> bytes:
-    body = text.encode()
-    return _head(f"HTTP/1.1 {status} {reason}", [("Content-Type", "text/plain; charset=utf-8"),
-                                                 ("Content-Length", str(len(body))), ("Connection", "close")]) + body
+    return response(status, reason, [("Content-Type", "text/plain; charset=utf-8")], text.encode())
 
 
 def _take_small_body(reader: BinaryIO, fields: dict[str, str]) -> bytes | None:

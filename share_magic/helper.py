@@ -4,7 +4,8 @@ Run as ``python -m share_magic.helper`` by :mod:`share_magic.sharing`, in a sess
 interrupting the kernel (SIGINT to the kernel's process group) does not reach it, and a busy kernel never stalls
 the visitors' traffic. Its standard input is the lifeline: the kernel writes one JSON line of settings, may later
 write ``{"cmd": "stop"}``, and when the kernel dies -- however it dies -- the pipe closes and the helper takes the
-tunnel down and exits. Its standard output carries JSON events back: ready, visitors, failed, lost, stopped.
+tunnel down and exits. Its standard output carries JSON events back: ready (with the share's key), visitors,
+failed, lost, expired, stopped. Secrets (the authtoken, the server's token) travel only on these pipes.
 """
 from __future__ import annotations
 
@@ -14,9 +15,11 @@ import os
 import signal
 import sys
 import threading
+import time
 import traceback
 from typing import IO, Any, Callable
 
+from .access import Access
 from .errors import ShareError
 from .gateway import Gateway
 from .server import JupyterServer, pid_alive
@@ -46,7 +49,11 @@ class Helper:
         self.settings = settings
         self.events = events
         self.server = JupyterServer(**settings["server"])
-        self.gateway = Gateway(self.server, on_visitors=lambda n: events.emit("visitors", count=n))
+        duration = settings.get("duration")
+        self.expires_at = time.time() + duration if duration else None
+        self.access = Access(self.server.base_url, expires_at=self.expires_at,
+                             login=self.server.login_cookie if settings.get("include_token", True) else None)
+        self.gateway = Gateway(self.server, self.access, on_visitors=lambda n: events.emit("visitors", count=n))
         self.tunnel = Tunnel(settings.get("authtoken"))
         self.stopping = asyncio.Event()
         self.loop = asyncio.get_running_loop()
@@ -81,21 +88,29 @@ class Helper:
             self.events.emit("failed", code=getattr(e, "code", None), message=str(e))
             return
         self.gateway.open_to(public_url)
-        self.events.emit("ready", public_url=public_url, gateway_port=port)
-        reason = await self.watch()
+        self.events.emit("ready", public_url=public_url, gateway_port=port, key=self.access.new_key(),
+                         expires_at=self.expires_at)
+        ending = await self.watch()
         self.gateway.close()
         await in_thread(self.tunnel.close)
-        if reason:
-            self.events.emit("lost", reason=reason)
+        if ending == "expired":
+            self.events.emit("expired")
+        elif ending:
+            self.events.emit("lost", reason=ending)
         else:
             self.events.emit("stopped")
 
     async def watch(self) -> str | None:
-        """Wait for a stop; return why the share ended by itself, if it did."""
+        """Wait for a stop; return why the share ended by itself ("expired", or what went away), if it did."""
         server_pid = self.server.pid
         while not self.stopping.is_set():
+            interval = WATCH_INTERVAL
+            if self.expires_at is not None:
+                interval = min(interval, self.expires_at - time.time())
+                if interval <= 0:
+                    return "expired"
             try:
-                await asyncio.wait_for(self.stopping.wait(), WATCH_INTERVAL)
+                await asyncio.wait_for(self.stopping.wait(), interval)
             except asyncio.TimeoutError:
                 pass
             if not self.tunnel.agent_alive():
@@ -163,6 +178,7 @@ async def amain() -> None:
         events.emit("crashed", traceback=traceback.format_exc())
         raise
     finally:
+        helper.tunnel.remove_folder()
         _remove_record(settings.get("record"))
 
 

@@ -7,11 +7,11 @@ from typing import Any
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
-from traitlets import Bool, Float
+from traitlets import Bool, Float, Unicode
 
 from .errors import ShareError, TunnelError
 
-USAGE = "%share [stop | status] [--port N | --url URL [--token T]] [--no-token] [--insecure]"
+USAGE = "%share [stop | status] [--for DURATION] [--port N | --url URL [--token T]] [--no-token] [--insecure]"
 
 
 def _port(text: str) -> int:
@@ -28,8 +28,10 @@ def _port(text: str) -> int:
 class ShareMagics(Magics):
     """``%share``; defaults can be set with ``%config ShareMagics.<name> = ...`` or in an IPython config file."""
 
-    include_token = Bool(True, help="Put the server's token in the link, so that opening it logs the collaborator "
-                                    "in. --no-token overrides it for one share.").tag(config=True)
+    include_token = Bool(True, help="Log visitors who come with the link in with the server's token (they never "
+                                    "see it). --no-token overrides it for one share.").tag(config=True)
+    duration = Unicode("", help="How long a share lasts unless stopped, e.g. '2h' (also '90s', '30m', '1h30m', "
+                                "'1d'); empty: until stopped or the kernel ends. --for overrides it.").tag(config=True)
     startup_timeout = Float(20.0, help="Seconds to wait for the ngrok agent to start before giving up.").tag(
         config=True)
 
@@ -41,11 +43,14 @@ class ShareMagics(Magics):
     @magic_arguments()
     @argument("action", nargs="?", default="start", choices=["start", "stop", "status"],
               help="start (the default) shares this kernel's Jupyter server; stop ends the share; status prints it.")
+    @argument("--for", dest="duration", metavar="DURATION",
+              help="End the share by itself after this long: 90s, 30m, 2h, 1h30m, 1d (default: "
+                   "ShareMagics.duration, or until stopped or the kernel ends).")
     @argument("--port", type=_port, help="Share the Jupyter server on this local port instead of this kernel's.")
     @argument("--url", help="Share the Jupyter server at this URL (e.g. http://localhost:8888/) instead.")
     @argument("--token", help="That server's token (default: JUPYTER_TOKEN, or the server's runtime file).")
     @argument("--no-token", action="store_true",
-              help="Leave the token out of the link: the collaborator must get the token or password separately.")
+              help="Do not log visitors in: besides the link, they need the server's token or password.")
     @argument("--authtoken", help="ngrok authtoken (default: NGROK_AUTHTOKEN, then ngrok's own config). "
                                   "It is never printed; prefer `ngrok config add-authtoken` so it stays out of "
                                   "the notebook.")
@@ -56,7 +61,8 @@ class ShareMagics(Magics):
         """Share this notebook's Jupyter server through an ngrok tunnel.
 
         The link gives whoever opens it full control of the server (files, terminals, kernels) until the share
-        stops: with ``%share stop``, the Stop button, or when this kernel ends.
+        ends: with ``%share stop``, the Stop button, ``--for`` running out, or when this kernel ends. The link
+        carries a key for this share only: once the share ends it never opens anything again.
         """
         try:
             args = parse_argstring(self.share, line)
@@ -78,7 +84,7 @@ class ShareMagics(Magics):
             else:
                 options = dict(port=args.port, url=args.url, token=args.token, authtoken=args.authtoken,
                                include_token=self.include_token and not args.no_token, insecure=args.insecure,
-                               timeout=self.startup_timeout)
+                               timeout=self.startup_timeout, duration=args.duration or self.duration)
                 try:
                     share = lifecycle.share(**options)
                 except TunnelError as e:

@@ -75,6 +75,22 @@ class JupyterServer:
     def request(self, method: str, path: str, *, authenticated: bool = True, timeout: float = 5,
                 body: str | None = None) -> tuple[int, bytes]:
         """A small synchronous request to the server, straight over loopback; ``path`` is below base_url."""
+        status, data, _ = self.exchange(method, path, authenticated=authenticated, timeout=timeout, body=body)
+        return status, data
+
+    def login_cookie(self) -> str | None:
+        """A login cookie (``name=value``) for a new Jupyter user, got with the server's token; None without a
+        token. Jupyter sets it on any token-authenticated response."""
+        if not self.token:
+            return None
+        status, _, headers = self.exchange("GET", "api/status")
+        cookies = [value.split(";", 1)[0].strip() for value in headers.get_all("Set-Cookie") or []]
+        return next((cookie for cookie in cookies if not cookie.startswith("_xsrf=")), None) if status == 200 \
+            else None
+
+    def exchange(self, method: str, path: str, *, authenticated: bool = True, timeout: float = 5,
+                 body: str | None = None) -> tuple[int, bytes, http.client.HTTPMessage]:
+        """:meth:`request`, with the response's headers too."""
         headers = {"Host": self.host_header}
         if authenticated and self.token:
             headers["Authorization"] = f"token {self.token}"
@@ -88,7 +104,7 @@ class JupyterServer:
         try:
             conn.request(method, self.base_url + path, body=body, headers=headers)
             response = conn.getresponse()
-            return response.status, response.read()
+            return response.status, response.read(), response.headers
         finally:
             conn.close()
 

@@ -16,36 +16,49 @@ import datetime
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import threading
 import time
 from typing import IO, Any, Callable
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
+from .access import KEY_PARAM
 from .errors import ShareError, TunnelError, UnsafeServer
 from .server import JupyterServer, find_server, kernel_id, pid_alive, runtime_dir, server_at
 
 STARTUP_TIMEOUT = 20.0  # for the ngrok agent to come up (pyngrok itself would wait forever)
 REPORT_GRACE = 5.0  # on top of that, for the helper to report
 STOP_TIMEOUT = 8.0
+ENDED = ("stopped", "expired", "lost", "failed")
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
+MAX_DURATION = 30 * 86400
 
 
 class Share:
-    """A public link to a Jupyter server, live until :meth:`stop` (or until the kernel that started it ends).
+    """A public link to a Jupyter server, live until :meth:`stop`, until it expires (``duration`` seconds), or until
+    the kernel that started it ends.
 
-    ``status`` is ``starting``, ``live``, ``stopped`` (by someone), ``lost`` (the agent, the server or the owning
-    kernel went away) or ``failed`` (never went live). A share started by another notebook of the same server is
-    *attached*: it can be shown and stopped from here, but it lives and dies with its own kernel.
+    The link carries a key made for this share only; the gateway admits nobody without it, and it dies with the
+    share. With ``include_token`` the gateway also logs admitted visitors in with the server's token (which they
+    never see); without it they must know the token or password as well.
+
+    ``status`` is ``starting``, ``live``, ``stopped`` (by someone), ``expired``, ``lost`` (the agent, the server or
+    the owning kernel went away) or ``failed`` (never went live). A share started by another notebook of the same
+    server is *attached*: it can be shown and stopped from here, but it lives and dies with its own kernel.
     """
 
     def __init__(self, server: JupyterServer, notebook_path: str | None = None, include_token: bool = True,
-                 authenticated: bool = True) -> None:
+                 authenticated: bool = True, duration: float | None = None) -> None:
         self.server = server
         self.notebook_path = notebook_path
         self.include_token = include_token
         self.authenticated = authenticated
+        self.duration = duration
+        self.expires_at: datetime.datetime | None = None
         self.status = "starting"
         self.public_url: str | None = None
         self.gateway_port: int | None = None  # the helper's gateway on 127.0.0.1 (the tunnel's upstream)
@@ -55,6 +68,7 @@ class Share:
         self.reason: str | None = None
         self.owner_notebook: str | None = None  # set on an attached share: the notebook that started it
         self.collaborative: bool | None = None  # jupyter-collaboration on the server? None: unknown
+        self._key: str | None = None
         self._helper_pid: int | None = None
         self._process: subprocess.Popen[str] | None = None
         self._helper_lock = threading.Lock()
@@ -73,24 +87,29 @@ class Share:
     @property
     def live(self) -> bool:
         if self.status == "live" and self.attached and not _helper_alive(self._helper_pid):
-            self._set("lost", f"the notebook that started it ({self.owner_notebook}) stopped it or ended")
+            if self.expires_at is not None and datetime.datetime.now() >= self.expires_at:
+                self._set("expired")
+            else:
+                self._set("lost", f"the notebook that started it ({self.owner_notebook}) stopped it or ended")
         return self.status == "live"
 
     @property
     def link(self) -> str | None:
-        """The link for the collaborator: this notebook, in the owner's UI, logged in with the server's token."""
-        if self.public_url is None:
+        """The link for the collaborator: this notebook, in the owner's UI, with this share's key."""
+        if self.public_url is None or self._key is None:
             return None
-        link = self.public_url.rstrip("/") + self.server.base_url + self.server.page_path(self.notebook_path)
-        if self.include_token and self.server.token:
-            link += "?token=" + quote(self.server.token, safe="")
-        return link
+        return (self.public_url.rstrip("/") + self.server.base_url + self.server.page_path(self.notebook_path)
+                + f"?{KEY_PARAM}={self._key}")
 
     def live_summary(self) -> tuple[str, str]:
-        """Since when it is live, and who: the notebook that started it, or how many visitors are connected."""
+        """Since (and until) when it is live, and who: the notebook that started it, or how many visitors are
+        connected."""
         who = (f"started from {self.owner_notebook}" if self.attached
                else f"{self.visitors} visitor{'' if self.visitors == 1 else 's'} connected")
-        return f"live since {_clock(self.started_at)}", who
+        when = f"live since {_clock(self.started_at)}"
+        if self.expires_at is not None:
+            when += f", ends at {_clock(self.expires_at)}"
+        return when, who
 
     def describe(self) -> str:
         """The state in plain text, as ``%share status`` prints it."""
@@ -100,12 +119,16 @@ class Share:
                 lines.append("WARNING: this server has no authentication: anyone who finds this link can run "
                              "code on this machine.")
             elif not (self.include_token and self.server.token):
-                lines.append("The link has no token: the collaborator needs this server's token or password.")
-            lines += ["Anyone with this link has full control of this server (files, terminals, kernels).",
+                lines.append("The link does not log visitors in: they also need this server's token or password.")
+            lines += ["Anyone with this link has full control of this server (files, terminals, kernels) until the "
+                      "share ends; then the link stops working for good.",
                       "Stop sharing with: %share stop"]
             return "\n".join(lines)
         if self.status == "starting":
             return "Starting a share of this Jupyter server..."
+        if self.status == "expired":
+            return (f"Share expired at {_clock(self.ended_at)}: the link no longer works. Run %share for a new "
+                    "one.")
         if self.status == "lost":
             return (f"Share lost at {_clock(self.ended_at)}: {self.reason}. The link no longer works; "
                     "run %share for a new one.")
@@ -135,8 +158,9 @@ class Share:
 
     def start(self, authtoken: str | None = None, timeout: float = STARTUP_TIMEOUT) -> None:
         """Start the helper and wait until the link is live; raise :class:`ShareError` if it cannot be."""
-        settings = {"server": dataclasses.asdict(self.server), "authtoken": authtoken, "startup_timeout": timeout,
-                    "record": _record_path(self.server)}
+        settings = {"server": dataclasses.asdict(self.server), "startup_timeout": timeout,
+                    "authtoken": authtoken or os.environ.get("NGROK_AUTHTOKEN"), "include_token": self.include_token,
+                    "duration": self.duration, "record": _record_path(self.server)}
         self._process = subprocess.Popen(
             [sys.executable, "-m", "share_magic.helper"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             text=True, env=_helper_environment(), start_new_session=True)
@@ -204,7 +228,10 @@ class Share:
             if kind == "ready":
                 self.public_url = event["public_url"]
                 self.gateway_port = event["gateway_port"]
+                self._key = event["key"]
                 self.started_at = datetime.datetime.now()
+                if event.get("expires_at"):
+                    self.expires_at = datetime.datetime.fromtimestamp(event["expires_at"])
                 self.status = "live"
                 self._settled.set()
                 self._changed()
@@ -219,6 +246,8 @@ class Share:
                 self._settled.set()
             elif kind == "lost":
                 self._set("lost", event["reason"])
+            elif kind == "expired":
+                self._set("expired")
             elif kind == "stopped":
                 self._set("stopped")
         stream.close()
@@ -230,9 +259,9 @@ class Share:
             self._end_helper()
 
     def _set(self, status: str, reason: str | None = None) -> None:
-        """End the share (stopped, lost or failed): the first ending sticks, and is announced once."""
+        """End the share (stopped, expired, lost or failed): the first ending sticks, and is announced once."""
         with self._state_lock:
-            if self.status in ("stopped", "lost", "failed"):
+            if self.status in ENDED:
                 return
             self.status, self.reason = status, reason
             self.ended_at = datetime.datetime.now()
@@ -243,22 +272,28 @@ class Share:
 
     def _write_record(self) -> None:
         record = {"helper_pid": self._helper_pid, "public_url": self.public_url, "server_url": self.server.url,
-                  "notebook": self.notebook_path or "a console", "started_at": self.started_at.isoformat()
-                  if self.started_at else None, "authenticated": self.authenticated}
+                  "key": self._key, "notebook": self.notebook_path or "a console",
+                  "started_at": self.started_at.isoformat() if self.started_at else None,
+                  "expires_at": self.expires_at.isoformat() if self.expires_at else None,
+                  "authenticated": self.authenticated, "include_token": self.include_token}
         path = _record_path(self.server)
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(descriptor, "w", encoding="utf-8") as f:
             json.dump(record, f)
 
     @classmethod
-    def attach(cls, server: JupyterServer, record: dict[str, Any], notebook_path: str | None,
-               include_token: bool) -> Share:
-        share = cls(server, notebook_path, include_token, authenticated=record.get("authenticated", True))
+    def attach(cls, server: JupyterServer, record: dict[str, Any], notebook_path: str | None) -> Share:
+        """The share another kernel started (its record says how), shown from this notebook: the link opens this
+        notebook, with that share's key."""
+        share = cls(server, notebook_path, record.get("include_token", True),
+                    authenticated=record.get("authenticated", True))
         share.public_url = record["public_url"]
+        share._key = record.get("key")
         share.owner_notebook = record.get("notebook") or "another notebook"
         share._helper_pid = record["helper_pid"]
-        share.started_at = datetime.datetime.fromisoformat(record["started_at"]) if record.get("started_at") \
-            else None
+        for name in ("started_at", "expires_at"):
+            if record.get(name):
+                setattr(share, name, datetime.datetime.fromisoformat(record[name]))
         share.status = "live"
         threading.Thread(target=share._watch_owner, daemon=True, name="share_magic owner").start()
         return share
@@ -270,7 +305,9 @@ class Share:
 
 
 def _helper_environment() -> dict[str, str]:
-    env = dict(os.environ)
+    """The kernel's environment, less the ngrok authtoken: the helper gets it on its private pipe, and nothing
+    below the helper needs it in its environment."""
+    env = {name: value for name, value in os.environ.items() if name != "NGROK_AUTHTOKEN"}
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     if root not in {os.path.abspath(entry) for entry in sys.path}:  # imported through a path only we have
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
@@ -347,15 +384,35 @@ def latest() -> Share | None:
     return _current
 
 
+def parse_duration(text: str | float | None) -> float | None:
+    """Seconds from ``90s``, ``30m``, ``2h``, ``1h30m``, ``1d`` (or a number of seconds); None for no limit."""
+    if text is None or text == "":
+        return None
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        seconds = float(text)
+    else:
+        spec = str(text).strip().lower().replace(" ", "")
+        parts = DURATION_PART.findall(spec)
+        if not parts or "".join(number + unit for number, unit in parts) != spec:
+            raise ShareError(f"{text!r} is not a duration. Use a number with a unit, e.g. --for 30m (also 90s, 2h, "
+                             "1h30m, 1d).")
+        seconds = sum(float(number) * DURATION_UNITS[unit] for number, unit in parts)
+    if not 0 < seconds <= MAX_DURATION:
+        raise ShareError(f"{text!r} is not a duration a share can last: give more than 0 s and at most 30 days, "
+                         "e.g. --for 30m.")
+    return seconds
+
+
 def share(*, port: int | None = None, url: str | None = None, token: str | None = None,
           include_token: bool = True, authtoken: str | None = None, insecure: bool = False,
-          timeout: float = STARTUP_TIMEOUT) -> Share:
+          timeout: float = STARTUP_TIMEOUT, duration: str | float | None = None) -> Share:
     """Share the Jupyter server behind this kernel (or the one at ``port``/``url``) and return the live share.
 
-    Calling it again while a share is live returns that share; so does calling it from another notebook of the
-    same server.
+    ``duration`` (``"30m"``, ``"1h30m"``, or seconds) ends the share by itself after that long. Calling it again
+    while a share is live returns that share; so does calling it from another notebook of the same server.
     """
     global _current
+    seconds = parse_duration(duration)
     if os.name != "posix":
         raise ShareError("%share runs on Linux and macOS only for now: its helper relies on POSIX sessions and "
                          "process groups to stay alive through interrupts and die with the kernel.")
@@ -371,7 +428,7 @@ def share(*, port: int | None = None, url: str | None = None, token: str | None 
         notebook = server.notebook_path(kernel)
         record = _read_record(server)
         if record is not None:
-            _current = Share.attach(server, record, notebook, include_token)
+            _current = Share.attach(server, record, notebook)
             _current.collaborative = server.has_collaboration()
             return _current
         authenticated = server.has_authentication()
@@ -380,7 +437,8 @@ def share(*, port: int | None = None, url: str | None = None, token: str | None 
                 "This Jupyter server has no authentication (no token, no password), so a public link would let "
                 "anyone on the internet run code on this machine. Fix: restart Jupyter with its default token, "
                 "or set a password with `jupyter server password`. To share it anyway, run %share --insecure.")
-        _current = Share(server, notebook, include_token=include_token, authenticated=authenticated)
+        _current = Share(server, notebook, include_token=include_token, authenticated=authenticated,
+                         duration=seconds)
         _current.collaborative = server.has_collaboration()
         _current.start(authtoken, timeout)
         return _current

@@ -2,11 +2,21 @@
 
 It runs inside the share's helper process (see ``helper.py``), never in the kernel: pyngrok starts the agent as a
 child of whoever calls it, and a child of the kernel would die on every interrupt and outlive a killed kernel.
+
+Nothing about the tunnel is readable by other local users. The agent gets its settings from a private config file
+(mode 0600 in a 0700 folder; the user's own ngrok config copied in, the authtoken added) instead of the
+``--authtoken`` flag pyngrok would put on its command line; the file is deleted once the agent has read it. The
+agent's request inspection, which keeps every forwarded request (keys, cookies, bodies) at its unauthenticated local
+web address, is off for the whole agent and for the endpoint.
 """
 from __future__ import annotations
 
 import logging
+import os
 import re
+import shutil
+import tempfile
+from typing import Any
 
 from .errors import TunnelError
 
@@ -60,6 +70,31 @@ def _quiet_pyngrok() -> None:
     logger.propagate = False
 
 
+def private_config(path: str, authtoken: str | None) -> None:
+    """Write the agent's config to ``path`` (created 0600): the user's own ngrok config (where `ngrok config
+    add-authtoken` saved their token) with ``authtoken`` (if given) and inspection turned off."""
+    import yaml
+    from pyngrok import conf
+
+    try:
+        with open(conf.get_config_path(conf.PyngrokConfig()), encoding="utf-8") as f:
+            user: Any = yaml.safe_load(f) or {}
+    except (OSError, yaml.YAMLError):
+        user = {}
+    if not isinstance(user, dict):
+        user = {}
+    if str(user.get("version")) == "3":
+        agent = dict(user.get("agent") or {})
+    else:  # a version 2 config keeps the agent's settings at the top
+        agent = {key: value for key, value in user.items() if key not in ("version", "tunnels")}
+    if authtoken:
+        agent["authtoken"] = authtoken
+    agent["inspect_db_size"] = -1
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as f:
+        yaml.safe_dump({"version": "3", "agent": agent}, f)
+
+
 class Tunnel:
     """One ngrok agent with one endpoint forwarding to a local port."""
 
@@ -67,8 +102,12 @@ class Tunnel:
         from pyngrok import conf
 
         _quiet_pyngrok()
-        # Reads PYNGROK_NGROK_PATH and NGROK_AUTHTOKEN from the environment when not given.
-        self.config = conf.PyngrokConfig(auth_token=authtoken or None)
+        self._authtoken = authtoken
+        self._folder = tempfile.mkdtemp(prefix="share_magic-ngrok-")  # 0700
+        self._config_path = os.path.join(self._folder, "ngrok.yml")
+        # Reads PYNGROK_NGROK_PATH from the environment.
+        self.config = conf.PyngrokConfig(config_path=self._config_path)
+        self.config.auth_token = None  # never on a command line: the private config carries it
         self.public_url: str | None = None
         self._process = None
 
@@ -78,7 +117,8 @@ class Tunnel:
         from pyngrok.exception import PyngrokError, PyngrokNgrokHTTPError, PyngrokNgrokInstallError
 
         try:
-            tunnel = ngrok.connect(str(port), "http", pyngrok_config=self.config)
+            private_config(self._config_path, self._authtoken)
+            tunnel = ngrok.connect(str(port), "http", pyngrok_config=self.config, inspect=False)
             self._process = ngrok.get_ngrok_process(self.config)
         except PyngrokNgrokInstallError as e:
             raise TunnelError(NOT_INSTALLED.format(reason=self._mask(str(e)).split("\n")[0])) from None
@@ -86,6 +126,8 @@ class Tunnel:
             raise self._explain(f"{e}\n{e.body}") from None
         except PyngrokError as e:
             raise self._explain(str(e), getattr(e, "ngrok_error_code", None)) from None
+        finally:
+            self._forget_config()
         self.public_url = tunnel.public_url
         assert self.public_url is not None
         return self.public_url
@@ -104,9 +146,20 @@ class Tunnel:
             except PyngrokError:
                 pass  # the agent is killed next either way
         ngrok.kill(pyngrok_config=self.config)
+        self.remove_folder()
+
+    def _forget_config(self) -> None:
+        """The agent has read its config (or never will): the authtoken leaves the disk."""
+        try:
+            os.unlink(self._config_path)
+        except FileNotFoundError:
+            pass
+
+    def remove_folder(self) -> None:
+        shutil.rmtree(self._folder, ignore_errors=True)
 
     def _mask(self, text: str) -> str:
-        token = self.config.auth_token
+        token = self._authtoken
         return text.replace(token, "****") if token else text
 
     def _explain(self, detail: str, code: str | None = None) -> TunnelError:

@@ -17,9 +17,9 @@ from .errors import ShareError
 from .sharing import Share
 
 MUTED = "color: var(--jp-ui-font-color2); font-size: var(--jp-ui-font-size1); line-height: 1.45"
-GRANTS = ("Anyone with this link has <b>full control of this server</b> — files, terminals, kernels — until you "
-          "stop sharing. Free ngrok accounts first show visitors an ngrok warning page: they click "
-          "<i>Visit Site</i>.")
+GRANTS = ("Anyone with this link has <b>full control of this server</b> — files, terminals, kernels — until the "
+          "share ends; then the link never works again. Free ngrok accounts first show visitors an ngrok warning "
+          "page: they click <i>Visit Site</i>.")
 NO_COLLABORATION = ("jupyter-collaboration is not installed on this server: if you both edit this notebook, "
                     "each save overwrites the other's. For real-time co-editing: "
                     "<code>pip install jupyter-collaboration</code>, then restart Jupyter.")

@@ -49,24 +49,41 @@ def kill_group(process: subprocess.Popen) -> None:
 
 
 def share_processes() -> list[int]:
-    """Every process a share starts: the helper and the (stand-in) ngrok agent."""
+    """Every process a share of this test starts: the helper and the (stand-in) ngrok agent."""
     return processes_with("share_magic.helper") + processes_with("standin_ngrok.py")
 
 
 def processes_with(marker: str) -> list[int]:
-    """Pids of live (non-zombie) processes whose command line contains ``marker``."""
+    """Pids of live (non-zombie) processes of this test whose command line contains ``marker``. A process is this
+    test's when it runs in the test's sandbox (its environment names the sandbox's Jupyter runtime folder), so
+    that a developer's own live share on the same machine is never counted, let alone killed."""
+    sandbox = f"JUPYTER_RUNTIME_DIR={os.environ['JUPYTER_RUNTIME_DIR']}".encode()
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
             cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            if marker not in cmdline:
+                continue
             state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            environment = Path(f"/proc/{entry}/environ").read_bytes().split(b"\0")
         except OSError:
             continue
-        if marker in cmdline and state != "Z":
+        if state != "Z" and sandbox in environment:
             found.append(int(entry))
     return found
+
+
+def command_lines(pids: list[int]) -> str:
+    """The command lines of these processes, as any local user can read them."""
+    lines = []
+    for pid in pids:
+        try:
+            lines.append(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+        except OSError:
+            pass
+    return "\n".join(lines)
 
 
 def sandbox_environment(folder: Path) -> dict[str, str]:
@@ -108,8 +125,11 @@ class JupyterServer:
     jupyterlab or notebook (Notebook 7, whose default page is /tree)."""
 
     def __init__(self, root: Path, base_url: str = "/", token: str | None = None, extra: list[str] = (),
-                 tls: bool = False, app: str = "jupyter_server", password: str | None = None) -> None:
+                 tls: bool = False, app: str = "jupyter_server", password: str | None = None,
+                 log_requests: bool = False) -> None:
         self.root = root
+        if log_requests:  # every request it answers, in its log: what reached Jupyter can be told from there
+            extra = [*extra, "--ServerApp.log_level=DEBUG"]
         self.password = password
         if password is not None:  # password login only, the way `jupyter server password` sets it up
             from jupyter_server.auth import passwd
@@ -129,7 +149,8 @@ class JupyterServer:
         self.session = requests.Session()
         self.session.trust_env = False  # REQUESTS_CA_BUNDLE would override verify=False
         self.session.verify = False
-        self.log = open(root.parent / f"server-{self.port}.log", "wb")
+        self.log_path = root.parent / f"server-{self.port}.log"
+        self.log = open(self.log_path, "wb")
         self.process = subprocess.Popen(
             [sys.executable, "-m", app, "--no-browser", "--allow-root", f"--port={self.port}",
              "--ServerApp.port_retries=0", f"--ServerApp.base_url={base_url}", f"--IdentityProvider.token={self.token}",
@@ -151,6 +172,10 @@ class JupyterServer:
             return self.session.get(f"{self.scheme}://127.0.0.1:{self.port}{self.base_url}api", timeout=2).ok
         except requests.RequestException:
             return False
+
+    def saw(self, text: str) -> bool:
+        """Whether the server's log mentions ``text`` (with log_requests: the target of every request it got)."""
+        return text in self.log_path.read_text(errors="replace")
 
     def api(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         if self.token:
@@ -209,14 +234,16 @@ class KernelClient:
 
     def collect(self, msg_id: str, timeout: float = 90) -> dict[str, Any]:
         result: dict[str, Any] = {"text": "", "stdout": "", "stderr": "", "error": None, "bundles": [],
-                                  "payload": []}
+                                  "payload": [], "messages": []}
         deadline = time.monotonic() + timeout
         idle = replied = False
         while not (idle and replied):
             self.ws.settimeout(max(0.1, deadline - time.monotonic()))
-            message = json.loads(self.ws.recv())
+            raw = self.ws.recv()
+            message = json.loads(raw)
             if message.get("parent_header", {}).get("msg_id") != msg_id:
                 continue
+            result["messages"].append(raw)  # everything the front-end got: outputs, widget comm messages
             kind, content = message["msg_type"], message["content"]
             if kind == "stream":
                 result[content["name"]] += content["text"]

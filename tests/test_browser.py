@@ -75,7 +75,8 @@ def test_jupyterlab_owner_and_visitor(jupyter, browsers) -> None:
     widget = share_from(owner)
 
     link = widget.locator("a.share-magic-link").get_attribute("href")
-    assert link.startswith("https://") and link.endswith(f"/lab/tree/shared.ipynb?token={server.token}")
+    assert link.startswith("https://") and "/lab/tree/shared.ipynb?share_key=" in link
+    assert server.token not in widget.inner_html()
     stop = widget.get_by_role("button", name="Stop")
     copy = widget.get_by_role("button", name="Copy")
     assert stop.is_visible() and copy.is_visible()
@@ -101,6 +102,7 @@ def test_jupyterlab_owner_and_visitor(jupyter, browsers) -> None:
     page.goto(link)
     page.get_by_role("button", name="Visit Site").click()
     wait_for_kernel(page)
+    assert "share_key" not in page.url  # the key does not stay in the address bar
     run_cell(page, "print('visitor says', 6 * 7)")
     page.wait_for_selector(".jp-OutputArea-output:has-text('visitor says 42')", timeout=60_000)
     page.locator(".jp-DirListing-item:has-text('shared.ipynb')").wait_for(timeout=20_000)  # the owner's files
@@ -128,7 +130,7 @@ def test_notebook7_owner_flow(jupyter, browsers) -> None:
     wait_for_kernel(owner)
     widget = share_from(owner)
     link = widget.locator("a.share-magic-link").get_attribute("href")
-    assert link.endswith(f"/notebooks/shared.ipynb?token={server.token}")  # the owner's UI, not Lab
+    assert "/notebooks/shared.ipynb?share_key=" in link  # the owner's UI, not Lab
     assert widget.get_by_role("button", name="Stop").is_visible()
     owner.screenshot(path=SCREENSHOTS / "notebook7-owner-shared.png")
 

@@ -41,13 +41,15 @@ def test_a_visitor_works_in_the_shared_notebook(jupyter, owner, visitor, base_ur
     public = urllib.parse.urlsplit(link)
     assert public.hostname.endswith(".ngrok-free.app")
     assert public.path == f"{base_url}lab/tree/shared.ipynb"
-    assert urllib.parse.parse_qs(public.query) == {"token": [server.token]}
+    assert list(urllib.parse.parse_qs(public.query)) == ["share_key"]
     assert "full control" in result["text"] and "%share stop" in result["text"]
+    assert server.token not in "".join(result["messages"])  # not in the text, the HTML, nor the widget's state
 
     guest = visitor(link)
     page = guest.get(link)
     assert page.status_code == 200 and "jupyter-config-data" in page.text
-    # Logged in by the link's token, to the shared server and not the decoy.
+    assert page.url == link.split("?")[0]  # the key does not stay in the address bar
+    # Logged in by the gateway, to the shared server and not the decoy.
     listing = guest.get(f"{base_url}api/contents")
     assert listing.status_code == 200
     assert "marker-of-the-shared-server.txt" in {item["name"] for item in listing.json()["content"]}
@@ -74,10 +76,11 @@ def test_a_visitor_works_in_the_shared_notebook(jupyter, owner, visitor, base_ur
     assert forged.status_code in (403, 404)
     assert not any(p.name.startswith("Untitled") for p in server.root.iterdir())
 
-    # Without the token, nothing.
+    # Without the key, nothing (tests/test_access.py probes this in depth).
     stranger = visitor(link.split("?")[0])
-    assert stranger.get(f"{base_url}api/contents").status_code == 403
-    assert stranger.get(f"{base_url}api/kernels").status_code == 403
+    for path in ("api/contents", "api/kernels", "lab"):
+        refused = stranger.get(f"{base_url}{path}")
+        assert refused.status_code == 403 and "This link has ended or is not valid" in refused.text
 
     # %share again: the same share.
     again = notebook.execute("%share")
@@ -122,8 +125,8 @@ def test_a_password_server_the_visitor_logs_in_through_the_share(jupyter, owner,
     notebook = owner(server)
     result = notebook.execute("%load_ext share_magic\n%share")
     link = link_in(result["text"])
-    assert "token" not in link and "needs this server's token or password" in result["text"]
-    assert link.endswith("/lab/tree/shared.ipynb")  # found without asking the server: JPY_SESSION_NAME
+    assert "they also need this server's token or password" in result["text"]
+    assert "/lab/tree/shared.ipynb?share_key=" in link  # found without asking the server: JPY_SESSION_NAME
     guest = visitor(link)
     login = guest.get(link)
     assert login.status_code == 200 and "/login" in login.url
@@ -161,7 +164,7 @@ def test_naming_the_server_by_port_or_url(jupyter, plain_kernel, visitor, monkey
     result = plain_kernel.execute(f"%load_ext share_magic\n%share --port {server.port}")
     assert result["error"] is None and not result["stderr"], result
     link = link_in(result["text"])
-    assert link.endswith(f"/a%40b/lab?token={server.token}")
+    assert "/a%40b/lab?share_key=" in link and server.token not in result["text"]
     assert visitor(link).get("/a%40b/api/contents").status_code == 403  # cookies come from opening the link
     guest = visitor(link)
     assert guest.get(link).status_code == 200 and guest.get("/a%40b/api/contents").status_code == 200
@@ -170,14 +173,18 @@ def test_naming_the_server_by_port_or_url(jupyter, plain_kernel, visitor, monkey
     by_url = plain_kernel.execute(f"%share --url http://localhost:{server.port}/a%40b/ --token {server.token} "
                                   "--no-token")
     link = link_in(by_url["text"])
-    assert "token" not in link and "needs this server's token or password" in by_url["text"]
+    assert "they also need this server's token or password" in by_url["text"]
     guest = visitor(link)
-    assert guest.get(link).status_code in (200, 302)
-    assert guest.get("/a%40b/api/contents").status_code == 403  # no token in the link: not logged in
+    login = guest.get(link)
+    assert login.status_code == 200 and "/login" in login.url  # admitted by the gate, not logged in to Jupyter
+    assert guest.get("/a%40b/api/contents").status_code == 403
+    guest.send("POST", login.url, data={"password": server.token, "_xsrf": guest.http.cookies["_xsrf"]},
+               headers={"Referer": login.url}, allow_redirects=False).raise_for_status()
+    assert guest.get("/a%40b/api/contents").status_code == 200  # knowing the token too, they get in
     plain_kernel.execute("%share stop")
 
     configured = plain_kernel.execute(f"%config ShareMagics.include_token = False\n%share --port {server.port}")
-    assert "token" not in link_in(configured["text"])
+    assert "they also need this server's token" in configured["text"]
     plain_kernel.execute("%share stop\n%config ShareMagics.include_token = True")
 
     wrong = plain_kernel.execute(f"%share --url http://localhost:{server.port}/a%40b/ --token wrong")

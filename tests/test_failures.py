@@ -116,5 +116,18 @@ def test_usage_is_one_question_mark_away(jupyter, owner) -> None:
     notebook = owner(jupyter())
     result = notebook.execute("%load_ext share_magic\n%share?")
     shown = "".join(p["data"]["text/plain"] for p in result["payload"] if p.get("source") == "page")
-    for option in ("--port", "--url", "--token", "--no-token", "--authtoken", "--insecure", "full control"):
+    for option in ("--for", "--port", "--url", "--token", "--no-token", "--authtoken", "--insecure", "full control"):
         assert option in shown, option
+
+
+@pytest.mark.parametrize("line, expected", [
+    ("%share --for 30", "'30' is not a duration"),
+    ("%share --for soon", "'soon' is not a duration"),
+    ("%share --for 0s", "more than 0 s and at most 30 days"),
+    ("%share --for 40d", "more than 0 s and at most 30 days"),
+    ("%config ShareMagics.duration = '1 hour'\n%share", "'1 hour' is not a duration"),
+])
+def test_bad_durations(plain_kernel, line: str, expected: str) -> None:
+    message = assert_one_calm_line(plain_kernel.execute(f"%load_ext share_magic\n{line}"), expected)
+    assert "e.g. --for 30m" in message
+    assert not share_processes()

@@ -6,14 +6,18 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import BinaryIO
 
 import pytest
 
+from share_magic.access import Access, Admitted, Reply, Session
+from share_magic.errors import ShareError
 from share_magic.gateway import Gateway, origin_of
 from share_magic.server import JupyterServer, read_runtime_file
+from share_magic.sharing import parse_duration
 
 PUBLIC = "https://abc123.ngrok-free.app:8443"
 
@@ -31,8 +35,15 @@ def test_origin_of(url: str, origin: str | None) -> None:
     assert origin_of(url) == origin
 
 
+class LetEveryoneIn:
+    """A gate that admits every request as it is: these tests are about the relay, not about who may pass."""
+
+    def check(self, method: str, target: str, headers: list[tuple[str, str]]) -> Admitted:
+        return Admitted(Session(), target, headers)
+
+
 def gateway() -> Gateway:
-    gw = Gateway(JupyterServer("http", "127.0.0.1", 8888, "/a%40b/", token="t"))
+    gw = Gateway(JupyterServer("http", "127.0.0.1", 8888, "/a%40b/", token="t"), LetEveryoneIn())
     gw.open_to(PUBLIC + "/")
     return gw
 
@@ -181,7 +192,7 @@ class Upstream:
 @contextmanager
 def gateway_to(upstream: Upstream) -> Iterator[tuple[socket.socket, BinaryIO]]:
     """A gateway in front of ``upstream``, and a visitor connected to it."""
-    gw = Gateway(JupyterServer("http", "127.0.0.1", upstream.port, "/"))
+    gw = Gateway(JupyterServer("http", "127.0.0.1", upstream.port, "/"), LetEveryoneIn())
     gw.open_to(PUBLIC)
     try:
         with socket.create_connection(("127.0.0.1", gw.listen()), timeout=10) as visitor, \
@@ -298,3 +309,86 @@ def test_the_gateway_answers_expect_continue_and_relays_chunked_bodies_with_trai
         assert reader.read(len(expected)) == expected
         visitor.sendall(b"GET /again HTTP/1.1\r\nHost: abc123.ngrok-free.app:8443\r\n\r\n")  # same connection
         assert read_head(reader)[0] == "HTTP/1.1 200 OK"
+
+
+# -- the gate on its own -----------------------------------------------------------------------------------------
+
+
+def admit(access: Access, key: str, headers: list[tuple[str, str]] = ()) -> str:
+    """Open the link: return the session cookie the gate set."""
+    reply = access.check("GET", f"/a%40b/lab?x=1&share_key={key}", list(headers))
+    assert isinstance(reply, Reply) and reply.response.startswith(b"HTTP/1.1 302 Found\r\n"), reply
+    head = reply.response.decode().split("\r\n")
+    assert "Location: /a%40b/lab?x=1" in head
+    cookie = next(line for line in head if line.startswith("Set-Cookie: "))[len("Set-Cookie: "):]
+    return cookie.split(";")[0]
+
+
+def test_the_gate_admits_by_key_then_by_cookie_and_adds_jupyters_login_upstream() -> None:
+    access = Access("/a%40b/", login=lambda: 'username-127-0-0-1-8888="signed"')
+    key = access.new_key()
+    assert len(key) >= 43  # 256 bits, URL-safe
+    cookie = admit(access, key)
+    passed = access.check("GET", "/a%40b/api/contents", [("Host", "h"), ("Cookie", f"{cookie}; _xsrf=x; "
+                                                                                  'username-127-0-0-1-8888="old"')])
+    assert isinstance(passed, Admitted) and passed.target == "/a%40b/api/contents"
+    assert passed.headers == [("Host", "h"), ("Cookie", '_xsrf=x; username-127-0-0-1-8888="signed"')]
+    # Jupyter's login cookie stays with the gateway; other cookies reach the visitor.
+    answer = [("Set-Cookie", 'username-127-0-0-1-8888="new"; Path=/'), ("Set-Cookie", "_xsrf=y; Path=/")]
+    assert passed.response_headers(answer) == [("Set-Cookie", "_xsrf=y; Path=/")]
+
+
+@pytest.mark.parametrize("method, target, headers", [
+    ("GET", "/a%40b/lab", []),
+    ("GET", "/a%40b/lab?share_key=wrong", []),
+    ("GET", "/a%40b/lab?share_key=", []),
+    ("POST", "/a%40b/api/contents?share_key=KEY", []),
+    ("GET", "/a%40b/api/kernels/1/channels?share_key=KEY", [("Upgrade", "websocket")]),
+    ("GET", "/a%40b/lab", [("Cookie", "share_magic=KEY")]),
+    ("GET", "/a%40b/lab", [("Cookie", "share_magic=")]),
+])
+def test_the_gate_refuses_what_it_did_not_admit(method: str, target: str, headers: list) -> None:
+    access = Access("/a%40b/")
+    key = access.new_key()
+    reply = access.check(method, target.replace("KEY", key),
+                         [(name, value.replace("KEY", key)) for name, value in headers])
+    assert isinstance(reply, Reply) and reply.response.startswith(b"HTTP/1.1 403 Forbidden\r\n")
+    assert b"This link has ended or is not valid" in reply.response and b"Connection: close" in reply.response
+
+
+def test_the_gate_answers_browsers_with_a_page_and_programs_with_text() -> None:
+    access = Access("/")
+    page = access.check("GET", "/lab", [("Accept", "text/html,*/*")])
+    text = access.check("GET", "/api/contents", [("Accept", "application/json")])
+    assert isinstance(page, Reply) and b"Content-Type: text/html" in page.response and b"<h1>" in page.response
+    assert isinstance(text, Reply) and b"Content-Type: text/plain" in text.response
+
+
+def test_a_session_ends_when_the_share_expires() -> None:
+    access = Access("/", expires_at=time.time() + 3600)
+    cookie = admit(access, access.new_key())
+    assert isinstance(access.check("GET", "/lab", [("Cookie", cookie)]), Admitted)
+    access.expires_at = time.time() - 1
+    assert isinstance(access.check("GET", "/lab", [("Cookie", cookie)]), Reply)
+
+
+def test_the_cookie_lives_no_longer_than_the_share() -> None:
+    access = Access("/", expires_at=time.time() + 90)
+    reply = access.check("GET", f"/lab?share_key={access.new_key()}", [])
+    assert isinstance(reply, Reply)
+    max_age = int(reply.response.decode().split("Max-Age=")[1].split("\r\n")[0])
+    assert 0 < max_age <= 90
+
+
+@pytest.mark.parametrize("text, seconds", [
+    ("90s", 90), ("30m", 1800), ("2h", 7200), ("1h30m", 5400), ("1d", 86400), (" 2H ", 7200), (45, 45), ("", None),
+])
+def test_durations(text, seconds) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["30", "abc", "0s", "-5m", "1x", "m", "31d", "1h 30"])
+def test_bad_durations(text) -> None:
+    with pytest.raises(ShareError) as error:
+        parse_duration(text)
+    assert "--for 30m" in str(error.value)

@@ -2,6 +2,7 @@
 (the same path as a front-end click), and the text fallbacks."""
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -20,10 +21,19 @@ def python_share(jupyter):
     share_magic.stop()
 
 
+def widget_tree(widget):
+    """The widget and every widget inside it: what its front-end is sent."""
+    yield widget
+    for child in getattr(widget, "children", ()):
+        yield from widget_tree(child)
+
+
 def test_the_view_shows_the_link_copy_qr_stop_and_what_it_grants(python_share, visitor) -> None:
     share = share_magic.share(port=python_share.port)
-    assert share.live and share.link.endswith(f"/lab?token={python_share.token}")
+    assert share.live and "/lab?share_key=" in share.link
     view = ShareView(share)
+    state = json.dumps([widget.get_state() for widget in widget_tree(view)], default=str)
+    assert share.link in state and python_share.token not in state
     assert f'href="{share.link}"' in view.link.value
     assert f'data-link="{share.link}"' in view.copy.value and ">Copy</button>" in view.copy.value
     assert "<svg" in view.qr.value
@@ -32,12 +42,19 @@ def test_the_view_shows_the_link_copy_qr_stop_and_what_it_grants(python_share, v
     assert share.collaborative is False and "jupyter-collaboration" in view.notes.value
     assert "var(--jp-" in view.status.value + view.notes.value + view.link.value
 
-    guest = visitor(share.link)
+    guest, second_tab = visitor(share.link), visitor(share.link)
     guest.get(share.link)
     kernel_id = python_share.new_notebook("visited.ipynb")
-    socket = guest.websocket(f"/api/kernels/{kernel_id}/channels")
+    guest.websocket(f"/api/kernels/{kernel_id}/channels")
     wait_for(lambda: "1 visitor connected" in view.status.value, 10, "the visitor to be counted")
-    socket.close()
+    guest.websocket("/api/events/subscribe")  # the same browser, a second connection: still one visitor
+    second_tab.get(share.link)  # another browser at the same address: a second visitor
+    other = second_tab.websocket("/api/events/subscribe")
+    wait_for(lambda: "2 visitors connected" in view.status.value, 10, "the second browser to be counted")
+    other.close()
+    wait_for(lambda: "1 visitor connected" in view.status.value, 10, "the second browser to be gone")
+    for opened in guest.websockets:
+        opened.close()
     wait_for(lambda: "0 visitors connected" in view.status.value, 10, "the visitor to be gone")
 
     view.stop_button.click()

@@ -1,0 +1,207 @@
+"""Who may pass the gateway: the share's keys, the browser sessions they admitted, and the credentials the gateway
+adds upstream for admitted visitors.
+
+A share link carries a key (``?share_key=...``) made for this share alone. The first request with a valid key gets
+a session cookie of the gateway's own (``HttpOnly; Secure; SameSite=Lax``, scoped to the server's base URL) and a
+redirect to the same address without the key, so the key does not stay in the address bar. From then on the cookie
+admits the browser. Anything else -- no key, a wrong one, a cookie of an earlier share -- gets a short refusal from
+the gateway and never reaches Jupyter. Keys and sessions live in the helper's memory only, so they end with the share:
+a later share at the same public URL knows none of them.
+
+For a token server the gateway also logs each admitted session in: it asks Jupyter once, with the server's token, for
+a login cookie, keeps that cookie to itself and adds it to the session's requests upstream. Visitors never see the
+token or Jupyter's login cookie, and Jupyter's own protections (XSRF and Origin checks, which it skips for
+token-authenticated requests) stay on.
+
+Keys and session ids are kept only as SHA-256 digests, compared by digest lookup.
+"""
+from __future__ import annotations
+
+import hashlib
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Protocol, Union
+from urllib.parse import unquote
+
+KEY_PARAM = "share_key"
+COOKIE = "share_magic"
+
+Headers = list[tuple[str, str]]
+
+REFUSED_PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Link not valid</title>
+<style>body{{font:16px/1.5 system-ui,sans-serif;max-width:34em;margin:15vh auto;padding:0 1em;color:#222}}
+@media (prefers-color-scheme: dark){{body{{background:#111;color:#ddd}}}}</style></head>
+<body><h1>This link has ended or is not valid</h1>
+<p>{why} Ask the person who shared the notebook for a new link.</p></body></html>
+"""
+
+
+def digest(secret: str) -> bytes:
+    return hashlib.sha256(secret.encode()).digest()
+
+
+def new_key() -> str:
+    """A fresh random key: 256 bits, URL-safe."""
+    return secrets.token_urlsafe(32)
+
+
+@dataclass(eq=False)
+class Session:
+    """One admitted browser."""
+
+    since: float = field(default_factory=time.time)
+    jupyter_cookie: str | None = None  # "name=value" of Jupyter's login cookie, added upstream by the gateway
+
+
+@dataclass
+class Admitted:
+    """Let the request through, as ``target`` with these ``headers``; ``response_headers`` filters the answer."""
+
+    session: Session
+    target: str
+    headers: Headers
+    hidden_cookie: str | None = None  # the name of a cookie the visitor must not be handed
+
+    def response_headers(self, headers: Headers) -> Headers:
+        if self.hidden_cookie is None:
+            return headers
+        return [(name, value) for name, value in headers
+                if not (name.lower() == "set-cookie" and _cookie_name(value) == self.hidden_cookie)]
+
+
+@dataclass
+class Reply:
+    """Answer the request from the gateway itself (then close the connection)."""
+
+    response: bytes
+
+
+Verdict = Union[Admitted, Reply]
+
+
+class Gate(Protocol):
+    def check(self, method: str, target: str, headers: Headers) -> Verdict:
+        """May this request pass, as whom?"""
+
+
+class Access:
+    """The gate of one share.
+
+    ``login`` returns Jupyter's login cookie (``name=value``) for a new session, or None when the share adds no
+    credentials; ``cookie_path`` is the server's base URL; ``expires_at`` (epoch seconds) caps the cookie's life.
+    """
+
+    def __init__(self, cookie_path: str, login: Callable[[], str | None] | None = None,
+                 expires_at: float | None = None) -> None:
+        self.cookie_path = cookie_path
+        self.login = login
+        self.expires_at = expires_at
+        self._keys: set[bytes] = set()
+        self._sessions: dict[bytes, Session] = {}
+        self._lock = threading.Lock()
+
+    def new_key(self) -> str:
+        key = new_key()
+        with self._lock:
+            self._keys.add(digest(key))
+        return key
+
+    # -- the question the gateway asks ------------------------------------------------------------------------------
+
+    def check(self, method: str, target: str, headers: Headers) -> Verdict:
+        """May this request pass, as whom?"""
+        clean_target, keys = _without_key(target)
+        cookies = _cookies(headers)
+        navigation = method in ("GET", "HEAD") and not any(name.lower() == "upgrade" for name, _ in headers)
+        if keys and navigation and self._valid_key(keys[-1]):  # a key opens pages; websockets need the cookie
+            return self._admit_and_redirect(clean_target)
+        session = self._session(cookies.get(COOKIE))
+        if session is None:
+            why = ("This link's key is not valid (it may belong to a share that has ended)." if keys
+                   else "This page needs the link the notebook's owner shared.")
+            return Reply(_refusal(why, headers))
+        return self._admitted(session, clean_target, headers, cookies)
+
+    def _valid_key(self, key: str) -> bool:
+        return digest(key) in self._keys
+
+    def _session(self, session_id: str | None) -> Session | None:
+        if not session_id or (self.expires_at is not None and time.time() >= self.expires_at):
+            return None
+        return self._sessions.get(digest(session_id))
+
+    def _admit_and_redirect(self, target: str) -> Reply:
+        session_id = secrets.token_urlsafe(32)
+        session = Session(jupyter_cookie=self.login() if self.login else None)
+        with self._lock:
+            self._sessions[digest(session_id)] = session
+        cookie = f"{COOKIE}={session_id}; Path={self.cookie_path}; Secure; HttpOnly; SameSite=Lax"
+        if self.expires_at is not None:
+            cookie += f"; Max-Age={max(0, int(self.expires_at - time.time()))}"
+        return Reply(response(302, "Found", [("Location", target), ("Set-Cookie", cookie),
+                                             ("Cache-Control", "no-store"), ("Referrer-Policy", "no-referrer")]))
+
+    def _admitted(self, session: Session, target: str, headers: Headers, cookies: dict[str, str]) -> Admitted:
+        hidden = _cookie_name(session.jupyter_cookie) if session.jupyter_cookie else None
+        kept = [f"{name}={value}" for name, value in cookies.items() if name not in (COOKIE, hidden)]
+        if session.jupyter_cookie:
+            kept.append(session.jupyter_cookie)
+        upstream = [(name, value) for name, value in headers if name.lower() != "cookie"]
+        if kept:
+            upstream.append(("Cookie", "; ".join(kept)))
+        return Admitted(session, target, upstream, hidden)
+
+
+def _cookies(headers: Headers) -> dict[str, str]:
+    """The request's cookies; a cookie header the standard parser cannot read is taken pair by pair."""
+    found: dict[str, str] = {}
+    for name, value in headers:
+        if name.lower() != "cookie":
+            continue
+        for pair in value.split(";"):
+            key, sep, val = pair.strip().partition("=")
+            if sep and key:
+                found[key] = val
+    return found
+
+
+def _cookie_name(cookie: str) -> str:
+    """The name in ``name=value`` or in a Set-Cookie header's value."""
+    return cookie.split("=", 1)[0].strip()
+
+
+def _without_key(target: str) -> tuple[str, list[str]]:
+    """The request target without its key parameters (every other byte kept as it was), and the keys it had."""
+    path, question, query = target.partition("?")
+    if KEY_PARAM not in query:
+        return target, []
+    kept, keys = [], []
+    for part in query.split("&"):
+        name, _, value = part.partition("=")
+        if name == KEY_PARAM:
+            keys.append(unquote(value))
+        else:
+            kept.append(part)
+    return path + (question + "&".join(kept) if kept else ""), keys
+
+
+def _refusal(why: str, headers: Headers) -> bytes:
+    accept = next((value for name, value in headers if name.lower() == "accept"), "")
+    if "text/html" in accept:
+        return response(403, "Forbidden", [("Content-Type", "text/html; charset=utf-8")],
+                        REFUSED_PAGE.format(why=why).encode())
+    return response(403, "Forbidden", [("Content-Type", "text/plain; charset=utf-8")],
+                    f"This link has ended or is not valid. {why}\n".encode())
+
+
+def response(status: int, reason: str, headers: Headers, body: bytes = b"") -> bytes:
+    """A complete response from the gateway itself; the connection closes after it."""
+    lines = [f"HTTP/1.1 {status} {reason}", *(f"{name}: {value}" for name, value in headers),
+             f"Content-Length: {len(body)}", "Cache-Control: no-store", "Connection: close"]
+    if any(name.lower() == "cache-control" for name, _ in headers):
+        lines.remove("Cache-Control: no-store")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
