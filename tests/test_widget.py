@@ -103,3 +103,13 @@ def test_a_lost_share_shows_as_lost(python_share, monkeypatch) -> None:
     assert "Share lost" in view.status.value and "ngrok agent exited" in view.status.value
     assert view.stop_button.disabled
     assert "Share lost" in _Record(share)._repr_mimebundle_()["text/plain"]
+
+
+def test_a_share_for_a_while_says_when_it_ends_and_then_that_it_expired(python_share) -> None:
+    share = share_magic.share(port=python_share.port, duration="2s")
+    view = ShareView(share)
+    assert f"ends at {share.expires_at:%H:%M:%S}" in view.status.value
+    wait_for(lambda: share.status == "expired", 20, "the share to expire")
+    assert "Share expired at" in view.status.value and view.stop_button.disabled
+    assert "Share expired at" in _Record(share)._repr_mimebundle_()["text/plain"]
+    wait_for(lambda: not share_processes(), 10, "the share to end")
