@@ -13,7 +13,9 @@ a login cookie, keeps that cookie to itself and adds it to the session's request
 token or Jupyter's login cookie, and Jupyter's own protections (XSRF and Origin checks, which it skips for
 token-authenticated requests) stay on.
 
-Keys and session ids are kept only as SHA-256 digests, compared by digest lookup.
+Every key is a *grant*: the share's own link (anyone with it) or one person's invitation. Revoking a person's grant
+ends their sessions at once (the gateway then cuts their connections) and their key stays dead; inviting them again
+makes a new key. Keys and session ids are looked up by their SHA-256 digests.
 """
 from __future__ import annotations
 
@@ -50,9 +52,19 @@ def new_key() -> str:
 
 
 @dataclass(eq=False)
+class Grant:
+    """What one key admits: anyone with the share's link (``person`` None), or one invited person."""
+
+    key: str  # kept so that the same link can be shown again
+    person: str | None = None
+    revoked_at: float | None = None
+
+
+@dataclass(eq=False)
 class Session:
     """One admitted browser."""
 
+    grant: Grant
     since: float = field(default_factory=time.time)
     jupyter_cookie: str | None = None  # "name=value" of Jupyter's login cookie, added upstream by the gateway
 
@@ -100,15 +112,45 @@ class Access:
         self.cookie_path = cookie_path
         self.login = login
         self.expires_at = expires_at
-        self._keys: set[bytes] = set()
+        self._grants: dict[bytes, Grant] = {}
         self._sessions: dict[bytes, Session] = {}
+        self._revoked_sessions: set[bytes] = set()  # to tell their browsers why they are refused
         self._lock = threading.Lock()
 
-    def new_key(self) -> str:
+    def new_key(self, person: str | None = None) -> str:
+        """A key for anyone who has it, or for ``person``."""
         key = new_key()
         with self._lock:
-            self._keys.add(digest(key))
+            self._grants[digest(key)] = Grant(key, person)
         return key
+
+    def invite(self, person: str) -> str:
+        """``person``'s key: the one they have while it is not revoked, else a new one."""
+        with self._lock:
+            for grant in self._grants.values():
+                if grant.person == person and grant.revoked_at is None:
+                    return grant.key
+        return self.new_key(person)
+
+    def revoke(self, person: str) -> list[Session]:
+        """End ``person``'s grant and sessions; return the sessions, whose connections the caller cuts."""
+        with self._lock:
+            grants = [grant for grant in self._grants.values() if grant.person == person and grant.revoked_at is None]
+            if not grants:
+                raise KeyError(person)
+            for grant in grants:
+                grant.revoked_at = time.time()
+            ended = {sid: session for sid, session in self._sessions.items() if session.grant in grants}
+            for sid in ended:
+                del self._sessions[sid]
+            self._revoked_sessions.update(ended)
+        return list(ended.values())
+
+    def people(self) -> list[Grant]:
+        """Every person invited, in the order they were (a re-invited person once, with their latest grant)."""
+        with self._lock:
+            latest = {grant.person: grant for grant in self._grants.values() if grant.person is not None}
+        return list(latest.values())
 
     # -- the question the gateway asks ------------------------------------------------------------------------------
 
@@ -117,26 +159,29 @@ class Access:
         clean_target, keys = _without_key(target)
         cookies = _cookies(headers)
         navigation = method in ("GET", "HEAD") and not any(name.lower() == "upgrade" for name, _ in headers)
-        if keys and navigation and self._valid_key(keys[-1]):  # a key opens pages; websockets need the cookie
-            return self._admit_and_redirect(clean_target)
+        grant = self._grants.get(digest(keys[-1])) if keys and navigation else None
+        if grant is not None and grant.revoked_at is None:  # a key opens pages; websockets need the cookie
+            return self._admit_and_redirect(grant, clean_target)
         session = self._session(cookies.get(COOKIE))
         if session is None:
-            why = ("This link's key is not valid (it may belong to a share that has ended)." if keys
-                   else "This page needs the link the notebook's owner shared.")
+            if digest(cookies.get(COOKIE, "")) in self._revoked_sessions:
+                why = "The person who shared this notebook has revoked your access."
+            elif keys:
+                why = "This link's key is not valid (it may belong to a share that has ended)."
+            else:
+                why = "This page needs the link the notebook's owner shared."
             return Reply(_refusal(why, headers))
         return self._admitted(session, clean_target, headers, cookies)
-
-    def _valid_key(self, key: str) -> bool:
-        return digest(key) in self._keys
 
     def _session(self, session_id: str | None) -> Session | None:
         if not session_id or (self.expires_at is not None and time.time() >= self.expires_at):
             return None
-        return self._sessions.get(digest(session_id))
+        session = self._sessions.get(digest(session_id))
+        return session if session is not None and session.grant.revoked_at is None else None
 
-    def _admit_and_redirect(self, target: str) -> Reply:
+    def _admit_and_redirect(self, grant: Grant, target: str) -> Reply:
         session_id = secrets.token_urlsafe(32)
-        session = Session(jupyter_cookie=self.login() if self.login else None)
+        session = Session(grant, jupyter_cookie=self.login() if self.login else None)
         with self._lock:
             self._sessions[digest(session_id)] = session
         cookie = f"{COOKIE}={session_id}; Path={self.cookie_path}; Secure; HttpOnly; SameSite=Lax"

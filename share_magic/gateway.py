@@ -29,6 +29,7 @@ from __future__ import annotations
 import select
 import socket
 import threading
+import time
 from typing import BinaryIO, Callable, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
@@ -85,17 +86,18 @@ class _NoResponse(Exception):
 class Gateway:
     """Serves one share: every request it gets came through the tunnel from a visitor."""
 
-    def __init__(self, server: JupyterServer, access: Gate,
-                 on_visitors: Callable[[int], None] | None = None) -> None:
+    def __init__(self, server: JupyterServer, access: Gate, on_change: Callable[[], None] | None = None) -> None:
         self.server = server
         self.access = access
         self.public_origin: str | None = None
-        self.on_visitors = on_visitors
+        self.on_change = on_change  # called when the set of connected sessions changes
         self.port = 0
         self._listeners: list[socket.socket] = []
         self._lock = threading.Lock()
         self._sockets: set[socket.socket] = set()  # every open connection, both sides, to cut on close
+        self._sessions: dict[socket.socket, Session] = {}  # visitor side -> the session it last carried
         self._websockets: dict[socket.socket, Session] = {}  # visitor side -> the session it belongs to
+        self._connected_since: dict[Session, float] = {}  # sessions holding a websocket, since when
         self._closed = False
         self._tls = server.tls_context()
 
@@ -170,17 +172,34 @@ class Gateway:
 
     def visitors(self) -> int:
         """Admitted browser sessions holding a live connection (a websocket) right now."""
-        return len(set(self._websockets.values()))
+        return len(self._connected_since)
+
+    def connected(self) -> dict[Session, float]:
+        """The sessions holding a live connection (a websocket) right now, and since when."""
+        with self._lock:
+            return dict(self._connected_since)
+
+    def cut(self, sessions: list[Session]) -> None:
+        """Close every connection of these sessions at once, websockets included (their threads clean up)."""
+        doomed = set(sessions)
+        with self._lock:
+            for sock, session in self._sessions.items():
+                if session in doomed:
+                    _shut(sock)
 
     def _set_websocket(self, sock: socket.socket, session: Session | None) -> None:
         with self._lock:
             before = self.visitors()
             if session is None:
-                del self._websockets[sock]
+                gone = self._websockets.pop(sock)
+                if gone not in self._websockets.values():
+                    del self._connected_since[gone]
             else:
                 self._websockets[sock] = session
-            if self.visitors() != before and self.on_visitors is not None:
-                self.on_visitors(self.visitors())
+                self._connected_since.setdefault(session, time.time())
+            changed = self.visitors() != before
+        if changed and self.on_change is not None:
+            self.on_change()
 
     # -- serving ----------------------------------------------------------------------------------------------------
 
@@ -205,7 +224,16 @@ class Gateway:
     def _drop(self, side: _Side) -> None:
         with self._lock:
             self._sockets.discard(side.sock)
+            self._sessions.pop(side.sock, None)
         side.close()
+
+    def _carrying(self, sock: socket.socket, session: Session) -> None:
+        """Note whose request this visitor connection carries, so that revoking them cuts it. A session revoked
+        since the gate admitted the request is cut here; one revoked later, by :meth:`cut`."""
+        with self._lock:
+            self._sessions[sock] = session
+            if session.grant.revoked_at is not None:
+                _shut(sock)
 
     def _connect_upstream(self) -> socket.socket:
         if self.server.sock:
@@ -246,6 +274,7 @@ class Gateway:
                         _take_small_body(visitor.reader, fields)  # read, so that closing does not reset the answer
                     visitor.sock.sendall(verdict.response)
                     break
+                self._carrying(visitor.sock, verdict.session)
                 start_line, headers = f"{method} {verdict.target} {version}", verdict.headers
                 if "100-continue" in fields.get("expect", "").lower():
                     visitor.sock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")  # the server never sees Expect

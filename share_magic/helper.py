@@ -3,9 +3,11 @@
 Run as ``python -m share_magic.helper`` by :mod:`share_magic.sharing`, in a session of its own, so that
 interrupting the kernel (SIGINT to the kernel's process group) does not reach it, and a busy kernel never stalls
 the visitors' traffic. Its standard input is the lifeline: the kernel writes one JSON line of settings, may later
-write ``{"cmd": "stop"}``, and when the kernel dies -- however it dies -- the pipe closes and the helper takes the
-tunnel down and exits. Its standard output carries JSON events back: ready (with the share's key), visitors,
-failed, lost, expired, stopped. Secrets (the authtoken, the server's token) travel only on these pipes.
+write ``{"cmd": "invite" | "revoke", "name": ...}`` and ``{"cmd": "stop"}``, and when the kernel dies -- however it
+dies -- the pipe closes and the helper takes the tunnel down and exits. Its standard output carries JSON events back:
+ready (with the share's key), people (who is invited and connected), invited / revoked (the answers to those
+commands, after the people they changed), failed, lost, expired, stopped. Secrets (the authtoken, the server's
+token, keys) travel only on these pipes.
 """
 from __future__ import annotations
 
@@ -53,7 +55,7 @@ class Helper:
         self.expires_at = time.time() + duration if duration else None
         self.access = Access(self.server.base_url, expires_at=self.expires_at,
                              login=self.server.login_cookie if settings.get("include_token", True) else None)
-        self.gateway = Gateway(self.server, self.access, on_visitors=lambda n: events.emit("visitors", count=n))
+        self.gateway = Gateway(self.server, self.access, on_change=self.report_people)
         self.tunnel = Tunnel(settings.get("authtoken"))
         self.stopping = asyncio.Event()
         self.loop = asyncio.get_running_loop()
@@ -62,11 +64,39 @@ class Helper:
         self.loop.call_soon_threadsafe(self.stopping.set)
 
     def watch_kernel(self, stdin: IO[str]) -> None:
-        """Runs in a thread: the kernel's pipe closing, or a stop command, ends the share."""
+        """Runs in a thread: the kernel's commands; its pipe closing, or a stop command, ends the share."""
         for line in stdin:
-            if json.loads(line or "{}").get("cmd") == "stop":
+            command = json.loads(line or "{}")
+            if command.get("cmd") == "stop":
                 break
+            self.obey(command)
         self.request_stop()
+
+    def obey(self, command: dict[str, Any]) -> None:
+        name = command.get("name")
+        if command.get("cmd") == "invite" and name:
+            key = self.access.invite(name)
+            self.report_people()
+            self.events.emit("invited", name=name, key=key)
+        elif command.get("cmd") == "revoke" and name:
+            try:
+                sessions = self.access.revoke(name)
+            except KeyError:
+                self.events.emit("revoked", name=name, found=False)
+                return
+            self.gateway.cut(sessions)
+            self.report_people()
+            self.events.emit("revoked", name=name, found=True)
+
+    def report_people(self) -> None:
+        """Who is invited, connected (since when) or revoked, and how many browsers are connected in all."""
+        connected = self.gateway.connected()
+        people = []
+        for grant in self.access.people():
+            since = [moment for session, moment in connected.items() if session.grant is grant]
+            people.append({"name": grant.person, "key": None if grant.revoked_at else grant.key,
+                           "connected_since": min(since, default=None), "revoked_at": grant.revoked_at})
+        self.events.emit("people", visitors=len(connected), people=people)
 
     async def run(self) -> None:
         port = self.gateway.listen()

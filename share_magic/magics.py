@@ -11,7 +11,8 @@ from traitlets import Bool, Float, Unicode
 
 from .errors import ShareError, TunnelError
 
-USAGE = "%share [stop | status] [--for DURATION] [--port N | --url URL [--token T]] [--no-token] [--insecure]"
+USAGE = ("%share [stop | status | invite NAME... | revoke NAME] [--for DURATION] [--port N | --url URL [--token T]] "
+         "[--no-token] [--insecure]")
 
 
 def _port(text: str) -> int:
@@ -22,6 +23,10 @@ def _port(text: str) -> int:
     if not 1 <= port <= 65535:
         raise argparse.ArgumentTypeError(f"{port} is not a port number (1-65535); use e.g. --port 8888")
     return port
+
+
+def _unquoted(word: str) -> str:
+    return word[1:-1] if len(word) >= 2 and word[0] == word[-1] and word[0] in "'\"" else word
 
 
 @magics_class
@@ -41,8 +46,13 @@ class ShareMagics(Magics):
             shell.configurables.append(self)  # so that %config reaches these settings
 
     @magic_arguments()
-    @argument("action", nargs="?", default="start", choices=["start", "stop", "status"],
-              help="start (the default) shares this kernel's Jupyter server; stop ends the share; status prints it.")
+    @argument("action", nargs="?", default="start", choices=["start", "stop", "status", "invite", "revoke"],
+              help="start (the default) shares this kernel's Jupyter server; stop ends the share; status prints it "
+                   "and who is in; invite gives each named person a link of their own (starting the share if "
+                   "needed); revoke cuts one person off at once.")
+    @argument("names", nargs="*", metavar="NAME",
+              help="with invite and revoke: people's names (1-40 letters, digits, spaces and . - _ @; quote names "
+                   "with spaces).")
     @argument("--for", dest="duration", metavar="DURATION",
               help="End the share by itself after this long: 90s, 30m, 2h, 1h30m, 1d (default: "
                    "ShareMagics.duration, or until stopped or the kernel ends).")
@@ -68,10 +78,15 @@ class ShareMagics(Magics):
             args = parse_argstring(self.share, line)
         except UsageError as e:
             raise UsageError(f"%share {line.strip()}: {e}. Usage: {USAGE}; %share? explains every option.") from None
+        if args.names and args.action not in ("invite", "revoke"):
+            raise UsageError(f"%share {line.strip()}: unrecognized arguments: {' '.join(args.names)} (names go with "
+                             f"invite and revoke only). Usage: {USAGE}; %share? explains every option.")
         from . import sharing as lifecycle
 
         try:
-            if args.action == "stop":
+            if args.action in ("invite", "revoke"):
+                self._people(args, lifecycle)
+            elif args.action == "stop":
                 share = lifecycle.current()
                 if share is None:
                     raise ShareError("Nothing is shared from this kernel, so there is nothing to stop. "
@@ -82,20 +97,50 @@ class ShareMagics(Magics):
                 share = lifecycle.latest()
                 print(share.describe() if share else "Nothing is shared from this kernel. Start with %share.")
             else:
-                options = dict(port=args.port, url=args.url, token=args.token, authtoken=args.authtoken,
-                               include_token=self.include_token and not args.no_token, insecure=args.insecure,
-                               timeout=self.startup_timeout, duration=args.duration or self.duration)
-                try:
-                    share = lifecycle.share(**options)
-                except TunnelError as e:
-                    if e.code != "ERR_NGROK_4018":
-                        raise
-                    from .widget import AuthtokenForm
-
-                    AuthtokenForm(str(e), retry=lambda: lifecycle.share(**options)).show()
-                    raise ShareError(f"{e} Or paste it in the form above.") from None
                 from .widget import ShareView
 
-                ShareView(share).show()
+                ShareView(self._start(args, lifecycle)).show()
         except ShareError as e:
             raise UsageError(str(e)) from None
+
+    def _start(self, args: argparse.Namespace, lifecycle: Any) -> Any:
+        """This kernel's share, started with the line's options unless one is live."""
+        options = dict(port=args.port, url=args.url, token=args.token, authtoken=args.authtoken,
+                       include_token=self.include_token and not args.no_token, insecure=args.insecure,
+                       timeout=self.startup_timeout, duration=args.duration or self.duration)
+        try:
+            return lifecycle.share(**options)
+        except TunnelError as e:
+            if e.code != "ERR_NGROK_4018":
+                raise
+            from .widget import AuthtokenForm
+
+            AuthtokenForm(str(e), retry=lambda: lifecycle.share(**options)).show()
+            raise ShareError(f"{e} Or paste it in the form above.") from None
+
+    def _people(self, args: argparse.Namespace, lifecycle: Any) -> None:
+        """%share invite NAME... (starting the share if none is live) and %share revoke NAME."""
+        if not args.names:
+            raise ShareError(f"Name the people to {args.action}, e.g. %share {args.action} Ada "
+                             "'Grace Hopper' (quote names with spaces).")
+        # IPython splits magic lines without removing quotes; all names are checked before anything changes.
+        names = [lifecycle.check_name(_unquoted(name)) for name in args.names]
+        if args.action == "revoke":
+            share = lifecycle.current()
+            if share is None:
+                raise ShareError("Nothing is shared from this kernel, so nobody can be revoked. Start a share with "
+                                 "%share.")
+            for name in names:
+                share.check_invited(name)
+            for name in names:
+                share.revoke(name)
+                print(f"{name} is cut off: their link no longer works and their connections are closed.")
+            return
+        started = lifecycle.current() is None
+        share = self._start(args, lifecycle)
+        for name in names:
+            print(f"{name}: {share.invite(name)}")
+        if started:
+            from .widget import ShareView
+
+            ShareView(share).show()

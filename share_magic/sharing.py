@@ -16,6 +16,7 @@ import datetime
 import hashlib
 import json
 import os
+import queue
 import re
 import signal
 import subprocess
@@ -36,6 +37,38 @@ ENDED = ("stopped", "expired", "lost", "failed")
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
 MAX_DURATION = 30 * 86400
+NAME_CHARACTERS = " .-_@"
+NAME_RULE = "1-40 letters, digits, spaces and . - _ @"
+COMMAND_TIMEOUT = 10.0
+
+
+@dataclasses.dataclass
+class Person:
+    """Someone invited to a share with a link of their own."""
+
+    name: str
+    link: str | None  # None once revoked
+    connected_since: datetime.datetime | None = None
+    revoked_at: datetime.datetime | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self.connected_since is not None
+
+    @property
+    def state(self) -> str:
+        if self.revoked_at is not None:
+            return f"revoked at {_clock(self.revoked_at)}"
+        return f"connected since {_clock(self.connected_since)}" if self.connected else "invited, not connected"
+
+
+def check_name(name: str) -> str:
+    """``name`` if it is one a person can be invited by, else a :class:`ShareError` saying what names may be."""
+    if not (isinstance(name, str) and 1 <= len(name) <= 40 and name.strip() == name
+            and all(ch.isalnum() or ch in NAME_CHARACTERS for ch in name)):
+        raise ShareError(f"{name!r} cannot name a person: use {NAME_RULE}, e.g. %share invite Ada "
+                         "'Grace Hopper' (quote names with spaces).")
+    return name
 
 
 class Share:
@@ -66,6 +99,7 @@ class Share:
         self.started_at: datetime.datetime | None = None
         self.ended_at: datetime.datetime | None = None
         self.reason: str | None = None
+        self.people: dict[str, Person] = {}  # invited by name, in the order they were
         self.owner_notebook: str | None = None  # set on an attached share: the notebook that started it
         self.collaborative: bool | None = None  # jupyter-collaboration on the server? None: unknown
         self._key: str | None = None
@@ -77,6 +111,8 @@ class Share:
         self._settled = threading.Event()
         self._failure: tuple[str, str | None, bool] | None = None  # message, ngrok code, is it a bug?
         self._observers: list[Callable[[Share], None]] = []
+        self._replies: queue.Queue[dict[str, Any]] = queue.Queue()
+        self._command_lock = threading.Lock()
 
     # -- what it is -------------------------------------------------------------------------------------------------
 
@@ -95,11 +131,62 @@ class Share:
 
     @property
     def link(self) -> str | None:
-        """The link for the collaborator: this notebook, in the owner's UI, with this share's key."""
-        if self.public_url is None or self._key is None:
+        """The link for anyone who has it: this notebook, in the owner's UI, with this share's key."""
+        return self._link_with(self._key)
+
+    def _link_with(self, key: str | None) -> str | None:
+        if self.public_url is None or key is None:
             return None
         return (self.public_url.rstrip("/") + self.server.base_url + self.server.page_path(self.notebook_path)
-                + f"?{KEY_PARAM}={self._key}")
+                + f"?{KEY_PARAM}={key}")
+
+    # -- people -----------------------------------------------------------------------------------------------------
+
+    def invite(self, name: str) -> str:
+        """A link of ``name``'s own (the same one while they have a live one), which :meth:`revoke` ends alone."""
+        reply = self._command("invite", check_name(name))
+        link = self._link_with(reply["key"])
+        assert link is not None
+        return link
+
+    def revoke(self, name: str) -> None:
+        """Cut ``name`` off at once: their link and cookies stop working and their connections close."""
+        self.check_invited(name)
+        if not self._command("revoke", name)["found"]:
+            raise RuntimeError(f"share_magic's helper had no live invitation for {name!r}, though this kernel did")
+
+    def check_invited(self, name: str) -> None:
+        """A :class:`ShareError` unless ``name`` has a live invitation."""
+        person = self.people.get(name)
+        if person is None or person.revoked_at is not None:
+            live = [p.name for p in self.people.values() if p.revoked_at is None]
+            raise ShareError(f"Nobody named {name!r} has a live invitation to this share, so there is nothing to "
+                             "revoke. " + (f"Invited: {', '.join(live)}." if live else
+                                           "Invite people with %share invite NAME."))
+
+    def _command(self, command: str, name: str) -> dict[str, Any]:
+        """Send the helper a command and wait for its answer (the people it changed are updated before)."""
+        if not self.live:
+            raise ShareError("Nothing is shared from this kernel right now. Start a share with %share, or "
+                             f"%share {command} NAME starts one for you.")
+        if self.attached:
+            raise ShareError(f"This share was started from {self.owner_notebook}: invite and revoke people from "
+                             "there (%share invite NAME, %share revoke NAME).")
+        with self._command_lock:
+            process = self._process
+            assert process is not None and process.stdin is not None
+            process.stdin.write(json.dumps({"cmd": command, "name": name}) + "\n")
+            process.stdin.flush()
+            try:
+                return self._replies.get(timeout=COMMAND_TIMEOUT)
+            except queue.Empty:
+                raise RuntimeError(f"share_magic's helper did not answer {command!r} within "
+                                   f"{COMMAND_TIMEOUT:g} s") from None
+
+    def _people_from(self, people: list[dict[str, Any]]) -> None:
+        self.people = {entry["name"]: Person(entry["name"], self._link_with(entry["key"]),
+                                             _from_epoch(entry["connected_since"]), _from_epoch(entry["revoked_at"]))
+                       for entry in people}
 
     def live_summary(self) -> tuple[str, str]:
         """Since (and until) when it is live, and who: the notebook that started it, or how many visitors are
@@ -114,7 +201,10 @@ class Share:
     def describe(self) -> str:
         """The state in plain text, as ``%share status`` prints it."""
         if self.live:
-            lines = [f"Sharing this Jupyter server ({', '.join(self.live_summary())}):", f"  {self.link}"]
+            lines = [f"Sharing this Jupyter server ({', '.join(self.live_summary())}):",
+                     f"  Anyone with this link: {self.link}"]
+            for person in self.people.values():
+                lines.append(f"  {person.name} ({person.state})" + (f": {person.link}" if person.link else ""))
             if not self.authenticated:
                 lines.append("WARNING: this server has no authentication: anyone who finds this link can run "
                              "code on this machine.")
@@ -235,9 +325,12 @@ class Share:
                 self.status = "live"
                 self._settled.set()
                 self._changed()
-            elif kind == "visitors":
-                self.visitors = event["count"]
+            elif kind == "people":
+                self.visitors = event["visitors"]
+                self._people_from(event["people"])
                 self._changed()
+            elif kind in ("invited", "revoked"):
+                self._replies.put(event)
             elif kind == "failed":
                 self._failure = (event["message"], event.get("code"), False)
                 self._settled.set()
@@ -361,6 +454,10 @@ def _wait_unreaped(pid: int, timeout: float) -> None:
         except ChildProcessError:
             return
         time.sleep(0.02)
+
+
+def _from_epoch(seconds: float | None) -> datetime.datetime | None:
+    return datetime.datetime.fromtimestamp(seconds) if seconds else None
 
 
 def _clock(moment: datetime.datetime | None) -> str:

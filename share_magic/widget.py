@@ -1,7 +1,8 @@
 """What people see: the share as an ipywidgets view, and the authtoken form when ngrok has no token yet.
 
-Live, the view shows the link (clickable, a Copy button, a QR code), a Stop button, what the link grants, and a
-status line kept current from the helper's events. Once the share ends, the view replaces its own output with a
+Live, the view shows the link (clickable, a Copy button, a QR code), a Stop button, what the link grants, a
+status line kept current from the helper's events, and the people invited by name: one row each (name, Copy, whether
+they are connected, Revoke) and a field to invite someone. Once the share ends, the view replaces its own output with a
 static record, so the saved notebook shows what happened instead of a live-looking dead link (and front-ends
 without the kernel have nothing to fail to render). Colours come from JupyterLab's theme variables.
 """
@@ -14,7 +15,7 @@ import ipywidgets as widgets
 from IPython.display import DisplayHandle, display
 
 from .errors import ShareError
-from .sharing import Share
+from .sharing import Person, Share
 
 MUTED = "color: var(--jp-ui-font-color2); font-size: var(--jp-ui-font-size1); line-height: 1.45"
 GRANTS = ("Anyone with this link has <b>full control of this server</b> — files, terminals, kernels — until the "
@@ -53,8 +54,12 @@ def record_html(share: Share) -> str:
     """The static record of a share that has ended, or the fallback for front-ends without widgets."""
     link = html.escape(share.link or "")
     if share.live:
-        body = (f'<div>Shared: <a href="{link}" target="_blank" rel="noopener">{link}</a></div>'
-                f'<div style="{MUTED}">{GRANTS} Stop with <code>%share stop</code>.</div>')
+        people = "".join(f"<div>{html.escape(person.name)} ({html.escape(person.state)})"
+                         + (f': <a href="{html.escape(person.link)}" target="_blank" rel="noopener">'
+                            f"{html.escape(person.link)}</a>" if person.link else "") + "</div>"
+                         for person in share.people.values())
+        body = (f'<div>Anyone with this link: <a href="{link}" target="_blank" rel="noopener">{link}</a></div>'
+                f'{people}<div style="{MUTED}">{GRANTS} Stop with <code>%share stop</code>.</div>')
     else:
         body = f'<div class="share-magic-status">{html.escape(share.describe())}</div>'
     return f'<div class="share-magic">{body}</div>'
@@ -84,7 +89,7 @@ class ShareView(_OwnOutput, widgets.VBox):
         self.share = share
         link = html.escape(share.link or "")
         self.link = widgets.HTML(
-            f'<b>Shared:</b> <a class="share-magic-link" href="{link}" target="_blank" rel="noopener" '
+            f'<b>Anyone with this link:</b> <a class="share-magic-link" href="{link}" target="_blank" rel="noopener" '
             f'title="{link}" style="color: var(--jp-content-link-color); word-break: break-all">{link}</a>')
         self.copy = widgets.HTML(COPY_BUTTON.format(link=link))
         self.stop_button = widgets.Button(description="Stop", button_style="danger", icon="stop",
@@ -98,7 +103,8 @@ class ShareView(_OwnOutput, widgets.VBox):
         self.qr = widgets.HTML(f'<div title="Scan to open the link on a phone or tablet">{qr_svg(share.link or "")}'
                                "</div>")
         details = widgets.VBox([self.link, widgets.HBox([self.copy, self.stop_button, self.status]), self.notes])
-        super().__init__([widgets.HBox([details, self.qr])], **kwargs)
+        self.people = PeoplePanel(share)
+        super().__init__([widgets.HBox([details, self.qr]), *([] if share.attached else [self.people])], **kwargs)
         self.add_class("share-magic")
         share.observe(lambda _: self.refresh())
         self.refresh()
@@ -106,6 +112,7 @@ class ShareView(_OwnOutput, widgets.VBox):
     def refresh(self) -> None:
         if self.share.status == "starting" or self.share.live:
             self.status.value = status_line(self.share)
+            self.people.refresh()
         elif self._hand_over(_Record(self.share)) is None:  # ended: a static record takes the live view's place
             self.status.value = status_line(self.share)
             self.stop_button.disabled = True
@@ -115,6 +122,61 @@ class ShareView(_OwnOutput, widgets.VBox):
         bundle["text/plain"] = self.share.describe()
         bundle["text/html"] = record_html(self.share)
         return bundle
+
+
+class PeoplePanel(widgets.VBox):
+    """The people invited to a share by name: a row each, and a field to invite someone."""
+
+    def __init__(self, share: Share, **kwargs: Any) -> None:
+        self.share = share
+        self.rows = widgets.VBox()
+        self.name = widgets.Text(placeholder="a name, e.g. Ada", layout=widgets.Layout(width="16em"))
+        self.invite_button = widgets.Button(description="Invite", icon="user-plus",
+                                            tooltip="Give this person a link of their own, which you can revoke")
+        self.invite_button.on_click(lambda _: self.invite())
+        self.feedback = widgets.HTML()
+        self._shown: tuple = ()
+        heading = widgets.HTML(f'<div style="{MUTED}">People with links of their own (each one can be revoked '
+                               "alone):</div>")
+        super().__init__([heading, self.rows, widgets.HBox([self.name, self.invite_button, self.feedback])],
+                         **kwargs)
+        self.add_class("share-magic-people")
+        self.refresh()
+
+    def refresh(self) -> None:
+        shown = tuple((p.name, p.link, p.state) for p in self.share.people.values())
+        if shown != self._shown:
+            self._shown = shown
+            self.rows.children = [self._row(person) for person in self.share.people.values()]
+
+    def _row(self, person: Person) -> widgets.HBox:
+        colour = ("--jp-success-color1" if person.connected else
+                  "--jp-error-color1" if person.revoked_at else "--jp-ui-font-color2")
+        name = widgets.HTML(f'<b class="share-magic-person">{html.escape(person.name)}</b>',
+                            layout=widgets.Layout(min_width="8em"))
+        state = widgets.HTML(f'<span style="color: var({colour})">●</span> <span style="{MUTED}">'
+                             f"{html.escape(person.state)}</span>")
+        if person.link is None:  # revoked: nothing to copy or revoke
+            return widgets.HBox([name, state])
+        copy = widgets.HTML(COPY_BUTTON.format(link=html.escape(person.link)))
+        revoke = widgets.Button(description="Revoke", icon="user-times", button_style="warning",
+                                tooltip=f"Cut {person.name} off now: their link stops working, their connections "
+                                        "close")
+        revoke.on_click(lambda _, who=person.name: self._act(self.share.revoke, who))
+        return widgets.HBox([name, copy, state, revoke])
+
+    def invite(self) -> None:
+        name, self.name.value = self.name.value.strip(), ""
+        self._act(self.share.invite, name)
+
+    def _act(self, action: Callable[[str], Any], name: str) -> None:
+        try:
+            action(name)
+        except ShareError as e:
+            self.feedback.value = f'<span style="color: var(--jp-error-color1)">{html.escape(str(e))}</span>'
+            return
+        self.feedback.value = ""
+        self.refresh()
 
 
 class _Record:

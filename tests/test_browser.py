@@ -60,6 +60,16 @@ def share_from(page, code: str = "%load_ext share_magic\n%share"):
     return output
 
 
+def invite_from(widget, name: str):
+    """Invite someone with the widget's field and button; return their row once it shows."""
+    widget.locator(".share-magic-people input").fill(name)
+    widget.get_by_role("button", name="Invite").click()
+    row = widget.locator(f".share-magic-people .widget-hbox:has(.share-magic-person:text-is('{name}'))")
+    row.wait_for(timeout=20_000)
+    assert row.get_by_role("button", name="Copy").is_visible() and "invited, not connected" in row.inner_text()
+    return row
+
+
 def test_jupyterlab_owner_and_visitor(jupyter, browsers) -> None:
     owner_browser, visitor_browser = browsers
     server = jupyter(app="jupyterlab")
@@ -110,6 +120,26 @@ def test_jupyterlab_owner_and_visitor(jupyter, browsers) -> None:
     wait_for(lambda: "1 visitor connected" in widget.inner_text(), 15, "the owner's widget to count the visitor")
     owner.screenshot(path=SCREENSHOTS / "lab-owner-one-visitor.png")
 
+    # A personal link: invited from the widget, Ada gets in; revoked from her row, she is out and nobody else is.
+    row = invite_from(widget, "Ada")
+    ada = visitor_browser.new_context(ignore_https_errors=True, viewport={"width": 1280, "height": 860}).new_page()
+    ada.goto(row.locator("button.share-magic-copy").get_attribute("data-link"))
+    ada.get_by_role("button", name="Visit Site").click()
+    wait_for_kernel(ada)
+    row.locator("text=connected since").wait_for(timeout=20_000)
+    wait_for(lambda: "2 visitors connected" in widget.inner_text(), 15, "the owner's widget to count Ada")
+    owner.screenshot(path=SCREENSHOTS / "lab-owner-people-dark.png")
+    row.get_by_role("button", name="Revoke").click()
+    widget.locator(".share-magic-people :text('revoked at')").wait_for(timeout=20_000)
+    assert row.get_by_role("button", name="Revoke").count() == 0
+    assert ada.evaluate("fetch(location.href).then(r => r.status)") == 403
+    ada.locator(".jp-Notebook-ExecutionIndicator[data-status='disconnected'], .jp-Dialog").first.wait_for(
+        timeout=30_000)  # her open kernel connection was cut
+    ada.screenshot(path=SCREENSHOTS / "lab-revoked-visitor.png")
+    run_cell(page, "print('still', 'here')")  # the other visitor notices nothing
+    page.wait_for_selector(".jp-OutputArea-output:has-text('still here')", timeout=60_000)
+    owner.screenshot(path=SCREENSHOTS / "lab-owner-revoked-dark.png")
+
     # Stop: the widget says so, the visitor loses access.
     stop.click()
     stopped = owner.locator(".jp-OutputArea-output:has-text('Share stopped')")
@@ -132,6 +162,7 @@ def test_notebook7_owner_flow(jupyter, browsers) -> None:
     link = widget.locator("a.share-magic-link").get_attribute("href")
     assert "/notebooks/shared.ipynb?share_key=" in link  # the owner's UI, not Lab
     assert widget.get_by_role("button", name="Stop").is_visible()
+    invite_from(widget, "Grace Hopper")
     owner.screenshot(path=SCREENSHOTS / "notebook7-owner-shared.png")
 
     page = visitor_browser.new_context(ignore_https_errors=True).new_page()

@@ -13,7 +13,7 @@ from typing import BinaryIO
 
 import pytest
 
-from share_magic.access import Access, Admitted, Reply, Session
+from share_magic.access import Access, Admitted, Grant, Reply, Session
 from share_magic.errors import ShareError
 from share_magic.gateway import Gateway, origin_of
 from share_magic.server import JupyterServer, read_runtime_file
@@ -39,7 +39,7 @@ class LetEveryoneIn:
     """A gate that admits every request as it is: these tests are about the relay, not about who may pass."""
 
     def check(self, method: str, target: str, headers: list[tuple[str, str]]) -> Admitted:
-        return Admitted(Session(), target, headers)
+        return Admitted(Session(Grant("test")), target, headers)
 
 
 def gateway() -> Gateway:

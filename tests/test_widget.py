@@ -113,3 +113,43 @@ def test_a_share_for_a_while_says_when_it_ends_and_then_that_it_expired(python_s
     assert "Share expired at" in view.status.value and view.stop_button.disabled
     assert "Share expired at" in _Record(share)._repr_mimebundle_()["text/plain"]
     wait_for(lambda: not share_processes(), 10, "the share to end")
+
+
+def test_people_from_python_and_the_widget_rows(python_share, visitor) -> None:
+    share = share_magic.share(port=python_share.port)
+    view = ShareView(share)
+    assert view.people.rows.children == ()
+    ada = share.invite("Ada")
+    assert share.invite("Ada") == ada and ada != share.link and "share_key=" in ada
+    view.people.name.value = "Grace Hopper"
+    view.people.invite_button.click()  # the same path as a click in the browser
+    assert list(share.people) == ["Ada", "Grace Hopper"] and view.people.name.value == ""
+    grace = share.people["Grace Hopper"]
+    assert not grace.connected and grace.link and grace.revoked_at is None
+
+    guest = visitor(grace.link)
+    guest.get(grace.link)
+    guest.websocket("/api/events/subscribe")
+    wait_for(lambda: share.people["Grace Hopper"].connected, 10, "Grace to show as connected")
+    rows = {row.children[0].value: row for row in view.people.rows.children}
+    assert set(rows) == {'<b class="share-magic-person">Ada</b>', '<b class="share-magic-person">Grace Hopper</b>'}
+    grace_row = rows['<b class="share-magic-person">Grace Hopper</b>']
+    assert f'data-link="{grace.link}"' in grace_row.children[1].value
+    assert "connected since" in grace_row.children[2].value
+    revoke = grace_row.children[3]
+    assert revoke.description == "Revoke"
+    revoke.click()
+    assert share.people["Grace Hopper"].revoked_at is not None and share.people["Grace Hopper"].link is None
+    wait_for(lambda: not share.people["Grace Hopper"].connected, 10, "Grace's connection to be cut")
+    assert guest.get("/api/contents").status_code == 403
+    revoked_row = next(row for row in view.people.rows.children if "Grace" in row.children[0].value)
+    assert len(revoked_row.children) == 2 and "revoked at" in revoked_row.children[1].value  # no Copy, no Revoke
+
+    view.people.name.value = "no/slashes"
+    view.people.invite_button.click()
+    assert "cannot name a person" in view.people.feedback.value and "no/slashes" not in share.people
+    with pytest.raises(share_magic.ShareError, match="Nobody named 'Zed'"):
+        share.revoke("Zed")
+    bundle = view._repr_mimebundle_()
+    assert "Ada (invited, not connected)" in bundle["text/plain"] and "Grace Hopper (revoked at" in bundle["text/plain"]
+    assert f'href="{ada}"' in bundle["text/html"]
