@@ -13,7 +13,9 @@ a login cookie, keeps that cookie to itself and adds it to the session's request
 token or Jupyter's login cookie, and Jupyter's own protections (XSRF and Origin checks, which it skips for
 token-authenticated requests) stay on.
 
-Every key is a *grant*: the share's own link (anyone with it) or one person's invitation. Revoking a person's grant
+Every key is a *grant*: the share's own link (anyone with it), one person's invitation, or the view link. A view
+session never reaches Jupyter: its requests are answered by the gateway's local service (the view page), whatever
+path they name. Revoking a person's grant
 ends their sessions at once (the gateway then cuts their connections) and their key stays dead; inviting them again
 makes a new key. Keys and session ids are looked up by their SHA-256 digests.
 """
@@ -53,11 +55,13 @@ def new_key() -> str:
 
 @dataclass(eq=False)
 class Grant:
-    """What one key admits: anyone with the share's link (``person`` None), or one invited person."""
+    """What one key admits: anyone with the share's link (``person`` None), or one invited person; to everything
+    (``role`` "edit") or to the notebook's view only ("view")."""
 
     key: str  # kept so that the same link can be shown again
     person: str | None = None
     revoked_at: float | None = None
+    role: str = "edit"
 
 
 @dataclass(eq=False)
@@ -86,13 +90,23 @@ class Admitted:
 
 
 @dataclass
+class Local:
+    """Answer the request from the gateway's local service (the view page), never from Jupyter."""
+
+    session: Session
+    method: str
+    target: str
+    headers: Headers
+
+
+@dataclass
 class Reply:
     """Answer the request from the gateway itself (then close the connection)."""
 
     response: bytes
 
 
-Verdict = Union[Admitted, Reply]
+Verdict = Union[Admitted, Local, Reply]
 
 
 class Gate(Protocol):
@@ -117,12 +131,20 @@ class Access:
         self._revoked_sessions: set[bytes] = set()  # to tell their browsers why they are refused
         self._lock = threading.Lock()
 
-    def new_key(self, person: str | None = None) -> str:
+    def new_key(self, person: str | None = None, role: str = "edit") -> str:
         """A key for anyone who has it, or for ``person``."""
         key = new_key()
         with self._lock:
-            self._grants[digest(key)] = Grant(key, person)
+            self._grants[digest(key)] = Grant(key, person, role=role)
         return key
+
+    def link_key(self, role: str) -> str:
+        """The key of the share's own link for ``role`` ("edit" or "view"): made on first use, then the same."""
+        with self._lock:
+            for grant in self._grants.values():
+                if grant.person is None and grant.role == role:
+                    return grant.key
+        return self.new_key(role=role)
 
     def invite(self, person: str) -> str:
         """``person``'s key: the one they have while it is not revoked, else a new one."""
@@ -171,6 +193,8 @@ class Access:
             else:
                 why = "This page needs the link the notebook's owner shared."
             return Reply(_refusal(why, headers))
+        if session.grant.role == "view":
+            return Local(session, method, clean_target, headers)
         return self._admitted(session, clean_target, headers, cookies)
 
     def _session(self, session_id: str | None) -> Session | None:

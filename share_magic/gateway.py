@@ -33,7 +33,7 @@ import time
 from typing import BinaryIO, Callable, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
-from .access import Admitted, Gate, Session, response
+from .access import Admitted, Gate, Local, Reply, Session, response
 from .server import JupyterServer
 
 HOP_BY_HOP = frozenset({
@@ -91,6 +91,9 @@ class Gateway:
         self.access = access
         self.public_origin: str | None = None
         self.on_change = on_change  # called when the set of connected sessions changes
+        # Answers what the gate hands to the gateway itself (the view page): (request, socket, live) where
+        # live(True/False) marks a long-lived answer, counted like a websocket.
+        self.local: Callable[[Local, socket.socket, Callable[[bool], None]], None] | None = None
         self.port = 0
         self._listeners: list[socket.socket] = []
         self._lock = threading.Lock()
@@ -269,12 +272,15 @@ class Gateway:
                 fields = {name.lower(): value for name, value in headers}
                 method, target, version = start_line.split(" ", 2)
                 verdict = self.access.check(method, target, headers)
-                if not isinstance(verdict, Admitted):
+                if isinstance(verdict, Reply):
                     if "100-continue" not in fields.get("expect", "").lower():
                         _take_small_body(visitor.reader, fields)  # read, so that closing does not reset the answer
                     visitor.sock.sendall(verdict.response)
                     break
                 self._carrying(visitor.sock, verdict.session)
+                if isinstance(verdict, Local):
+                    self._answer_locally(verdict, visitor)
+                    break
                 start_line, headers = f"{method} {verdict.target} {version}", verdict.headers
                 if "100-continue" in fields.get("expect", "").lower():
                     visitor.sock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")  # the server never sees Expect
@@ -359,6 +365,16 @@ class Gateway:
             return False
         return ("close" not in fields.get("connection", "").lower()
                 and "close" not in response_fields.get("connection", "").lower())
+
+    def _answer_locally(self, request: Local, visitor: _Side) -> None:
+        fields = {name.lower(): value for name, value in request.headers}
+        if "100-continue" not in fields.get("expect", "").lower():
+            _take_small_body(visitor.reader, fields)
+        if self.local is None:
+            visitor.sock.sendall(_plain_response(404, "Not Found", "Nothing is served here."))
+            return
+        self.local(request, visitor.sock,
+                   lambda live: self._set_websocket(visitor.sock, request.session if live else None))
 
     def _relay_websocket(self, visitor: _Side, upstream: _Side, session: Session) -> None:
         self._set_websocket(visitor.sock, session)

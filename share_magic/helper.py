@@ -26,6 +26,7 @@ from .errors import ShareError
 from .gateway import Gateway
 from .server import JupyterServer, pid_alive
 from .tunnel import Tunnel
+from .view import NotebookSource, NotebookView
 
 WATCH_INTERVAL = 0.5
 
@@ -56,6 +57,7 @@ class Helper:
         self.access = Access(self.server.base_url, expires_at=self.expires_at,
                              login=self.server.login_cookie if settings.get("include_token", True) else None)
         self.gateway = Gateway(self.server, self.access, on_change=self.report_people)
+        self.view: NotebookView | None = None
         self.tunnel = Tunnel(settings.get("authtoken"))
         self.stopping = asyncio.Event()
         self.loop = asyncio.get_running_loop()
@@ -72,9 +74,19 @@ class Helper:
             self.obey(command)
         self.request_stop()
 
+    def link_key(self, role: str) -> str:
+        """The key of the share's own edit or view link; the view starts watching the notebook with the first."""
+        if role == "view" and self.view is None:
+            source = NotebookSource(self.server, self.settings["notebook_path"])
+            self.view = NotebookView(source, self.server.base_url)
+            self.gateway.local = self.view.respond
+        return self.access.link_key(role)
+
     def obey(self, command: dict[str, Any]) -> None:
         name = command.get("name")
-        if command.get("cmd") == "invite" and name:
+        if command.get("cmd") == "link" and command.get("role") in ("edit", "view"):
+            self.events.emit("link", role=command["role"], key=self.link_key(command["role"]))
+        elif command.get("cmd") == "invite" and name:
             key = self.access.invite(name)
             self.report_people()
             self.events.emit("invited", name=name, key=key)
@@ -118,10 +130,13 @@ class Helper:
             self.events.emit("failed", code=getattr(e, "code", None), message=str(e))
             return
         self.gateway.open_to(public_url)
-        self.events.emit("ready", public_url=public_url, gateway_port=port, key=self.access.new_key(),
-                         expires_at=self.expires_at)
+        keys = {role: self.link_key(role) for role in ("edit", "view") if self.settings.get(role, role == "edit")}
+        self.events.emit("ready", public_url=public_url, gateway_port=port, key=keys.get("edit"),
+                         view_key=keys.get("view"), expires_at=self.expires_at)
         ending = await self.watch()
         self.gateway.close()
+        if self.view is not None:
+            self.view.close()
         await in_thread(self.tunnel.close)
         if ending == "expired":
             self.events.emit("expired")

@@ -11,8 +11,8 @@ from traitlets import Bool, Float, Unicode
 
 from .errors import ShareError, TunnelError
 
-USAGE = ("%share [stop | status | invite NAME... | revoke NAME] [--for DURATION] [--port N | --url URL [--token T]] "
-         "[--no-token] [--insecure]")
+USAGE = ("%share [stop | status | invite NAME... | revoke NAME] [--view] [--for DURATION] "
+         "[--port N | --url URL [--token T]] [--no-token] [--insecure]")
 
 
 def _port(text: str) -> int:
@@ -53,6 +53,9 @@ class ShareMagics(Magics):
     @argument("names", nargs="*", metavar="NAME",
               help="with invite and revoke: people's names (1-40 letters, digits, spaces and . - _ @; quote names "
                    "with spaces).")
+    @argument("--view", action="store_true",
+              help="A view-only link of this notebook: readers see it as last saved, updated live when it is "
+                   "saved, and reach nothing else (no code, no files, no other notebook).")
     @argument("--for", dest="duration", metavar="DURATION",
               help="End the share by itself after this long: 90s, 30m, 2h, 1h30m, 1d (default: "
                    "ShareMagics.duration, or until stopped or the kernel ends).")
@@ -107,7 +110,7 @@ class ShareMagics(Magics):
         """This kernel's share, started with the line's options unless one is live."""
         options = dict(port=args.port, url=args.url, token=args.token, authtoken=args.authtoken,
                        include_token=self.include_token and not args.no_token, insecure=args.insecure,
-                       timeout=self.startup_timeout, duration=args.duration or self.duration)
+                       timeout=self.startup_timeout, duration=args.duration or self.duration, view=args.view)
         try:
             return lifecycle.share(**options)
         except TunnelError as e:

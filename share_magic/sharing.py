@@ -40,6 +40,8 @@ MAX_DURATION = 30 * 86400
 NAME_CHARACTERS = " .-_@"
 NAME_RULE = "1-40 letters, digits, spaces and . - _ @"
 COMMAND_TIMEOUT = 10.0
+NO_NOTEBOOK = ("This kernel has no notebook (a console, or a kernel no notebook uses), so a view link would have "
+               "nothing to show. Run %share --view in the notebook you want people to see.")
 
 
 @dataclasses.dataclass
@@ -85,7 +87,7 @@ class Share:
     """
 
     def __init__(self, server: JupyterServer, notebook_path: str | None = None, include_token: bool = True,
-                 authenticated: bool = True, duration: float | None = None) -> None:
+                 authenticated: bool = True, duration: float | None = None, view: bool = False) -> None:
         self.server = server
         self.notebook_path = notebook_path
         self.include_token = include_token
@@ -102,7 +104,9 @@ class Share:
         self.people: dict[str, Person] = {}  # invited by name, in the order they were
         self.owner_notebook: str | None = None  # set on an attached share: the notebook that started it
         self.collaborative: bool | None = None  # jupyter-collaboration on the server? None: unknown
-        self._key: str | None = None
+        self._key: str | None = None  # of the share's own edit link, if it has one
+        self._view_key: str | None = None  # of its view link, if it has one
+        self.view_first = view
         self._helper_pid: int | None = None
         self._process: subprocess.Popen[str] | None = None
         self._helper_lock = threading.Lock()
@@ -131,8 +135,16 @@ class Share:
 
     @property
     def link(self) -> str | None:
-        """The link for anyone who has it: this notebook, in the owner's UI, with this share's key."""
+        """The link for anyone who has it: this notebook, in the owner's UI, with this share's key; None for a
+        share that has only a view link."""
         return self._link_with(self._key)
+
+    @property
+    def view_link(self) -> str | None:
+        """The view-only link of this notebook, if the share has one."""
+        if self.public_url is None or self._view_key is None:
+            return None
+        return f"{self.public_url.rstrip('/')}{self.server.base_url}share_magic/view?{KEY_PARAM}={self._view_key}"
 
     def _link_with(self, key: str | None) -> str | None:
         if self.public_url is None or key is None:
@@ -144,7 +156,7 @@ class Share:
 
     def invite(self, name: str) -> str:
         """A link of ``name``'s own (the same one while they have a live one), which :meth:`revoke` ends alone."""
-        reply = self._command("invite", check_name(name))
+        reply = self._command("invite", name=check_name(name))
         link = self._link_with(reply["key"])
         assert link is not None
         return link
@@ -152,7 +164,7 @@ class Share:
     def revoke(self, name: str) -> None:
         """Cut ``name`` off at once: their link and cookies stop working and their connections close."""
         self.check_invited(name)
-        if not self._command("revoke", name)["found"]:
+        if not self._command("revoke", name=name)["found"]:
             raise RuntimeError(f"share_magic's helper had no live invitation for {name!r}, though this kernel did")
 
     def check_invited(self, name: str) -> None:
@@ -164,18 +176,32 @@ class Share:
                              "revoke. " + (f"Invited: {', '.join(live)}." if live else
                                            "Invite people with %share invite NAME."))
 
-    def _command(self, command: str, name: str) -> dict[str, Any]:
+    def enable(self, role: str) -> None:
+        """Add the share's own edit link (``"edit"``) or view link (``"view"``) to a live share, if it lacks it."""
+        if (self._key if role == "edit" else self._view_key) is not None:
+            return
+        if role == "view" and not self.notebook_path:
+            raise ShareError(NO_NOTEBOOK)
+        key = self._command("link", role=role)["key"]
+        if role == "edit":
+            self._key = key
+        else:
+            self._view_key = key
+        self._write_record()
+        self._changed()
+
+    def _command(self, command: str, **fields: str) -> dict[str, Any]:
         """Send the helper a command and wait for its answer (the people it changed are updated before)."""
         if not self.live:
             raise ShareError("Nothing is shared from this kernel right now. Start a share with %share, or "
                              f"%share {command} NAME starts one for you.")
         if self.attached:
-            raise ShareError(f"This share was started from {self.owner_notebook}: invite and revoke people from "
-                             "there (%share invite NAME, %share revoke NAME).")
+            raise ShareError(f"This share was started from {self.owner_notebook}: invite and revoke people, and "
+                             "add links, from there.")
         with self._command_lock:
             process = self._process
             assert process is not None and process.stdin is not None
-            process.stdin.write(json.dumps({"cmd": command, "name": name}) + "\n")
+            process.stdin.write(json.dumps({"cmd": command, **fields}) + "\n")
             process.stdin.flush()
             try:
                 return self._replies.get(timeout=COMMAND_TIMEOUT)
@@ -201,10 +227,16 @@ class Share:
     def describe(self) -> str:
         """The state in plain text, as ``%share status`` prints it."""
         if self.live:
-            lines = [f"Sharing this Jupyter server ({', '.join(self.live_summary())}):",
-                     f"  Anyone with this link: {self.link}"]
+            lines = [f"Sharing this Jupyter server ({', '.join(self.live_summary())}):"]
+            if self.link:
+                lines.append(f"  Anyone with this link: {self.link}")
+            if self.view_link:
+                lines.append(f"  View only (this notebook, nothing else): {self.view_link}")
             for person in self.people.values():
                 lines.append(f"  {person.name} ({person.state})" + (f": {person.link}" if person.link else ""))
+            if not self.link and not self.people:
+                return "\n".join([*lines, "Readers see the notebook as last saved, live, and reach nothing else.",
+                                  "Stop sharing with: %share stop"])
             if not self.authenticated:
                 lines.append("WARNING: this server has no authentication: anyone who finds this link can run "
                              "code on this machine.")
@@ -249,6 +281,7 @@ class Share:
     def start(self, authtoken: str | None = None, timeout: float = STARTUP_TIMEOUT) -> None:
         """Start the helper and wait until the link is live; raise :class:`ShareError` if it cannot be."""
         settings = {"server": dataclasses.asdict(self.server), "startup_timeout": timeout,
+                    "edit": not self.view_first, "view": self.view_first, "notebook_path": self.notebook_path,
                     "authtoken": authtoken or os.environ.get("NGROK_AUTHTOKEN"), "include_token": self.include_token,
                     "duration": self.duration, "record": _record_path(self.server)}
         self._process = subprocess.Popen(
@@ -319,6 +352,7 @@ class Share:
                 self.public_url = event["public_url"]
                 self.gateway_port = event["gateway_port"]
                 self._key = event["key"]
+                self._view_key = event.get("view_key")
                 self.started_at = datetime.datetime.now()
                 if event.get("expires_at"):
                     self.expires_at = datetime.datetime.fromtimestamp(event["expires_at"])
@@ -329,7 +363,7 @@ class Share:
                 self.visitors = event["visitors"]
                 self._people_from(event["people"])
                 self._changed()
-            elif kind in ("invited", "revoked"):
+            elif kind in ("invited", "revoked", "link"):
                 self._replies.put(event)
             elif kind == "failed":
                 self._failure = (event["message"], event.get("code"), False)
@@ -365,7 +399,7 @@ class Share:
 
     def _write_record(self) -> None:
         record = {"helper_pid": self._helper_pid, "public_url": self.public_url, "server_url": self.server.url,
-                  "key": self._key, "notebook": self.notebook_path or "a console",
+                  "key": self._key, "view_key": self._view_key, "notebook": self.notebook_path or "a console",
                   "started_at": self.started_at.isoformat() if self.started_at else None,
                   "expires_at": self.expires_at.isoformat() if self.expires_at else None,
                   "authenticated": self.authenticated, "include_token": self.include_token}
@@ -382,6 +416,7 @@ class Share:
                     authenticated=record.get("authenticated", True))
         share.public_url = record["public_url"]
         share._key = record.get("key")
+        share._view_key = record.get("view_key")
         share.owner_notebook = record.get("notebook") or "another notebook"
         share._helper_pid = record["helper_pid"]
         for name in ("started_at", "expires_at"):
@@ -502,11 +537,13 @@ def parse_duration(text: str | float | None) -> float | None:
 
 def share(*, port: int | None = None, url: str | None = None, token: str | None = None,
           include_token: bool = True, authtoken: str | None = None, insecure: bool = False,
-          timeout: float = STARTUP_TIMEOUT, duration: str | float | None = None) -> Share:
+          timeout: float = STARTUP_TIMEOUT, duration: str | float | None = None, view: bool = False) -> Share:
     """Share the Jupyter server behind this kernel (or the one at ``port``/``url``) and return the live share.
 
-    ``duration`` (``"30m"``, ``"1h30m"``, or seconds) ends the share by itself after that long. Calling it again
-    while a share is live returns that share; so does calling it from another notebook of the same server.
+    ``duration`` (``"30m"``, ``"1h30m"``, or seconds) ends the share by itself after that long. With ``view``, the
+    share gets a view-only link of this notebook (its ``view_link``); without, its edit ``link``. Calling it again
+    while a share is live returns that share, with the link asked for added; so does calling it from another
+    notebook of the same server.
     """
     global _current
     seconds = parse_duration(duration)
@@ -517,16 +554,23 @@ def share(*, port: int | None = None, url: str | None = None, token: str | None 
         existing = current()
         if existing is not None:
             if (port or url) and server_at(url, port, token).url != existing.server.url:
-                raise ShareError(f"This kernel already shares {existing.server.url} at {existing.link}. "
-                                 "Run %share stop first to share another server.")
+                raise ShareError(f"This kernel already shares {existing.server.url} at "
+                                 f"{existing.link or existing.view_link}. Run %share stop first to share another "
+                                 "server.")
+            existing.enable("view" if view else "edit")
             return existing
         kernel = kernel_id()
         server = server_at(url, port, token) if (port or url) else find_server(kernel)
         notebook = server.notebook_path(kernel)
+        if view and not notebook:
+            raise ShareError(NO_NOTEBOOK)
         record = _read_record(server)
         if record is not None:
             _current = Share.attach(server, record, notebook)
             _current.collaborative = server.has_collaboration()
+            if (_current.view_link if view else _current.link) is None:
+                raise ShareError(f"The share of this server, started from {_current.owner_notebook}, has no "
+                                 f"{'view' if view else 'edit'} link: run %share{' --view' if view else ''} there.")
             return _current
         authenticated = server.has_authentication()
         if not authenticated and not insecure:
@@ -535,7 +579,7 @@ def share(*, port: int | None = None, url: str | None = None, token: str | None 
                 "anyone on the internet run code on this machine. Fix: restart Jupyter with its default token, "
                 "or set a password with `jupyter server password`. To share it anyway, run %share --insecure.")
         _current = Share(server, notebook, include_token=include_token, authenticated=authenticated,
-                         duration=seconds)
+                         duration=seconds, view=view)
         _current.collaborative = server.has_collaboration()
         _current.start(authtoken, timeout)
         return _current

@@ -21,6 +21,8 @@ MUTED = "color: var(--jp-ui-font-color2); font-size: var(--jp-ui-font-size1); li
 GRANTS = ("Anyone with this link has <b>full control of this server</b> — files, terminals, kernels — until the "
           "share ends; then the link never works again. Free ngrok accounts first show visitors an ngrok warning "
           "page: they click <i>Visit Site</i>.")
+VIEW_GRANTS = ("The view-only link shows this notebook as last saved, updated live; readers cannot run code or "
+               "open anything else.")
 NO_COLLABORATION = ("jupyter-collaboration is not installed on this server: if you both edit this notebook, "
                     "each save overwrites the other's. For real-time co-editing: "
                     "<code>pip install jupyter-collaboration</code>, then restart Jupyter.")
@@ -50,16 +52,21 @@ def status_line(share: Share) -> str:
     return f'{dot} <span class="share-magic-status">{html.escape(share.describe().splitlines()[0])}</span>'
 
 
+def _anchor(link: str) -> str:
+    link = html.escape(link)
+    return f'<a href="{link}" target="_blank" rel="noopener">{link}</a>'
+
+
 def record_html(share: Share) -> str:
     """The static record of a share that has ended, or the fallback for front-ends without widgets."""
-    link = html.escape(share.link or "")
     if share.live:
-        people = "".join(f"<div>{html.escape(person.name)} ({html.escape(person.state)})"
-                         + (f': <a href="{html.escape(person.link)}" target="_blank" rel="noopener">'
-                            f"{html.escape(person.link)}</a>" if person.link else "") + "</div>"
-                         for person in share.people.values())
-        body = (f'<div>Anyone with this link: <a href="{link}" target="_blank" rel="noopener">{link}</a></div>'
-                f'{people}<div style="{MUTED}">{GRANTS} Stop with <code>%share stop</code>.</div>')
+        lines = [f"Anyone with this link: {_anchor(share.link)}"] if share.link else []
+        if share.view_link:
+            lines.append(f"View only: {_anchor(share.view_link)}")
+        lines += [f"{html.escape(person.name)} ({html.escape(person.state)})"
+                  + (f": {_anchor(person.link)}" if person.link else "") for person in share.people.values()]
+        body = ("".join(f"<div>{line}</div>" for line in lines)
+                + f'<div style="{MUTED}">{grants(share)} Stop with <code>%share stop</code>.</div>')
     else:
         body = f'<div class="share-magic-status">{html.escape(share.describe())}</div>'
     return f'<div class="share-magic">{body}</div>'
@@ -82,27 +89,36 @@ class _OwnOutput:
         return handle
 
 
+def grants(share: Share) -> str:
+    """What the share's links let people do, in a sentence or two."""
+    if share.link or share.people:
+        return GRANTS + (" " + VIEW_GRANTS if share.view_link else "")
+    return VIEW_GRANTS
+
+
+def link_html(label: str, link: str, css_class: str) -> str:
+    link = html.escape(link)
+    return (f'<b>{label}</b> <a class="{css_class}" href="{link}" target="_blank" rel="noopener" title="{link}" '
+            f'style="color: var(--jp-content-link-color); word-break: break-all">{link}</a>')
+
+
 class ShareView(_OwnOutput, widgets.VBox):
     """Shows one :class:`Share`; call :meth:`show` to display it."""
 
     def __init__(self, share: Share, **kwargs: Any) -> None:
         self.share = share
-        link = html.escape(share.link or "")
-        self.link = widgets.HTML(
-            f'<b>Anyone with this link:</b> <a class="share-magic-link" href="{link}" target="_blank" rel="noopener" '
-            f'title="{link}" style="color: var(--jp-content-link-color); word-break: break-all">{link}</a>')
-        self.copy = widgets.HTML(COPY_BUTTON.format(link=link))
+        self.link = widgets.HTML()
+        self.copy = widgets.HTML()
+        self.view_link = widgets.HTML()  # the view link, beside an edit link
         self.stop_button = widgets.Button(description="Stop", button_style="danger", icon="stop",
                                           tooltip="Stop sharing: the link stops working at once")
         self.stop_button.on_click(lambda _: share.stop())
         self.status = widgets.HTML()
-        notes = GRANTS
-        if share.collaborative is False:
-            notes += "<br>" + NO_COLLABORATION
-        self.notes = widgets.HTML(f'<div style="{MUTED}; max-width: 46em">{notes}</div>')
-        self.qr = widgets.HTML(f'<div title="Scan to open the link on a phone or tablet">{qr_svg(share.link or "")}'
-                               "</div>")
-        details = widgets.VBox([self.link, widgets.HBox([self.copy, self.stop_button, self.status]), self.notes])
+        self.notes = widgets.HTML()
+        self.qr = widgets.HTML()
+        self._links: tuple = ()
+        details = widgets.VBox([self.link, widgets.HBox([self.copy, self.stop_button, self.status]), self.view_link,
+                                self.notes])
         self.people = PeoplePanel(share)
         super().__init__([widgets.HBox([details, self.qr]), *([] if share.attached else [self.people])], **kwargs)
         self.add_class("share-magic")
@@ -112,10 +128,32 @@ class ShareView(_OwnOutput, widgets.VBox):
     def refresh(self) -> None:
         if self.share.status == "starting" or self.share.live:
             self.status.value = status_line(self.share)
+            self._show_links()
             self.people.refresh()
         elif self._hand_over(_Record(self.share)) is None:  # ended: a static record takes the live view's place
             self.status.value = status_line(self.share)
             self.stop_button.disabled = True
+
+    def _show_links(self) -> None:
+        """The edit link first (with Copy and the QR code), else the view link; a view link beside an edit link
+        gets a row of its own."""
+        share = self.share
+        links = (share.link, share.view_link, bool(share.people))
+        if links == self._links:
+            return
+        self._links = links
+        main = share.link or share.view_link or ""
+        label = "Anyone with this link:" if share.link else "View only (this notebook, nothing else):"
+        self.link.value = link_html(label, main, "share-magic-link")
+        self.copy.value = COPY_BUTTON.format(link=html.escape(main))
+        self.view_link.value = (link_html("View only (this notebook, nothing else):", share.view_link,
+                                          "share-magic-view-link") + " " + COPY_BUTTON.format(
+                                    link=html.escape(share.view_link))) if share.link and share.view_link else ""
+        notes = grants(share)
+        if share.collaborative is False and share.link:
+            notes += "<br>" + NO_COLLABORATION
+        self.notes.value = f'<div style="{MUTED}; max-width: 46em">{notes}</div>'
+        self.qr.value = f'<div title="Scan to open the link on a phone or tablet">{qr_svg(main)}</div>'
 
     def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
         bundle = super()._repr_mimebundle_(**kwargs) or {}

@@ -130,7 +130,8 @@ def test_people_from_python_and_the_widget_rows(python_share, visitor) -> None:
     guest = visitor(grace.link)
     guest.get(grace.link)
     guest.websocket("/api/events/subscribe")
-    wait_for(lambda: share.people["Grace Hopper"].connected, 10, "Grace to show as connected")
+    wait_for(lambda: "connected since" in view.people.rows.children[1].children[2].value, 10,
+             "Grace's row to show her connected")  # rows are redrawn after share.people changes: wait for them
     rows = {row.children[0].value: row for row in view.people.rows.children}
     assert set(rows) == {'<b class="share-magic-person">Ada</b>', '<b class="share-magic-person">Grace Hopper</b>'}
     grace_row = rows['<b class="share-magic-person">Grace Hopper</b>']
