@@ -129,6 +129,7 @@ class Access:
         self._grants: dict[bytes, Grant] = {}
         self._sessions: dict[bytes, Session] = {}
         self._revoked_sessions: set[bytes] = set()  # to tell their browsers why they are refused
+        self.local_paths: set[str] = set()  # answered by the gateway itself for editing sessions (the bridge)
         self._lock = threading.Lock()
 
     def new_key(self, person: str | None = None, role: str = "edit") -> str:
@@ -193,7 +194,7 @@ class Access:
             else:
                 why = "This page needs the link the notebook's owner shared."
             return Reply(_refusal(why, headers))
-        if session.grant.role == "view":
+        if session.grant.role == "view" or clean_target.split("?", 1)[0] in self.local_paths:
             return Local(session, method, clean_target, headers)
         return self._admitted(session, clean_target, headers, cookies)
 

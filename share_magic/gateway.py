@@ -30,10 +30,11 @@ import select
 import socket
 import threading
 import time
-from typing import BinaryIO, Callable, Protocol
+from typing import Any, BinaryIO, Callable, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 from .access import Admitted, Gate, Local, Reply, Session, response
+from .meter import Compression, GzipChunks, Meter, Stored, chunked
 from .server import JupyterServer
 
 HOP_BY_HOP = frozenset({
@@ -86,14 +87,18 @@ class _NoResponse(Exception):
 class Gateway:
     """Serves one share: every request it gets came through the tunnel from a visitor."""
 
-    def __init__(self, server: JupyterServer, access: Gate, on_change: Callable[[], None] | None = None) -> None:
+    def __init__(self, server: JupyterServer, access: Gate, on_change: Callable[[], None] | None = None,
+                 compression: Compression | None = None) -> None:
         self.server = server
         self.access = access
+        self.meter = Meter()
+        self.compression = compression or Compression(enabled=False)
         self.public_origin: str | None = None
         self.on_change = on_change  # called when the set of connected sessions changes
-        # Answers what the gate hands to the gateway itself (the view page): (request, socket, live) where
-        # live(True/False) marks a long-lived answer, counted like a websocket.
-        self.local: Callable[[Local, socket.socket, Callable[[bool], None]], None] | None = None
+        # Answers what the gate hands to the gateway itself (the view page, the bridge): (request, the visitor's
+        # reader, what to write to, live) where live(True/False) marks a long-lived answer, counted like a websocket.
+        self.local: Callable[[Local, BinaryIO, _Sink, Callable[[bool], None]], None] | None = None
+        self.page_script: str | None = None  # put at the top of every Jupyter page an editing visitor gets
         self.port = 0
         self._listeners: list[socket.socket] = []
         self._lock = threading.Lock()
@@ -144,16 +149,16 @@ class Gateway:
                 continue
             if lower == "host":
                 value = self.server.host_header
-            elif lower == "origin" and self._is_public(value):
+            elif lower == "origin" and self.is_public(value):
                 value = self.server.origin
-            elif lower == "referer" and self._is_public(value):
+            elif lower == "referer" and self.is_public(value):
                 value = _rebase(value, self.server.origin)
             translated.append((name, value))
         if not any(name.lower() == "host" for name, _ in translated):
             translated.insert(0, ("Host", self.server.host_header))
         return translated
 
-    def _is_public(self, url: str) -> bool:
+    def is_public(self, url: str) -> bool:
         public = self.public_origin
         if public is None:
             return False
@@ -214,15 +219,16 @@ class Gateway:
                 return
             threading.Thread(target=self._serve, args=(sock,), daemon=True, name="gateway-visitor").start()
 
-    def _open(self, sock: socket.socket) -> _Side:
-        """Take a connection into the gateway's keeping: :meth:`close` cuts it (at once, if already closed)."""
+    def _open(self, sock: socket.socket, metered: bool = False) -> _Side:
+        """Take a connection into the gateway's keeping: :meth:`close` cuts it (at once, if already closed). What
+        is written to a ``metered`` one (a visitor's) is counted."""
         if sock.family != socket.AF_UNIX:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         with self._lock:
             self._sockets.add(sock)
             if self._closed:
                 _shut(sock)
-        return _Side(sock)
+        return _Side(sock, self.meter.counted(sock) if metered else sock)
 
     def _drop(self, side: _Side) -> None:
         with self._lock:
@@ -258,15 +264,16 @@ class Gateway:
         return sock
 
     def _serve(self, sock: socket.socket) -> None:
-        visitor = self._open(sock)
+        visitor = self._open(sock, metered=True)
         upstream: _Side | None = None
         try:
             while True:
                 request = _read_head(visitor.reader)
                 if request is None:
                     break
+                self.meter.request()
                 if self.public_origin is None:
-                    visitor.sock.sendall(_plain_response(503, "Service Unavailable", "The share is not open."))
+                    visitor.out.sendall(_plain_response(503, "Service Unavailable", "The share is not open."))
                     break
                 start_line, headers = request
                 fields = {name.lower(): value for name, value in headers}
@@ -275,15 +282,19 @@ class Gateway:
                 if isinstance(verdict, Reply):
                     if "100-continue" not in fields.get("expect", "").lower():
                         _take_small_body(visitor.reader, fields)  # read, so that closing does not reset the answer
-                    visitor.sock.sendall(verdict.response)
+                    visitor.out.sendall(verdict.response)
                     break
                 self._carrying(visitor.sock, verdict.session)
                 if isinstance(verdict, Local):
                     self._answer_locally(verdict, visitor)
                     break
+                stored = self.compression.stored(verdict.target, fields) if method == "GET" else None
+                if stored is not None:  # an immutable asset, compressed before: the server need not be asked
+                    visitor.out.sendall(_head(stored.status_line, stored.headers) + chunked(stored.body))
+                    continue
                 start_line, headers = f"{method} {verdict.target} {version}", verdict.headers
                 if "100-continue" in fields.get("expect", "").lower():
-                    visitor.sock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")  # the server never sees Expect
+                    visitor.out.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")  # the server never sees Expect
                 body = _take_small_body(visitor.reader, fields)
                 # A connection that served an earlier request may be closing under us. Only a request that can be
                 # sent again whole may risk it; a streamed body always goes out on a fresh connection.
@@ -314,7 +325,7 @@ class Gateway:
                 try:
                     upstream = self._open(self._connect_upstream())
                 except OSError:
-                    visitor.sock.sendall(_plain_response(502, "Bad Gateway", "The Jupyter server is not reachable."))
+                    visitor.out.sendall(_plain_response(502, "Bad Gateway", "The Jupyter server is not reachable."))
                     return False, None
             try:
                 return self._exchange(start_line, headers, fields, body, visitor, upstream, admitted), upstream
@@ -326,7 +337,7 @@ class Gateway:
             except BaseException:  # the visitor went away mid-exchange: the connection in hand goes too
                 self._drop(upstream)
                 raise
-        visitor.sock.sendall(_plain_response(502, "Bad Gateway", "The Jupyter server closed the connection "
+        visitor.out.sendall(_plain_response(502, "Bad Gateway", "The Jupyter server closed the connection "
                                                                  "without answering."))
         return False, None
 
@@ -350,9 +361,10 @@ class Gateway:
                 raise _NoResponse
             status_line, response_headers = response
             status = int(status_line.split(" ", 2)[1])
-            head = _head(status_line, self.response_headers(admitted.response_headers(response_headers)))
+            headers_out = self.response_headers(admitted.response_headers(response_headers))
+            head = _head(status_line, headers_out)
             if status < 200:
-                visitor.sock.sendall(head)
+                visitor.out.sendall(head)
             if status == 101:
                 self._relay_websocket(visitor, upstream, admitted.session)
                 return False
@@ -360,26 +372,75 @@ class Gateway:
                 break
         response_fields = {name.lower(): value for name, value in response_headers}
         if method == "HEAD" or status in NO_BODY_STATUSES:
-            visitor.sock.sendall(head)
-        elif not _relay_body(upstream.reader, visitor.sock, response_fields, head, until_close=True):
+            visitor.out.sendall(head)
+        elif self.page_script and method == "GET" and status == 200 and _small_page(response_fields):
+            page = _with_script(_exactly_bytes(upstream.reader, int(response_fields["content-length"])),
+                                self.page_script)
+            headers_out = [(name, str(len(page)) if name.lower() == "content-length" else value)
+                           for name, value in headers_out]
+            if self.compression.wanted(fields, method, status, response_fields):
+                gzipped = GzipChunks(visitor.out, _head(status_line, Compression.headers(headers_out)))
+                gzipped.sendall(page)
+                gzipped.close()
+            else:
+                visitor.out.sendall(_head(status_line, headers_out) + page)
+        elif self.compression.wanted(fields, method, status, response_fields):
+            compressed_headers = Compression.headers(headers_out)
+            keep = Compression.keepable(response_fields)
+            gzipped = GzipChunks(visitor.out, _head(status_line, compressed_headers), keep)
+            delimited = _relay_decoded(upstream.reader, gzipped, response_fields)
+            gzipped.close()
+            if keep and gzipped.kept is not None:
+                target = start_line.split(" ", 2)[1]
+                self.compression.store(target, Stored(status_line, compressed_headers, bytes(gzipped.kept)))
+            if not delimited:
+                return False
+        elif not _relay_body(upstream.reader, visitor.out, response_fields, head, until_close=True):
             return False
         return ("close" not in fields.get("connection", "").lower()
                 and "close" not in response_fields.get("connection", "").lower())
+
+    def fetch(self, admitted: Admitted, method: str, body: bytes,
+              limit: int = 1024 * 1024) -> tuple[str, Headers, bytes] | None:
+        """One whole exchange with the server for a request the gate admitted (carried by the bridge): the
+        response's status line, headers (as a visitor gets them) and body; None if the body is over ``limit``."""
+        upstream = self._open(self._connect_upstream())
+        try:
+            start_line = f"{method} {admitted.target} HTTP/1.1"
+            headers = [(name, value) for name, value in self.upstream_headers(admitted.headers)
+                       if name.lower() != "connection"]
+            upstream.sock.sendall(_head(start_line, [*headers, ("Connection", "close")]) + body)
+            while True:
+                response = _read_head(upstream.reader)
+                if response is None:
+                    raise _Closed
+                status_line, response_headers = response
+                if not status_line.split(" ", 2)[1].startswith("1"):
+                    break
+            fields = {name.lower(): value for name, value in response_headers}
+            collected = _Collected(limit)
+            if method != "HEAD" and int(status_line.split(" ", 2)[1]) not in NO_BODY_STATUSES:
+                _relay_decoded(upstream.reader, collected, fields)
+            if collected.over:
+                return None
+            return status_line, self.response_headers(admitted.response_headers(response_headers)), bytes(collected)
+        finally:
+            self._drop(upstream)
 
     def _answer_locally(self, request: Local, visitor: _Side) -> None:
         fields = {name.lower(): value for name, value in request.headers}
         if "100-continue" not in fields.get("expect", "").lower():
             _take_small_body(visitor.reader, fields)
         if self.local is None:
-            visitor.sock.sendall(_plain_response(404, "Not Found", "Nothing is served here."))
+            visitor.out.sendall(_plain_response(404, "Not Found", "Nothing is served here."))
             return
-        self.local(request, visitor.sock,
+        self.local(request, visitor.reader, visitor.out,
                    lambda live: self._set_websocket(visitor.sock, request.session if live else None))
 
     def _relay_websocket(self, visitor: _Side, upstream: _Side, session: Session) -> None:
         self._set_websocket(visitor.sock, session)
         try:
-            downstream = threading.Thread(target=_pipe, args=(upstream.reader, visitor.sock), daemon=True,
+            downstream = threading.Thread(target=_pipe, args=(upstream.reader, visitor.out), daemon=True,
                                           name="gateway-websocket")
             downstream.start()
             _pipe(visitor.reader, upstream.sock)
@@ -402,10 +463,12 @@ class _UpstreamSink:
 
 
 class _Side:
-    """One connection of an exchange: the socket to write to, a buffered reader over it to parse from."""
+    """One connection of an exchange: the socket, a buffered reader over it to parse from, and what to write to
+    (for a visitor, the socket with a meter on it)."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, out: _Sink) -> None:
         self.sock = sock
+        self.out = out
         self.reader: BinaryIO = sock.makefile("rb", buffering=CHUNK)
 
     def close(self) -> None:
@@ -473,6 +536,40 @@ def _plain_response(status: int, reason: str, text: str) -> bytes:
     return response(status, reason, [("Content-Type", "text/plain; charset=utf-8")], text.encode())
 
 
+class _Collected(bytearray):
+    """A sink that keeps what it is sent, up to a limit (then it only notes that it was over)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+        self.over = False
+
+    def sendall(self, data: bytes, /) -> None:
+        if len(self) + len(data) > self.limit:
+            self.over = True
+            raise _Closed
+        self += data
+
+
+def _small_page(fields: dict[str, str]) -> bool:
+    return (fields.get("content-type", "").startswith("text/html") and "content-encoding" not in fields
+            and int(fields.get("content-length") or RETRY_BODY_LIMIT + 1) <= RETRY_BODY_LIMIT)
+
+
+def _with_script(page: bytes, script: str) -> bytes:
+    """``page`` with ``script`` as the first thing in its head, to run before any of the page's own."""
+    tag = f"<script>{script}</script>".encode()
+    at = page.find(b"<head>")
+    return page[:at + 6] + tag + page[at + 6:] if at >= 0 else tag + page
+
+
+def _exactly_bytes(reader: BinaryIO, size: int) -> bytes:
+    data = reader.read(size)
+    if len(data) < size:
+        raise _Closed
+    return data
+
+
 def _take_small_body(reader: BinaryIO, fields: dict[str, str]) -> bytes | None:
     """The request's whole body when it is small enough to keep for a retry (b"" when there is none); None when it
     must be streamed (chunked, or larger than :data:`RETRY_BODY_LIMIT`)."""
@@ -501,6 +598,24 @@ def _relay_body(reader: BinaryIO, sink: _Sink, fields: dict[str, str], head: byt
         return False
     else:
         sink.sendall(head)
+    return True
+
+
+def _relay_decoded(reader: BinaryIO, sink: _Sink, fields: dict[str, str]) -> bool:
+    """Copy a response body without its transfer framing (the sink frames it anew); return False if it was
+    delimited by closing the connection."""
+    if "chunked" in fields.get("transfer-encoding", "").lower():
+        while size := int(_read_line(reader).split(b";", 1)[0].strip(), 16):
+            _relay_exactly(reader, sink, size)
+            if _read_line(reader) != b"\r\n":
+                raise ValueError("malformed chunked framing")
+        while _read_line(reader) != b"\r\n":  # trailers, dropped: the new framing has none
+            pass
+    elif "content-length" in fields:
+        _relay_exactly(reader, sink, int(fields["content-length"]))
+    else:
+        _copy_until_eof(reader, sink)
+        return False
     return True
 
 
@@ -542,7 +657,7 @@ def _copy_until_eof(reader: BinaryIO, sink: _Sink) -> None:
         sink.sendall(data)
 
 
-def _pipe(reader: BinaryIO, sink: socket.socket) -> None:
+def _pipe(reader: BinaryIO, sink: Any) -> None:
     """One direction of a websocket: copy until either side ends, then shut the other (which ends the reverse
     direction too)."""
     try:

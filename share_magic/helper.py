@@ -21,9 +21,11 @@ import time
 import traceback
 from typing import IO, Any, Callable
 
-from .access import Access
+from .access import Access, Local
+from .bridge import Bridge, script
 from .errors import ShareError
 from .gateway import Gateway
+from .meter import Compression
 from .server import JupyterServer, pid_alive
 from .tunnel import Tunnel
 from .view import NotebookSource, NotebookView
@@ -56,8 +58,16 @@ class Helper:
         self.expires_at = time.time() + duration if duration else None
         self.access = Access(self.server.base_url, expires_at=self.expires_at,
                              login=self.server.login_cookie if settings.get("include_token", True) else None)
-        self.gateway = Gateway(self.server, self.access, on_change=self.report_people)
+        economy = settings.get("economy", True)
+        self.gateway = Gateway(self.server, self.access, on_change=self.report_people,
+                               compression=Compression(enabled=economy))
+        self.gateway.local = self.answer_locally
         self.view: NotebookView | None = None
+        self.bridge: Bridge | None = None
+        if economy:
+            self.bridge = Bridge(self.server.base_url, self.access, self.gateway.fetch, self.gateway.is_public)
+            self.access.local_paths.add(self.bridge.path)
+            self.gateway.page_script = script(self.server.base_url)
         self.tunnel = Tunnel(settings.get("authtoken"))
         self.stopping = asyncio.Event()
         self.loop = asyncio.get_running_loop()
@@ -77,10 +87,16 @@ class Helper:
     def link_key(self, role: str) -> str:
         """The key of the share's own edit or view link; the view starts watching the notebook with the first."""
         if role == "view" and self.view is None:
-            source = NotebookSource(self.server, self.settings["notebook_path"])
-            self.view = NotebookView(source, self.server.base_url)
-            self.gateway.local = self.view.respond
+            self.view = NotebookView(NotebookSource(self.server, self.settings["notebook_path"]), self.server.base_url)
         return self.access.link_key(role)
+
+    def answer_locally(self, request: Local, reader: IO[bytes], out: Any, live: Callable[[bool], None]) -> None:
+        """What the gate hands to the gateway itself: a view session's requests, and an editor's bridge."""
+        service = self.view if request.session.grant.role == "view" else self.bridge
+        if service is None:
+            out.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            return
+        service.respond(request, reader, out, live)
 
     def obey(self, command: dict[str, Any]) -> None:
         name = command.get("name")
@@ -148,7 +164,12 @@ class Helper:
     async def watch(self) -> str | None:
         """Wait for a stop; return why the share ended by itself ("expired", or what went away), if it did."""
         server_pid = self.server.pid
+        cost = (0, 0)
         while not self.stopping.is_set():
+            meter = self.gateway.meter
+            if (meter.requests, meter.bytes_out) != cost:
+                cost = (meter.requests, meter.bytes_out)
+                self.events.emit("cost", requests=cost[0], bytes=cost[1])
             interval = WATCH_INTERVAL
             if self.expires_at is not None:
                 interval = min(interval, self.expires_at - time.time())

@@ -35,6 +35,8 @@ class ShareMagics(Magics):
 
     include_token = Bool(True, help="Log visitors who come with the link in with the server's token (they never "
                                     "see it). --no-token overrides it for one share.").tag(config=True)
+    economy = Bool(True, help="Spare the owner's ngrok plan: compress what visitors get and carry their pages' API "
+                              "calls over one websocket. Off: plain HTTP, as Jupyter serves it.").tag(config=True)
     duration = Unicode("", help="How long a share lasts unless stopped, e.g. '2h' (also '90s', '30m', '1h30m', "
                                 "'1d'); empty: until stopped or the kernel ends. --for overrides it.").tag(config=True)
     startup_timeout = Float(20.0, help="Seconds to wait for the ngrok agent to start before giving up.").tag(
@@ -110,7 +112,8 @@ class ShareMagics(Magics):
         """This kernel's share, started with the line's options unless one is live."""
         options = dict(port=args.port, url=args.url, token=args.token, authtoken=args.authtoken,
                        include_token=self.include_token and not args.no_token, insecure=args.insecure,
-                       timeout=self.startup_timeout, duration=args.duration or self.duration, view=args.view)
+                       timeout=self.startup_timeout, duration=args.duration or self.duration, view=args.view,
+                       economy=self.economy)
         try:
             return lifecycle.share(**options)
         except TunnelError as e:

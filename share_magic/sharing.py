@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 
 from .access import KEY_PARAM
 from .errors import ShareError, TunnelError, UnsafeServer
+from .meter import FREE_REQUESTS
 from .server import JupyterServer, find_server, kernel_id, pid_alive, runtime_dir, server_at
 
 STARTUP_TIMEOUT = 20.0  # for the ngrok agent to come up (pyngrok itself would wait forever)
@@ -87,12 +88,15 @@ class Share:
     """
 
     def __init__(self, server: JupyterServer, notebook_path: str | None = None, include_token: bool = True,
-                 authenticated: bool = True, duration: float | None = None, view: bool = False) -> None:
+                 authenticated: bool = True, duration: float | None = None, view: bool = False,
+                 economy: bool = True) -> None:
         self.server = server
         self.notebook_path = notebook_path
         self.include_token = include_token
         self.authenticated = authenticated
         self.duration = duration
+        self.economy = economy
+        self.cost = (0, 0)  # what visitors cost the owner's ngrok plan so far: requests, bytes sent to them
         self.expires_at: datetime.datetime | None = None
         self.status = "starting"
         self.public_url: str | None = None
@@ -214,6 +218,14 @@ class Share:
                                              _from_epoch(entry["connected_since"]), _from_epoch(entry["revoked_at"]))
                        for entry in people}
 
+    def cost_summary(self) -> str:
+        """What visitors have cost the owner's ngrok plan, in ngrok's units, with the free plan's month for scale."""
+        if self.attached:
+            return f"Cost to your ngrok plan: shown in {self.owner_notebook}."
+        requests, sent = self.cost
+        return (f"Cost to your ngrok plan so far: {requests:,} requests, {_size(sent)} sent (a free plan has "
+                f"{FREE_REQUESTS:,} requests and 1 GB a month).")
+
     def live_summary(self) -> tuple[str, str]:
         """Since (and until) when it is live, and who: the notebook that started it, or how many visitors are
         connected."""
@@ -236,7 +248,7 @@ class Share:
                 lines.append(f"  {person.name} ({person.state})" + (f": {person.link}" if person.link else ""))
             if not self.link and not self.people:
                 return "\n".join([*lines, "Readers see the notebook as last saved, live, and reach nothing else.",
-                                  "Stop sharing with: %share stop"])
+                                  self.cost_summary(), "Stop sharing with: %share stop"])
             if not self.authenticated:
                 lines.append("WARNING: this server has no authentication: anyone who finds this link can run "
                              "code on this machine.")
@@ -244,7 +256,7 @@ class Share:
                 lines.append("The link does not log visitors in: they also need this server's token or password.")
             lines += ["Anyone with this link has full control of this server (files, terminals, kernels) until the "
                       "share ends; then the link stops working for good.",
-                      "Stop sharing with: %share stop"]
+                      self.cost_summary(), "Stop sharing with: %share stop"]
             return "\n".join(lines)
         if self.status == "starting":
             return "Starting a share of this Jupyter server..."
@@ -282,6 +294,7 @@ class Share:
         """Start the helper and wait until the link is live; raise :class:`ShareError` if it cannot be."""
         settings = {"server": dataclasses.asdict(self.server), "startup_timeout": timeout,
                     "edit": not self.view_first, "view": self.view_first, "notebook_path": self.notebook_path,
+                    "economy": self.economy,
                     "authtoken": authtoken or os.environ.get("NGROK_AUTHTOKEN"), "include_token": self.include_token,
                     "duration": self.duration, "record": _record_path(self.server)}
         self._process = subprocess.Popen(
@@ -358,6 +371,9 @@ class Share:
                     self.expires_at = datetime.datetime.fromtimestamp(event["expires_at"])
                 self.status = "live"
                 self._settled.set()
+                self._changed()
+            elif kind == "cost":
+                self.cost = (event["requests"], event["bytes"])
                 self._changed()
             elif kind == "people":
                 self.visitors = event["visitors"]
@@ -491,6 +507,13 @@ def _wait_unreaped(pid: int, timeout: float) -> None:
         time.sleep(0.02)
 
 
+def _size(size: int) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size} bytes"
+
+
 def _from_epoch(seconds: float | None) -> datetime.datetime | None:
     return datetime.datetime.fromtimestamp(seconds) if seconds else None
 
@@ -537,11 +560,14 @@ def parse_duration(text: str | float | None) -> float | None:
 
 def share(*, port: int | None = None, url: str | None = None, token: str | None = None,
           include_token: bool = True, authtoken: str | None = None, insecure: bool = False,
-          timeout: float = STARTUP_TIMEOUT, duration: str | float | None = None, view: bool = False) -> Share:
+          timeout: float = STARTUP_TIMEOUT, duration: str | float | None = None, view: bool = False,
+          economy: bool = True) -> Share:
     """Share the Jupyter server behind this kernel (or the one at ``port``/``url``) and return the live share.
 
     ``duration`` (``"30m"``, ``"1h30m"``, or seconds) ends the share by itself after that long. With ``view``, the
-    share gets a view-only link of this notebook (its ``view_link``); without, its edit ``link``. Calling it again
+    share gets a view-only link of this notebook (its ``view_link``); without, its edit ``link``. ``economy`` (on by
+    default) compresses what visitors get and carries their pages' API calls over one websocket, to spare the
+    owner's ngrok plan. Calling it again
     while a share is live returns that share, with the link asked for added; so does calling it from another
     notebook of the same server.
     """
@@ -579,7 +605,7 @@ def share(*, port: int | None = None, url: str | None = None, token: str | None 
                 "anyone on the internet run code on this machine. Fix: restart Jupyter with its default token, "
                 "or set a password with `jupyter server password`. To share it anyway, run %share --insecure.")
         _current = Share(server, notebook, include_token=include_token, authenticated=authenticated,
-                         duration=seconds, view=view)
+                         duration=seconds, view=view, economy=economy)
         _current.collaborative = server.has_collaboration()
         _current.start(authtoken, timeout)
         return _current

@@ -19,7 +19,6 @@ import json
 import os
 import re
 import secrets
-import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -179,7 +178,7 @@ class NotebookView:
 
     # -- serving ------------------------------------------------------------------------------------------------
 
-    def respond(self, request: Local, sock: socket.socket, live: Callable[[bool], None]) -> None:
+    def respond(self, request: Local, reader: Any, sock: Any, live: Callable[[bool], None]) -> None:
         """Answer a view session's request on ``sock`` (the gateway closes it after). ``live(True/False)`` marks
         the time an update stream is open."""
         path = request.target.split("?", 1)[0]
@@ -202,7 +201,7 @@ class NotebookView:
             sock.sendall(_text(404, "Not Found", "A view link shows one notebook and nothing else: "
                                                  f"{self.page_path}"))
 
-    def _stream(self, sock: socket.socket) -> None:
+    def _stream(self, sock: Any) -> None:
         sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\n"
                      b"X-Accel-Buffering: no\r\nConnection: close\r\n\r\nretry: 3000\n\n")
         sent = None

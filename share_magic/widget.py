@@ -48,7 +48,9 @@ def status_line(share: Share) -> str:
     dot = f'<span style="color: var({colour})">●</span>'
     if share.live:
         since, who = share.live_summary()
-        return f'{dot} <span class="share-magic-status">{since} · {html.escape(who)}</span>'
+        cost = html.escape(share.cost_summary())
+        return (f'{dot} <span class="share-magic-status">{since} · {html.escape(who)}</span>'
+                f'<div class="share-magic-cost" style="{MUTED}">{cost}</div>')
     return f'{dot} <span class="share-magic-status">{html.escape(share.describe().splitlines()[0])}</span>'
 
 

@@ -22,6 +22,9 @@ Knobs a test may set (all optional):
   STANDIN_NGROK_MAX_AGENTS   agents one account may run at once (default 3, the free plan's)
   STANDIN_NGROK_INTERSTITIAL 0 to skip the free plan's warning page for browsers (as a paid plan does)
   STANDIN_NGROK_DOMAIN       the account's domain suffix (default ngrok-free.app)
+
+The edge counts what ngrok bills -- HTTP requests (a websocket is one) and bytes sent to visitors -- and the agent
+serves the counts at GET /api/standin/meter (the stand-in's own route, for tests and benchmarks).
 """
 from __future__ import annotations
 
@@ -275,12 +278,13 @@ def simple_response(status: str, body: bytes, headers: dict[str, str] | None = N
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
-async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, count=lambda size: None) -> None:
     try:
         while True:
             data = await reader.read(65536)
             if not data:
                 break
+            count(len(data))
             writer.write(data)
             await writer.drain()
     except (ConnectionError, OSError):
@@ -302,6 +306,8 @@ class Endpoint:
         self.conns = 0
         self.gauge = 0
         self.http = 0
+        self.bytes_out = 0  # to visitors: what ngrok bills as data transfer out
+        self.recent: list[str] = []  # the last request lines billed, for a test to say what cost what
         self.server: asyncio.AbstractServer | None = None
         self.public_url = ""
         self.open_writers: set[asyncio.StreamWriter] = set()
@@ -366,12 +372,13 @@ class Endpoint:
         headers = [(k.strip(), v.strip()) for k, v in headers]
         lower = {k.lower(): v for k, v in headers}
         self.http += 1
+        self.recent = [*self.recent[-199:], request_line.split(" ")[0] + " " + request_line.split(" ")[1][:120]]
         if not self.online:
-            writer.write(simple_response("404 Not Found", b"The endpoint is offline.\nERR_NGROK_3200\n",
+            self.reply(writer, simple_response("404 Not Found", b"The endpoint is offline.\nERR_NGROK_3200\n",
                                          {"ngrok-error-code": "ERR_NGROK_3200"}))
             return
         if self.agent.interstitial and self.wants_interstitial(lower):
-            writer.write(simple_response("200 OK", INTERSTITIAL.format(host=lower.get("host", "")).encode(),
+            self.reply(writer, simple_response("200 OK", INTERSTITIAL.format(host=lower.get("host", "")).encode(),
                                          {"Content-Type": "text/html", "ngrok-error-code": "ERR_NGROK_6024"}))
             return
         peer = writer.get_extra_info("peername")[0]
@@ -389,19 +396,27 @@ class Endpoint:
         try:
             up_reader, up_writer = await asyncio.open_connection(*self.upstream_address())
         except OSError:
-            writer.write(simple_response("502 Bad Gateway", b"ngrok could not reach the upstream.\nERR_NGROK_8012\n",
-                                         {"ngrok-error-code": "ERR_NGROK_8012"}))
+            self.reply(writer, simple_response("502 Bad Gateway",
+                                               b"ngrok could not reach the upstream.\nERR_NGROK_8012\n",
+                                               {"ngrok-error-code": "ERR_NGROK_8012"}))
             return
         self.open_writers.add(up_writer)
         new_head = request_line + "\r\n" + "".join(f"{k}: {v}\r\n" for k, v in kept) + "\r\n"
         up_writer.write(new_head.encode("latin-1"))
         to_upstream = asyncio.ensure_future(pipe(reader, up_writer))
         try:
-            await pipe(up_reader, writer)
+            await pipe(up_reader, writer, self.sent)
         finally:
             to_upstream.cancel()
             self.open_writers.discard(up_writer)
             up_writer.close()
+
+    def sent(self, size: int) -> None:
+        self.bytes_out += size
+
+    def reply(self, writer: asyncio.StreamWriter, data: bytes) -> None:
+        self.sent(len(data))
+        writer.write(data)
 
     def wants_interstitial(self, headers: dict[str, str]) -> bool:
         if "ngrok-skip-browser-warning" in headers:
@@ -448,6 +463,10 @@ class Agent:
 
     async def route(self, method: str, path: str, body: bytes) -> tuple[str, dict | None]:
         path = path.split("?", 1)[0].rstrip("/")
+        if path == "/api/standin/meter" and method == "GET":  # the stand-in's own: what the edge billed
+            return "200 OK", {"requests": sum(e.http for e in self.endpoints.values()),
+                              "bytes_out": sum(e.bytes_out for e in self.endpoints.values()),
+                              "recent": [line for e in self.endpoints.values() for line in e.recent]}
         if path == "/api/requests/http" and method == "GET":
             return "200 OK", {"uri": "/api/requests/http", "requests": self.inspected[-50:]}
         if path == "/api/endpoints" and method == "GET":

@@ -24,6 +24,17 @@ if not os.path.exists(CHROMIUM):  # CI installs it: there, a missing browser is 
     pytest.skip(f"browser tests need Debian's chromium at {CHROMIUM}", allow_module_level=True)
 
 
+VISITOR_ARGS = [*ARGS, "--host-resolver-rules=MAP *.ngrok-free.app 127.0.0.1"]  # the stand-in's names: loopback
+
+
+def visit(browser, link: str, **context):
+    """A visitor's new page on ``link``, past the free plan's warning page."""
+    page = browser.new_context(ignore_https_errors=True, **context).new_page()
+    page.goto(link)
+    page.get_by_role("button", name="Visit Site").click()
+    return page
+
+
 @pytest.fixture
 def browsers(sandbox):
     """The owner's and the visitor's browsers (the stand-in shows browsers the free plan's warning page first)."""
@@ -32,8 +43,7 @@ def browsers(sandbox):
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as playwright:
         owner = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        visitor = playwright.chromium.launch(
-            executable_path=CHROMIUM, args=[*ARGS, "--host-resolver-rules=MAP *.ngrok-free.app 127.0.0.1"])
+        visitor = playwright.chromium.launch(executable_path=CHROMIUM, args=VISITOR_ARGS)
         try:
             yield owner, visitor
         finally:

@@ -1,6 +1,7 @@
 """The pieces on their own: header translation, runtime files, and the cost of %load_ext."""
 from __future__ import annotations
 
+import gzip
 import json
 import socket
 import subprocess
@@ -16,6 +17,7 @@ import pytest
 from share_magic.access import Access, Admitted, Grant, Reply, Session
 from share_magic.errors import ShareError
 from share_magic.gateway import Gateway, origin_of
+from share_magic.meter import Compression
 from share_magic.server import JupyterServer, read_runtime_file
 from share_magic.sharing import parse_duration
 
@@ -190,9 +192,9 @@ class Upstream:
 
 
 @contextmanager
-def gateway_to(upstream: Upstream) -> Iterator[tuple[socket.socket, BinaryIO]]:
+def gateway_to(upstream: Upstream, compression: Compression | None = None) -> Iterator[tuple[socket.socket, BinaryIO]]:
     """A gateway in front of ``upstream``, and a visitor connected to it."""
-    gw = Gateway(JupyterServer("http", "127.0.0.1", upstream.port, "/"), LetEveryoneIn())
+    gw = Gateway(JupyterServer("http", "127.0.0.1", upstream.port, "/"), LetEveryoneIn(), compression=compression)
     gw.open_to(PUBLIC)
     try:
         with socket.create_connection(("127.0.0.1", gw.listen()), timeout=10) as visitor, \
@@ -392,3 +394,50 @@ def test_bad_durations(text) -> None:
     with pytest.raises(ShareError) as error:
         parse_duration(text)
     assert "--for 30m" in str(error.value)
+
+
+# -- compression ---------------------------------------------------------------------------------------------------
+
+
+def answer(kind: str, body: bytes, *extra: str) -> Callable[[str, dict[str, str], bytes], bytes]:
+    head = "".join(f"{line}\r\n" for line in (f"Content-Type: {kind}", f"Content-Length: {len(body)}", *extra))
+    return lambda *_: b"HTTP/1.1 200 OK\r\n" + head.encode() + b"\r\n" + body
+
+
+def fetch(visitor: socket.socket, reader: BinaryIO, path: str, accept: str = "gzip, deflate, br") -> tuple[dict, bytes]:
+    visitor.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nAccept-Encoding: {accept}\r\n\r\n".encode())
+    _, headers = read_head(reader)
+    return headers, read_body(reader, headers)
+
+
+def compressing_gateway_to(upstream: Upstream):
+    return gateway_to(upstream, Compression(enabled=True))
+
+
+def test_text_is_gzipped_for_visitors_who_accept_it() -> None:
+    text = b"the same line again and again\n" * 1000
+    with compressing_gateway_to(Upstream(answer("application/json", text), script=lambda c, r: "keep")) as (v, r):
+        headers, body = fetch(v, r, "/api/contents")
+        assert headers["content-encoding"] == "gzip" and "accept-encoding" in headers["vary"].lower()
+        assert gzip.decompress(body) == text and len(body) < len(text) / 20
+        headers, body = fetch(v, r, "/api/contents", accept="identity")
+        assert "content-encoding" not in headers and body == text
+
+
+@pytest.mark.parametrize("kind, body", [("image/png", b"\x89PNG" + bytes(5000)), ("text/plain", b"short")])
+def test_binaries_and_small_bodies_pass_as_they_are(kind: str, body: bytes) -> None:
+    with compressing_gateway_to(Upstream(answer(kind, body))) as (v, r):
+        headers, got = fetch(v, r, "/files/x")
+        assert "content-encoding" not in headers and got == body
+
+
+def test_immutable_assets_are_compressed_once_and_kept() -> None:
+    script = b"console.log('a versioned asset');\n" * 500
+    upstream = Upstream(answer("application/javascript", script, "Cache-Control: public, max-age=31536000, immutable"),
+                        script=lambda c, r: "keep")
+    with compressing_gateway_to(upstream) as (v, r):
+        first = fetch(v, r, "/static/lab/main.abc123.js")
+        second = fetch(v, r, "/static/lab/main.abc123.js")
+    assert gzip.decompress(first[1]) == gzip.decompress(second[1]) == script
+    assert second[0]["content-encoding"] == "gzip"
+    assert [line for _, line, _ in upstream.log] == ["GET /static/lab/main.abc123.js HTTP/1.1"]  # asked once

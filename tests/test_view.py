@@ -10,7 +10,7 @@ import zlib
 import pytest
 import websocket
 from harness import link_in, share_processes, wait_for
-from test_browser import ARGS, CHROMIUM, SCREENSHOTS
+from test_browser import CHROMIUM, SCREENSHOTS, VISITOR_ARGS, visit
 from test_failures import assert_one_calm_line
 
 KERNELSPEC = {"name": "python3", "display_name": "Python 3", "language": "python"}
@@ -72,12 +72,9 @@ def test_the_view_in_a_browser_shows_the_notebook_and_follows_saves(viewed) -> N
     server, _, link = viewed
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM,
-                                             args=[*ARGS, "--host-resolver-rules=MAP *.ngrok-free.app 127.0.0.1"])
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=VISITOR_ARGS)
         try:
-            page = browser.new_context(ignore_https_errors=True, viewport={"width": 1100, "height": 900}).new_page()
-            page.goto(link)
-            page.get_by_role("button", name="Visit Site").click()
+            page = visit(browser, link, viewport={"width": 1100, "height": 900})
             page.get_by_role("heading", name="Quarterly results").wait_for(timeout=30_000)
             assert "share_key" not in page.url
             text = page.inner_text("body")
@@ -105,10 +102,7 @@ def test_the_view_in_a_browser_shows_the_notebook_and_follows_saves(viewed) -> N
             page.locator("body[data-jp-theme-light='false']").wait_for(state="attached", timeout=10_000)
             page.screenshot(path=SCREENSHOTS / "view-dark.png", full_page=True)
 
-            phone = browser.new_context(ignore_https_errors=True, viewport={"width": 390, "height": 844},
-                                        is_mobile=True, has_touch=True).new_page()
-            phone.goto(link)
-            phone.get_by_role("button", name="Visit Site").click()
+            phone = visit(browser, link, viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
             phone.get_by_role("heading", name="Added after a save").wait_for(timeout=30_000)
             assert phone.evaluate("document.documentElement.scrollWidth") <= 390 + 1  # no sideways scrolling
             phone.screenshot(path=SCREENSHOTS / "view-phone.png", full_page=True)

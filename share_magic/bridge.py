@@ -1,0 +1,261 @@
+"""The bridge: a visitor's page sends its Jupyter API calls over one websocket, so they cost no ngrok requests.
+
+JupyterLab and Notebook 7 poll five endpoints every ten seconds, and ngrok bills every request: an idle visitor
+would cost the owner ~40 requests a minute. The gateway puts a small script at the top of each Jupyter page it serves
+to an editing visitor. The script wraps ``window.fetch``: a same-origin call below the server's base URL (but not
+static assets, files or exports, which the browser caches or streams) goes as a message over one websocket
+(``<base_url>share_magic/bridge``, one ngrok request for as long as the page is open), and the gateway replays it
+to the server exactly as if it had come over HTTP -- through the gate, as the session the bridge was opened by, with
+the same header translation, Jupyter's XSRF and Origin checks included -- and sends the answer back (gzipped, where
+the browser can unzip it).
+
+Anything else, and anything the bridge cannot carry (a large body, a closed bridge), goes over plain HTTP as before.
+The script lives only in the page it came with: nothing is left in the browser to serve a later share.
+"""
+from __future__ import annotations
+
+import base64
+import gzip
+import hashlib
+import json
+import struct
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, BinaryIO, Callable, Optional
+
+from .access import Admitted, Gate, Local, response
+from .meter import MIN_SIZE
+
+PATH = "share_magic/bridge"
+MAX_BODY = 1024 * 1024  # requests and answers larger than this go over plain HTTP
+WEBSOCKET_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+PARALLEL = 6  # calls of one page in flight at once
+
+SCRIPT = """(function () {
+  "use strict";
+  if (!window.fetch || !window.WebSocket || window.shareMagicBridge) { return; }
+  var base = %(base)s, skipped = [base + "static/", base + "files/", base + "nbconvert/", base + "share_magic/"];
+  var maxBody = %(max_body)d, gzipped = typeof DecompressionStream !== "undefined";
+  var realFetch = window.fetch.bind(window), socket = null, opening = null, next = 1, waiting = {}, restUntil = 0;
+  function open() {
+    if (opening) { return opening; }
+    opening = new Promise(function (resolve) {
+      var ws = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + base + %(path)s);
+      var timer = setTimeout(function () { ws.close(); }, 5000);
+      ws.onopen = function () { clearTimeout(timer); socket = ws; resolve(ws); };
+      ws.onmessage = function (event) {
+        var answer = JSON.parse(event.data), done = waiting[answer.id];
+        if (done) { delete waiting[answer.id]; done(answer); }
+      };
+      ws.onclose = function () {
+        clearTimeout(timer); socket = null; opening = null; restUntil = Date.now() + 30000;
+        Object.keys(waiting).forEach(function (id) { var done = waiting[id]; delete waiting[id]; done(null); });
+        resolve(null);
+      };
+    });
+    return opening;
+  }
+  function encode(buffer) {
+    var bytes = new Uint8Array(buffer), text = "";
+    for (var i = 0; i < bytes.length; i += 32768) {
+      text += String.fromCharCode.apply(null, bytes.subarray(i, i + 32768));
+    }
+    return btoa(text);
+  }
+  function decode(text) {
+    var binary = atob(text), bytes = new Uint8Array(binary.length);
+    for (var i = 0; i < binary.length; i++) { bytes[i] = binary.charCodeAt(i); }
+    return bytes;
+  }
+  function carried(request) {
+    var url = new URL(request.url);
+    return url.origin === location.origin && Date.now() >= restUntil && request.mode !== "navigate"
+      && url.pathname.indexOf(base) === 0
+      && !skipped.some(function (prefix) { return url.pathname.indexOf(prefix) === 0; });
+  }
+  window.fetch = function (input, init) {
+    var request;
+    try { request = new Request(input, init); } catch (e) { return realFetch(input, init); }
+    if (!carried(request)) { return realFetch(request); }
+    return request.clone().arrayBuffer().then(function (body) {
+      if (body.byteLength > maxBody) { return null; }
+      return open().then(function (ws) {
+        if (!ws || ws.readyState !== WebSocket.OPEN) { return null; }
+        var url = new URL(request.url), id = next++, headers = [];
+        request.headers.forEach(function (value, name) { headers.push([name, value]); });
+        return new Promise(function (resolve) {
+          waiting[id] = resolve;
+          ws.send(JSON.stringify({id: id, method: request.method, target: url.pathname + url.search,
+                                  headers: headers, cookie: document.cookie, referrer: location.href,
+                                  body: body.byteLength ? encode(body) : null, gzip: gzipped}));
+        });
+      });
+    }).then(function (answer) {
+      if (!answer || answer.fallback) { return realFetch(request); }
+      var empty = answer.status === 204 || answer.status === 304, body = empty ? null : decode(answer.body || "");
+      if (body && answer.gzip) {
+        body = new Blob([body]).stream().pipeThrough(new DecompressionStream("gzip"));
+      }
+      return new Response(body, {status: answer.status, statusText: answer.reason, headers: answer.headers});
+    });
+  };
+  window.shareMagicBridge = {carried: carried};
+})();"""
+
+
+def script(base_url: str) -> str:
+    return SCRIPT % {"base": json.dumps(base_url), "path": json.dumps(PATH), "max_body": MAX_BODY}
+
+
+Fetch = Callable[[Admitted, str, bytes], Optional[tuple[str, list[tuple[str, str]], bytes]]]
+
+
+class Bridge:
+    """Serves bridge websockets: each message is one API call, replayed through ``gate`` and ``fetch``."""
+
+    def __init__(self, base_url: str, gate: Gate, fetch: Fetch, is_public: Callable[[str], bool]) -> None:
+        self.path = base_url + PATH
+        self.gate = gate
+        self.fetch = fetch
+        self.is_public = is_public  # whether an Origin is this share's own public one
+        self.calls = 0  # carried over bridges, for tests and the benchmark
+
+    def wants(self, target: str) -> bool:
+        return target.split("?", 1)[0] == self.path
+
+    def respond(self, request: Local, reader: BinaryIO, out: Any, live: Callable[[bool], None]) -> None:
+        """Accept the websocket, then answer its messages until either side closes it."""
+        fields = {name.lower(): value for name, value in request.headers}
+        key = fields.get("sec-websocket-key")
+        if request.method != "GET" or "websocket" not in fields.get("upgrade", "").lower() or not key:
+            out.sendall(response(400, "Bad Request", [("Content-Type", "text/plain")], b"A websocket, please.\n"))
+            return
+        origin = fields.get("origin", "")
+        if not self.is_public(origin):  # only the share's own pages: as strict as Jupyter is with its websockets
+            out.sendall(response(403, "Forbidden", [("Content-Type", "text/plain")], b"Not from this share.\n"))
+            return
+        accept = base64.b64encode(hashlib.sha1((key + WEBSOCKET_GUID).encode()).digest()).decode()
+        out.sendall(f"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                    f"Sec-WebSocket-Accept: {accept}\r\n\r\n".encode())
+        sending = threading.Lock()
+        base_headers = [(name, value) for name, value in request.headers
+                        if name.lower() in ("host", "user-agent", "accept-language", "x-forwarded-for",
+                                            "x-forwarded-proto", "x-forwarded-host")]
+        gate_cookie = fields.get("cookie", "")
+        live(True)
+        try:
+            with ThreadPoolExecutor(max_workers=PARALLEL, thread_name_prefix="share_magic bridge") as pool:
+                for opcode, payload in _frames(reader):
+                    if opcode == 0x8:  # close
+                        with sending:
+                            out.sendall(_frame(0x8, payload[:2]))
+                        break
+                    if opcode == 0x9:  # ping
+                        with sending:
+                            out.sendall(_frame(0xA, payload))
+                    elif opcode == 0x1:
+                        pool.submit(self._call, json.loads(payload), base_headers, gate_cookie, origin, out,
+                                    sending)
+        except (OSError, ValueError):
+            pass  # the page went away
+        finally:
+            live(False)
+
+    def _call(self, message: dict[str, Any], base: list[tuple[str, str]], gate_cookie: str, origin: str, out: Any,
+              sending: threading.Lock) -> None:
+        answer: dict[str, Any] = {"id": message.get("id")}
+        try:
+            answer.update(self._replay(message, base, gate_cookie, origin))
+        except Exception:  # a call that cannot be carried is made over plain HTTP instead
+            answer["fallback"] = True
+        data = _frame(0x1, json.dumps(answer).encode())
+        try:
+            with sending:
+                out.sendall(data)
+        except OSError:
+            pass
+
+    def _replay(self, message: dict[str, Any], base: list[tuple[str, str]], gate_cookie: str,
+                origin: str) -> dict[str, Any]:
+        """The call as the browser would have made it over HTTP from the share's page: the Origin is the one the
+        bridge was opened from (checked), the Referer a page of that origin."""
+        method, target = str(message["method"]).upper(), str(message["target"])
+        body = base64.b64decode(message["body"]) if message.get("body") else b""
+        if not target.startswith("/") or len(body) > MAX_BODY:
+            return {"fallback": True}
+        cookies = "; ".join(filter(None, [gate_cookie, str(message.get("cookie") or "")]))
+        referrer = str(message.get("referrer") or "")
+        if not (referrer + "/").startswith(origin + "/"):
+            referrer = origin + "/"
+        headers = [*base, *[(str(name), str(value)) for name, value in message.get("headers", [])
+                            if str(name).lower() not in FORBIDDEN],
+                   ("Cookie", cookies), ("Referer", referrer)]
+        if method not in ("GET", "HEAD"):  # what a browser adds to a same-origin request that changes things
+            headers.append(("Origin", origin))
+        if body:
+            headers.append(("Content-Length", str(len(body))))
+        verdict = self.gate.check(method, target, headers)
+        if not isinstance(verdict, Admitted):
+            return {"fallback": True}  # over HTTP, the gate gives its own answer
+        answered = self.fetch(verdict, method, body)
+        if answered is None:
+            return {"fallback": True}
+        self.calls += 1
+        status_line, response_headers, response_body = answered
+        _, status, reason = (status_line.split(" ", 2) + [""])[:3]
+        compress = bool(message.get("gzip")) and len(response_body) >= MIN_SIZE
+        if compress:  # what the page asks through the bridge costs as few bytes as over gzipped HTTP
+            response_body = gzip.compress(response_body, 6)
+        return {"status": int(status), "reason": reason, "body": base64.b64encode(response_body).decode(),
+                "gzip": compress,
+                "headers": [[name, value] for name, value in response_headers if name.lower() not in HOP]}
+
+
+FORBIDDEN = frozenset({"host", "cookie", "connection", "content-length", "transfer-encoding", "upgrade", "origin",
+                       "referer", "expect", "te", "keep-alive"})
+HOP = frozenset({"connection", "keep-alive", "transfer-encoding", "content-length", "content-encoding", "set-cookie"})
+
+
+def _frames(reader: BinaryIO):
+    """Messages from a browser's websocket: (opcode, payload), fragments joined."""
+    message_opcode, parts = 0, bytearray()
+    while True:
+        head = _exactly(reader, 2)
+        final, opcode, masked, length = head[0] & 0x80, head[0] & 0x0F, head[1] & 0x80, head[1] & 0x7F
+        if length == 126:
+            length = struct.unpack(">H", _exactly(reader, 2))[0]
+        elif length == 127:
+            length = struct.unpack(">Q", _exactly(reader, 8))[0]
+        if not masked or length > 4 * MAX_BODY:
+            raise ValueError("not a browser's websocket frame")
+        mask = _exactly(reader, 4)
+        masked_payload = _exactly(reader, length)
+        key = (mask * (length // 4 + 1))[:length]
+        payload = (int.from_bytes(masked_payload, "big") ^ int.from_bytes(key, "big")).to_bytes(length, "big")
+        if opcode >= 0x8:  # control frames come whole, even between fragments
+            yield opcode, payload
+            continue
+        if opcode:
+            message_opcode = opcode
+        parts += payload
+        if final:
+            yield message_opcode, bytes(parts)
+            parts.clear()
+
+
+def _exactly(reader: BinaryIO, size: int) -> bytes:
+    data = reader.read(size)
+    if len(data) < size:
+        raise ValueError("the websocket closed mid-frame")
+    return data
+
+
+def _frame(opcode: int, payload: bytes) -> bytes:
+    length = len(payload)
+    if length < 126:
+        head = struct.pack(">BB", 0x80 | opcode, length)
+    elif length < 1 << 16:
+        head = struct.pack(">BBH", 0x80 | opcode, 126, length)
+    else:
+        head = struct.pack(">BBQ", 0x80 | opcode, 127, length)
+    return head + payload
