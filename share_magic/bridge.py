@@ -38,22 +38,26 @@ SCRIPT = """(function () {
   var maxBody = %(max_body)d, gzipped = typeof DecompressionStream !== "undefined";
   var realFetch = window.fetch.bind(window), socket = null, opening = null, next = 1, waiting = {}, restUntil = 0;
   function open() {
-    if (opening) { return opening; }
-    opening = new Promise(function (resolve) {
-      var ws = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + base + %(path)s);
-      var timer = setTimeout(function () { ws.close(); }, 5000);
-      ws.onopen = function () { clearTimeout(timer); socket = ws; resolve(ws); };
-      ws.onmessage = function (event) {
-        var answer = JSON.parse(event.data), done = waiting[answer.id];
-        if (done) { delete waiting[answer.id]; done(answer); }
-      };
-      ws.onclose = function () {
-        clearTimeout(timer); socket = null; opening = null; restUntil = Date.now() + 30000;
-        Object.keys(waiting).forEach(function (id) { var done = waiting[id]; delete waiting[id]; done(null); });
-        resolve(null);
-      };
-    });
-    return opening;
+    // The socket, once open; a call made while it is still connecting (a busy page load) waits a little, then goes
+    // over HTTP, and the socket keeps connecting for the calls after it. A closed bridge rests 30 s before the
+    // next try, so that a share that ended is not asked again and again.
+    if (!opening) {
+      opening = new Promise(function (resolve) {
+        var ws = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + base
+                               + %(path)s);
+        ws.onopen = function () { socket = ws; resolve(ws); };
+        ws.onmessage = function (event) {
+          var answer = JSON.parse(event.data), done = waiting[answer.id];
+          if (done) { delete waiting[answer.id]; done(answer); }
+        };
+        ws.onclose = function () {
+          socket = null; opening = null; restUntil = Date.now() + 30000;
+          Object.keys(waiting).forEach(function (id) { var done = waiting[id]; delete waiting[id]; done(null); });
+          resolve(null);
+        };
+      });
+    }
+    return Promise.race([opening, new Promise(function (resolve) { setTimeout(resolve, 1500, null); })]);
   }
   function encode(buffer) {
     var bytes = new Uint8Array(buffer), text = "";
@@ -103,8 +107,12 @@ SCRIPT = """(function () {
 })();"""
 
 
-def script(base_url: str) -> str:
-    return SCRIPT % {"base": json.dumps(base_url), "path": json.dumps(PATH), "max_body": MAX_BODY}
+def with_script(page: bytes, base_url: str) -> bytes:
+    """``page`` with the bridge's script as the first thing in its head, to run before any of the page's own."""
+    tag = ("<script>" + SCRIPT % {"base": json.dumps(base_url), "path": json.dumps(PATH), "max_body": MAX_BODY}
+           + "</script>").encode()
+    at = page.find(b"<head>")
+    return page[:at + 6] + tag + page[at + 6:] if at >= 0 else tag + page
 
 
 Fetch = Callable[[Admitted, str, bytes], Optional[tuple[str, list[tuple[str, str]], bytes]]]

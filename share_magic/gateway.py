@@ -98,7 +98,8 @@ class Gateway:
         # Answers what the gate hands to the gateway itself (the view page, the bridge): (request, the visitor's
         # reader, what to write to, live) where live(True/False) marks a long-lived answer, counted like a websocket.
         self.local: Callable[[Local, BinaryIO, _Sink, Callable[[bool], None]], None] | None = None
-        self.page_script: str | None = None  # put at the top of every Jupyter page an editing visitor gets
+        # Asked for every (small) Jupyter page an editing visitor gets: the page as they should get it.
+        self.rewrite_page: Callable[[bytes], bytes] | None = None
         self.port = 0
         self._listeners: list[socket.socket] = []
         self._lock = threading.Lock()
@@ -373,9 +374,8 @@ class Gateway:
         response_fields = {name.lower(): value for name, value in response_headers}
         if method == "HEAD" or status in NO_BODY_STATUSES:
             visitor.out.sendall(head)
-        elif self.page_script and method == "GET" and status == 200 and _small_page(response_fields):
-            page = _with_script(_exactly_bytes(upstream.reader, int(response_fields["content-length"])),
-                                self.page_script)
+        elif self.rewrite_page and method == "GET" and status == 200 and _small_page(response_fields):
+            page = self.rewrite_page(_exactly_bytes(upstream.reader, int(response_fields["content-length"])))
             headers_out = [(name, str(len(page)) if name.lower() == "content-length" else value)
                            for name, value in headers_out]
             if self.compression.wanted(fields, method, status, response_fields):
@@ -554,13 +554,6 @@ class _Collected(bytearray):
 def _small_page(fields: dict[str, str]) -> bool:
     return (fields.get("content-type", "").startswith("text/html") and "content-encoding" not in fields
             and int(fields.get("content-length") or RETRY_BODY_LIMIT + 1) <= RETRY_BODY_LIMIT)
-
-
-def _with_script(page: bytes, script: str) -> bytes:
-    """``page`` with ``script`` as the first thing in its head, to run before any of the page's own."""
-    tag = f"<script>{script}</script>".encode()
-    at = page.find(b"<head>")
-    return page[:at + 6] + tag + page[at + 6:] if at >= 0 else tag + page
 
 
 def _exactly_bytes(reader: BinaryIO, size: int) -> bytes:

@@ -22,7 +22,7 @@ import traceback
 from typing import IO, Any, Callable
 
 from .access import Access, Local
-from .bridge import Bridge, script
+from .bridge import Bridge, with_script
 from .errors import ShareError
 from .gateway import Gateway
 from .meter import Compression
@@ -62,12 +62,12 @@ class Helper:
         self.gateway = Gateway(self.server, self.access, on_change=self.report_people,
                                compression=Compression(enabled=economy))
         self.gateway.local = self.answer_locally
+        self.gateway.rewrite_page = self.rewrite_page
         self.view: NotebookView | None = None
         self.bridge: Bridge | None = None
         if economy:
             self.bridge = Bridge(self.server.base_url, self.access, self.gateway.fetch, self.gateway.is_public)
             self.access.local_paths.add(self.bridge.path)
-            self.gateway.page_script = script(self.server.base_url)
         self.tunnel = Tunnel(settings.get("authtoken"))
         self.stopping = asyncio.Event()
         self.loop = asyncio.get_running_loop()
@@ -89,6 +89,14 @@ class Helper:
         if role == "view" and self.view is None:
             self.view = NotebookView(NotebookSource(self.server, self.settings["notebook_path"]), self.server.base_url)
         return self.access.link_key(role)
+
+    def rewrite_page(self, page: bytes) -> bytes:
+        """A Jupyter page as an editing visitor gets it: without the server's token, which JupyterLab's page config
+        would otherwise hand them (the gateway logs them in; the page does not use it to talk to its own host), and
+        with the bridge's script."""
+        if self.server.token:
+            page = page.replace(self.server.token.encode(), b"")
+        return with_script(page, self.server.base_url) if self.bridge else page
 
     def answer_locally(self, request: Local, reader: IO[bytes], out: Any, live: Callable[[bool], None]) -> None:
         """What the gate hands to the gateway itself: a view session's requests, and an editor's bridge."""

@@ -49,6 +49,7 @@ def test_a_visitor_works_in_the_shared_notebook(jupyter, owner, visitor, base_ur
     page = guest.get(link)
     assert page.status_code == 200 and "jupyter-config-data" in page.text
     assert page.url == link.split("?")[0]  # the key does not stay in the address bar
+    assert server.token not in page.text  # JupyterLab's page config would have told it: the gateway takes it out
     # Logged in by the gateway, to the shared server and not the decoy.
     listing = guest.get(f"{base_url}api/contents")
     assert listing.status_code == 200
