@@ -21,6 +21,7 @@ import re
 import secrets
 import threading
 import time
+import traceback
 from dataclasses import dataclass
 from typing import Any, Callable
 from urllib.parse import quote
@@ -185,7 +186,12 @@ class NotebookView:
         if request.method not in ("GET", "HEAD"):
             sock.sendall(_text(405, "Method Not Allowed", "A view link only reads."))
         elif path == self.page_path:
-            body, nonce = self.page()
+            try:
+                body, nonce = self.page()
+            except Exception as e:  # a notebook nbconvert cannot read: the reader is told, the log keeps the trace
+                traceback.print_exc()
+                sock.sendall(_text(503, "Service Unavailable", f"The notebook cannot be shown right now ({e})."))
+                return
             sock.sendall(response(200, "OK", [("Content-Type", "text/html; charset=utf-8"),
                                               ("Content-Security-Policy", _policy(nonce)),
                                               ("Referrer-Policy", "no-referrer"),
