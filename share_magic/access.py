@@ -132,28 +132,22 @@ class Access:
         self.local_paths: set[str] = set()  # answered by the gateway itself for editing sessions (the bridge)
         self._lock = threading.Lock()
 
-    def new_key(self, person: str | None = None, role: str = "edit") -> str:
-        """A key for anyone who has it, or for ``person``."""
-        key = new_key()
-        with self._lock:
-            self._grants[digest(key)] = Grant(key, person, role=role)
-        return key
-
     def link_key(self, role: str) -> str:
         """The key of the share's own link for ``role`` ("edit" or "view"): made on first use, then the same."""
-        with self._lock:
-            for grant in self._grants.values():
-                if grant.person is None and grant.role == role:
-                    return grant.key
-        return self.new_key(role=role)
+        return self._live_key(None, role)
 
     def invite(self, person: str) -> str:
         """``person``'s key: the one they have while it is not revoked, else a new one."""
+        return self._live_key(person, "edit")
+
+    def _live_key(self, person: str | None, role: str) -> str:
         with self._lock:
             for grant in self._grants.values():
-                if grant.person == person and grant.revoked_at is None:
+                if grant.person == person and grant.role == role and grant.revoked_at is None:
                     return grant.key
-        return self.new_key(person)
+            key = new_key()
+            self._grants[digest(key)] = Grant(key, person, role=role)
+            return key
 
     def revoke(self, person: str) -> list[Session]:
         """End ``person``'s grant and sessions; return the sessions, whose connections the caller cuts."""

@@ -126,10 +126,6 @@ class Bridge:
         self.gate = gate
         self.fetch = fetch
         self.is_public = is_public  # whether an Origin is this share's own public one
-        self.calls = 0  # carried over bridges, for tests and the benchmark
-
-    def wants(self, target: str) -> bool:
-        return target.split("?", 1)[0] == self.path
 
     def respond(self, request: Local, reader: BinaryIO, out: Any, live: Callable[[bool], None]) -> None:
         """Accept the websocket, then answer its messages until either side closes it."""
@@ -208,7 +204,6 @@ class Bridge:
         answered = self.fetch(verdict, method, body)
         if answered is None:
             return {"fallback": True}
-        self.calls += 1
         status_line, response_headers, response_body = answered
         _, status, reason = (status_line.split(" ", 2) + [""])[:3]
         compress = bool(message.get("gzip")) and len(response_body) >= MIN_SIZE

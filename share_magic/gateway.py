@@ -420,9 +420,12 @@ class Gateway:
             fields = {name.lower(): value for name, value in response_headers}
             collected = _Collected(limit)
             if method != "HEAD" and int(status_line.split(" ", 2)[1]) not in NO_BODY_STATUSES:
-                _relay_decoded(upstream.reader, collected, fields)
-            if collected.over:
-                return None
+                try:
+                    _relay_decoded(upstream.reader, collected, fields)
+                except _Closed:
+                    if collected.over:  # stop reading at the limit: the caller goes over plain HTTP instead
+                        return None
+                    raise
             return status_line, self.response_headers(admitted.response_headers(response_headers)), bytes(collected)
         finally:
             self._drop(upstream)
@@ -537,7 +540,7 @@ def _plain_response(status: int, reason: str, text: str) -> bytes:
 
 
 class _Collected(bytearray):
-    """A sink that keeps what it is sent, up to a limit (then it only notes that it was over)."""
+    """A sink that keeps what it is sent, up to a limit; past it, it notes so and ends the copy."""
 
     def __init__(self, limit: int) -> None:
         super().__init__()
@@ -569,12 +572,7 @@ def _take_small_body(reader: BinaryIO, fields: dict[str, str]) -> bytes | None:
     if "chunked" in fields.get("transfer-encoding", "").lower():
         return None
     length = int(fields.get("content-length") or 0)
-    if length > RETRY_BODY_LIMIT:
-        return None
-    body = reader.read(length)
-    if len(body) < length:
-        raise _Closed
-    return body
+    return None if length > RETRY_BODY_LIMIT else _exactly_bytes(reader, length)
 
 
 def _relay_body(reader: BinaryIO, sink: _Sink, fields: dict[str, str], head: bytes,

@@ -21,7 +21,7 @@ import time
 import traceback
 from typing import IO, Any, Callable
 
-from .access import Access, Local
+from .access import Access, Local, response
 from .bridge import Bridge, with_script
 from .errors import ShareError
 from .gateway import Gateway
@@ -102,7 +102,7 @@ class Helper:
         """What the gate hands to the gateway itself: a view session's requests, and an editor's bridge."""
         service = self.view if request.session.grant.role == "view" else self.bridge
         if service is None:
-            out.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            out.sendall(response(404, "Not Found", []))
             return
         service.respond(request, reader, out, live)
 

@@ -28,8 +28,9 @@ from urllib.parse import urlsplit
 
 from .access import KEY_PARAM
 from .errors import ShareError, TunnelError, UnsafeServer
-from .meter import FREE_REQUESTS
+from .meter import FREE_BYTES, FREE_REQUESTS
 from .server import JupyterServer, find_server, kernel_id, pid_alive, runtime_dir, server_at
+from .view import VIEW_PAGE
 
 STARTUP_TIMEOUT = 20.0  # for the ngrok agent to come up (pyngrok itself would wait forever)
 REPORT_GRACE = 5.0  # on top of that, for the helper to report
@@ -146,15 +147,14 @@ class Share:
     @property
     def view_link(self) -> str | None:
         """The view-only link of this notebook, if the share has one."""
-        if self.public_url is None or self._view_key is None:
-            return None
-        return f"{self.public_url.rstrip('/')}{self.server.base_url}share_magic/view?{KEY_PARAM}={self._view_key}"
+        return self._link_with(self._view_key, VIEW_PAGE)
 
-    def _link_with(self, key: str | None) -> str | None:
+    def _link_with(self, key: str | None, page: str | None = None) -> str | None:
+        """A link with ``key`` to ``page`` (below the base URL; default: this notebook in the owner's UI)."""
         if self.public_url is None or key is None:
             return None
-        return (self.public_url.rstrip("/") + self.server.base_url + self.server.page_path(self.notebook_path)
-                + f"?{KEY_PARAM}={key}")
+        page = page or self.server.page_path(self.notebook_path)
+        return f"{self.public_url.rstrip('/')}{self.server.base_url}{page}?{KEY_PARAM}={key}"
 
     # -- people -----------------------------------------------------------------------------------------------------
 
@@ -224,7 +224,7 @@ class Share:
             return f"Cost to your ngrok plan: shown in {self.owner_notebook}."
         requests, sent = self.cost
         return (f"Cost to your ngrok plan so far: {requests:,} requests, {_size(sent)} sent (a free plan has "
-                f"{FREE_REQUESTS:,} requests and 1 GB a month).")
+                f"{FREE_REQUESTS:,} requests and {FREE_BYTES / 1e9:g} GB a month).")
 
     def live_summary(self) -> tuple[str, str]:
         """Since (and until) when it is live, and who: the notebook that started it, or how many visitors are

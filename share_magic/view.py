@@ -29,6 +29,7 @@ from urllib.parse import quote
 from .access import Local, response
 from .server import JupyterServer
 
+VIEW_PAGE = "share_magic/view"  # below the server's base URL
 POLL_INTERVAL = 1.0
 KEEPALIVE = 20.0  # seconds between comments on an idle stream, so that no proxy takes it for dead
 MATHJAX = "https://cdnjs.cloudflare.com/ajax/libs/mathjax/2.7.7/MathJax.js?config=TeX-AMS_CHTML-full,Safe"
@@ -108,9 +109,8 @@ class NotebookView:
 
     def __init__(self, source: NotebookSource, base_url: str) -> None:
         self.source = source
-        self.page_path = base_url + "share_magic/view"
+        self.page_path = base_url + VIEW_PAGE
         self.events_path = self.page_path + "/events"
-        self.renders = 0  # how many times a version was rendered (the benchmark counts them)
         self._rendered: Rendered | None = None
         self._render_lock = threading.Lock()
         self._changed = threading.Condition()
@@ -127,7 +127,6 @@ class NotebookView:
             version = self.source.version()
             if self._rendered is None or (version is not None and version != self._rendered.version):
                 self._rendered = self._render(*self.source.read())
-                self.renders += 1
             return self._rendered
 
     def _render(self, version: str, content: dict[str, Any]) -> Rendered:
@@ -165,8 +164,9 @@ class NotebookView:
         return self.source.path.rsplit("/", 1)[-1].removesuffix(".ipynb")
 
     def page(self) -> tuple[bytes, str]:
-        """The whole page for a new reader, and the nonce its script runs under."""
-        rendered = self.current()
+        """The whole page for a new reader, and the nonce its script runs under. The watcher keeps the render
+        current; a save it has not seen yet reaches the page over its update stream."""
+        rendered = self._rendered or self.current()
         nonce = secrets.token_urlsafe(16)
         script = PAGE_SCRIPT % {"version": json.dumps(rendered.version), "events": json.dumps(self.events_path)}
         banner = BANNER.format(name=html.escape(self.source.path), saved=html.escape(rendered.saved))

@@ -328,7 +328,7 @@ def admit(access: Access, key: str, headers: list[tuple[str, str]] = ()) -> str:
 
 def test_the_gate_admits_by_key_then_by_cookie_and_adds_jupyters_login_upstream() -> None:
     access = Access("/a%40b/", login=lambda: 'username-127-0-0-1-8888="signed"')
-    key = access.new_key()
+    key = access.link_key("edit")
     assert len(key) >= 43  # 256 bits, URL-safe
     cookie = admit(access, key)
     passed = access.check("GET", "/a%40b/api/contents", [("Host", "h"), ("Cookie", f"{cookie}; _xsrf=x; "
@@ -351,7 +351,7 @@ def test_the_gate_admits_by_key_then_by_cookie_and_adds_jupyters_login_upstream(
 ])
 def test_the_gate_refuses_what_it_did_not_admit(method: str, target: str, headers: list) -> None:
     access = Access("/a%40b/")
-    key = access.new_key()
+    key = access.link_key("edit")
     reply = access.check(method, target.replace("KEY", key),
                          [(name, value.replace("KEY", key)) for name, value in headers])
     assert isinstance(reply, Reply) and reply.response.startswith(b"HTTP/1.1 403 Forbidden\r\n")
@@ -368,7 +368,7 @@ def test_the_gate_answers_browsers_with_a_page_and_programs_with_text() -> None:
 
 def test_a_session_ends_when_the_share_expires() -> None:
     access = Access("/", expires_at=time.time() + 3600)
-    cookie = admit(access, access.new_key())
+    cookie = admit(access, access.link_key("edit"))
     assert isinstance(access.check("GET", "/lab", [("Cookie", cookie)]), Admitted)
     access.expires_at = time.time() - 1
     assert isinstance(access.check("GET", "/lab", [("Cookie", cookie)]), Reply)
@@ -376,7 +376,7 @@ def test_a_session_ends_when_the_share_expires() -> None:
 
 def test_the_cookie_lives_no_longer_than_the_share() -> None:
     access = Access("/", expires_at=time.time() + 90)
-    reply = access.check("GET", f"/lab?share_key={access.new_key()}", [])
+    reply = access.check("GET", f"/lab?share_key={access.link_key('edit')}", [])
     assert isinstance(reply, Reply)
     max_age = int(reply.response.decode().split("Max-Age=")[1].split("\r\n")[0])
     assert 0 < max_age <= 90
