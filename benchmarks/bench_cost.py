@@ -8,7 +8,6 @@ Run:  python benchmarks/bench_cost.py [--quick]     (about 4 minutes; --quick me
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -17,15 +16,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-import requests
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from harness import JupyterServer, open_notebook, processes_with, sandbox_environment  # noqa: E402
+from bench_share import in_kernel  # noqa: E402
+from harness import (  # noqa: E402
+    CHROMIUM,
+    VISITOR_ARGS,
+    JupyterServer,
+    edge_meter,
+    open_notebook,
+    sandbox_environment,
+)
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--host-resolver-rules=MAP *.ngrok-free.app 127.0.0.1"]
-FREE_REQUESTS, FREE_BYTES = 20_000, 1_000_000_000
+from share_magic.meter import FREE_REQUESTS  # noqa: E402
+
 GOALS = {  # measure: (must, aim), from the issue
     "cold first load, bytes to the visitor (MB)": (2.0, 1.6),
     "cold first load, requests": (120, 20),
@@ -33,17 +36,6 @@ GOALS = {  # measure: (must, aim), from the issue
     "warm reload, requests": (20, 5),
     "visitor-hours on a free plan (idle)": (100, 300),
 }
-
-
-def edge(state: Path) -> dict[str, Any]:
-    agent = json.loads((state / "agents" / f"{processes_with('standin_ngrok.py')[0]}.json").read_text())
-    return requests.get(f"http://{agent['web_addr']}/api/standin/meter", timeout=5).json()
-
-
-def in_kernel(kernel: Any, code: str) -> Any:
-    result = kernel.execute(code, timeout=120)
-    assert result["error"] is None, result["error"]
-    return json.loads(result["stdout"].strip().splitlines()[-1])
 
 
 def measure(browser: Any, kernel: Any, state: Path, economy: bool, idle_seconds: float) -> dict[str, float]:
@@ -54,13 +46,13 @@ def measure(browser: Any, kernel: Any, state: Path, economy: bool, idle_seconds:
         page.get_by_role("button", name="Visit Site").click()
         page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000)
         page.wait_for_load_state("networkidle")
-        cold = edge(state)
+        cold = edge_meter(state)
         time.sleep(idle_seconds)
-        idle = edge(state)
+        idle = edge_meter(state)
         page.reload()
         page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000)
         page.wait_for_load_state("networkidle")
-        warm = edge(state)
+        warm = edge_meter(state)
         page.context.close()
     finally:
         in_kernel(kernel, "share_magic.stop(); print(1)")
@@ -88,7 +80,7 @@ def main() -> None:
             kernel = open_notebook(server, "shared.ipynb")
             in_kernel(kernel, "%load_ext share_magic\nimport json, share_magic\nprint(1)")
             with sync_playwright() as playwright:
-                browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+                browser = playwright.chromium.launch(executable_path=CHROMIUM, args=VISITOR_ARGS)
                 try:
                     before = measure(browser, kernel, state, economy=False, idle_seconds=idle_seconds)
                     after = measure(browser, kernel, state, economy=True, idle_seconds=idle_seconds)

@@ -22,6 +22,11 @@ HERE = Path(__file__).parent
 PUBLIC_SUFFIXES = (".ngrok-free.app", ".ngrok-free.dev")
 AUTHTOKEN = "2standinAuthtoken_0123456789abcdef"
 UNVERIFIED_TLS = {"cert_reqs": ssl.CERT_NONE, "check_hostname": False}  # self-signed: the stand-in's, a TLS server's
+CHROMIUM = "/usr/bin/chromium"  # Debian's; never a downloaded browser
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+# A visitor's browser: the stand-in's public names resolve to loopback.
+VISITOR_ARGS = [*CHROMIUM_ARGS, "--host-resolver-rules=MAP *.ngrok-free.app 127.0.0.1"]
 
 
 def free_port() -> int:
@@ -73,6 +78,13 @@ def processes_with(marker: str) -> list[int]:
         if state != "Z" and sandbox in environment:
             found.append(int(entry))
     return found
+
+
+def edge_meter(state: str | Path) -> dict[str, Any]:
+    """What the running stand-in agent's edge billed so far: requests, bytes sent to visitors, the recent request
+    lines. ``state`` is the sandbox's STANDIN_NGROK_STATE folder."""
+    agent = json.loads((Path(state) / "agents" / f"{processes_with('standin_ngrok.py')[0]}.json").read_text())
+    return requests.get(f"http://{agent['web_addr']}/api/standin/meter", timeout=5).json()
 
 
 def command_lines(pids: list[int]) -> str:

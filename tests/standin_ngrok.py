@@ -372,7 +372,8 @@ class Endpoint:
         headers = [(k.strip(), v.strip()) for k, v in headers]
         lower = {k.lower(): v for k, v in headers}
         self.http += 1
-        self.recent = [*self.recent[-199:], request_line.split(" ")[0] + " " + request_line.split(" ")[1][:120]]
+        # Method and path only: the query may carry a share's key, and this route has no authentication.
+        self.recent = [*self.recent[-199:], " ".join(request_line.split(" ")[:2]).split("?", 1)[0][:120]]
         if not self.online:
             self.reply(writer, simple_response("404 Not Found", b"The endpoint is offline.\nERR_NGROK_3200\n",
                                          {"ngrok-error-code": "ERR_NGROK_3200"}))

@@ -11,20 +11,14 @@ import os
 from pathlib import Path
 
 import pytest
-from harness import share_processes, wait_for
+from harness import CHROMIUM, CHROMIUM_ARGS, VISITOR_ARGS, share_processes, wait_for
 
-CHROMIUM = "/usr/bin/chromium"
 SCREENSHOTS = Path(os.environ.get("SHARE_MAGIC_SCREENSHOTS", Path(__file__).parent / "screenshots"))
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync"]
 
 if not os.path.exists(CHROMIUM):  # CI installs it: there, a missing browser is a failure, not a skip
     if os.environ.get("CI"):
         raise RuntimeError(f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium)")
     pytest.skip(f"browser tests need Debian's chromium at {CHROMIUM}", allow_module_level=True)
-
-
-VISITOR_ARGS = [*ARGS, "--host-resolver-rules=MAP *.ngrok-free.app 127.0.0.1"]  # the stand-in's names: loopback
 
 
 def visit(browser, link: str, **context):
@@ -42,7 +36,7 @@ def browsers(sandbox):
 
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as playwright:
-        owner = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        owner = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         visitor = playwright.chromium.launch(executable_path=CHROMIUM, args=VISITOR_ARGS)
         try:
             yield owner, visitor

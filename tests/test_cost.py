@@ -8,22 +8,13 @@ import gzip
 import json
 import os
 import re
-from pathlib import Path
 
 import pytest
-import requests
 import websocket
-from harness import UNVERIFIED_TLS, link_in, processes_with, wait_for
+from harness import UNVERIFIED_TLS, edge_meter, link_in, wait_for
 from test_browser import CHROMIUM, SCREENSHOTS, VISITOR_ARGS, run_cell, visit, wait_for_kernel
 
 MB = 1024 * 1024
-
-
-def edge_meter(sandbox: dict[str, str]) -> dict[str, int]:
-    """What the stand-in's edge billed so far: requests and bytes sent to visitors."""
-    agent = json.loads((Path(sandbox["STANDIN_NGROK_STATE"]) / "agents"
-                        / f"{processes_with('standin_ngrok.py')[0]}.json").read_text())
-    return requests.get(f"http://{agent['web_addr']}/api/standin/meter", timeout=5).json()
 
 
 def shown_cost(text: str) -> tuple[int, float]:
@@ -56,9 +47,9 @@ def test_a_visitor_in_jupyterlab_costs_little_and_loses_nothing(jupyter, owner, 
 
             settled = polls() + 1
             wait_for(lambda: polls() >= settled, 60, "JupyterLab to poll once (its start-up is over)")
-            before = edge_meter(sandbox)
+            before = edge_meter(sandbox["STANDIN_NGROK_STATE"])
             wait_for(lambda: polls() >= settled + 2, 60, "JupyterLab to poll twice more")
-            after = edge_meter(sandbox)
+            after = edge_meter(sandbox["STANDIN_NGROK_STATE"])
             idle = after["recent"][len(after["recent"]) - (after["requests"] - before["requests"]):]
             polled = [line for line in idle if re.search(r" /(api/(sessions|kernels|contents|terminals)|lab/api/"
                                                          r"workspaces|lsp/status)(\?|/?$)", line)]
@@ -104,7 +95,7 @@ def test_a_visitor_in_jupyterlab_costs_little_and_loses_nothing(jupyter, owner, 
             assert page.evaluate("navigator.serviceWorker.getRegistrations().then(r => r.length)") == 0
 
             # What %share status says the share cost is what the edge counted, within 25%.
-            billed = edge_meter(sandbox)
+            billed = edge_meter(sandbox["STANDIN_NGROK_STATE"])
             shown = wait_for(lambda: (status := notebook.run("%share status")) and shown_cost(status)[0] > 0
                              and status, 10, "the cost to show")
             requests_shown, bytes_shown = shown_cost(shown)
