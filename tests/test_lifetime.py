@@ -122,9 +122,26 @@ def ignores_sigterm(pid: int) -> bool:
     return bool(ignored & (1 << (signal.SIGTERM - 1)))
 
 
+# Run in the kernel before the share starts: every ResourceWarning it raises from then on is kept in `leaks`.
+RECORD_LEAKS = """
+import warnings
+leaks = []
+warnings.simplefilter("always", ResourceWarning)
+_show = warnings.showwarning
+def _keep(message, category, *args, **kwargs):
+    leaks.append(str(message)) if issubclass(category, ResourceWarning) else _show(message, category, *args, **kwargs)
+warnings.showwarning = _keep
+"""
+
+
 def test_a_killed_helper_takes_its_agent_along_and_the_share_says_lost(jupyter, owner, visitor) -> None:
     notebook = owner(jupyter())
+    notebook.run(RECORD_LEAKS)
     guest = visitor(start_share(notebook))
+    guest.get(guest.link)  # admitted; then a kernel websocket through the share, open when the helper goes
+    assert guest.kernel(f"/api/kernels/{notebook.kernel_id}/channels").run("print(6 * 7)").strip() == "42"
     os.kill(processes_with("share_magic.helper")[0], signal.SIGKILL)  # the OOM killer's pick, say
     assert_share_gone(guest)
     assert "helper process ended unexpectedly" in notebook.run("%share status")
+    # The kernel let go of everything that tied it to the helper (its pipes, the process) without the collector.
+    assert notebook.run("import gc; gc.collect(); print(leaks)").strip() == "[]"
