@@ -330,15 +330,23 @@ def link_in(text: str) -> str:
 
 
 class _OwnedConnections(requests.adapters.HTTPAdapter):
-    """A requests adapter that closes, on :meth:`close`, every connection its pools ever opened.
+    """A requests adapter that closes, on :meth:`close`, every connection its pools ever opened and every response
+    it handed out.
 
     A pool closes only the connections that came back to it: one still checked out when the share under it died (a
     request cut mid-answer, a streamed response never read to its end) would be left to the garbage collector, and
-    reported as a ResourceWarning in whatever test runs the collector next."""
+    reported as a ResourceWarning in whatever test runs the collector next. A response marked ``Connection: close``
+    (every answer through the stand-in edge) holds the only open reference to its socket: its connection has already
+    let go."""
 
     def __init__(self) -> None:
         self.opened: list[Any] = []
+        self.responses: list[Any] = []
         super().__init__()
+
+    def build_response(self, req: Any, resp: Any) -> requests.Response:
+        self.responses.append(resp)
+        return super().build_response(req, resp)
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         super().init_poolmanager(*args, **kwargs)
@@ -357,8 +365,11 @@ class _OwnedConnections(requests.adapters.HTTPAdapter):
 
     def close(self) -> None:
         super().close()
+        for response in self.responses:
+            response.close()
         for connection in self.opened:
             connection.close()
+        self.responses.clear()
         self.opened.clear()
 
 

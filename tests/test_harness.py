@@ -4,21 +4,25 @@ from __future__ import annotations
 import socket
 import threading
 
+import pytest
 from harness import Visitor
 
 
-def test_a_visitor_closes_a_connection_cut_off_mid_answer() -> None:
+@pytest.mark.parametrize("connection", ["keep-alive", "close"])
+def test_a_visitor_closes_a_connection_cut_off_mid_answer(connection: str) -> None:
     """A response still being read (as when the share under a visitor dies mid-answer) holds its connection out of
-    the pool: closing the visitor must close it too, not leave it to the garbage collector."""
+    the pool; one marked ``Connection: close``, as every answer through the stand-in edge is, holds the only open
+    reference to its socket. Closing the visitor must close both, not leave them to the garbage collector."""
     listener = socket.create_server(("127.0.0.1", 0))
+    mode = connection.encode()
     closed_by_visitor = threading.Event()
 
     def half_an_answer() -> None:
-        connection, _ = listener.accept()
-        with connection:
-            connection.recv(65536)
-            connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhalf")
-            while connection.recv(65536):  # until the visitor's side closes
+        peer, _ = listener.accept()
+        with peer:
+            peer.recv(65536)
+            peer.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\nConnection: %s\r\n\r\nhalf" % mode)
+            while peer.recv(65536):  # until the visitor's side closes
                 pass
             closed_by_visitor.set()
 
