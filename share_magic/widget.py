@@ -10,7 +10,7 @@ No live key ever lands in the notebook: a saved notebook is a file other people 
 JupyterLab can save every widget model's state into it. So the links (and their QR codes, which encode the key too)
 are :class:`LiveLink` widgets that hold no link in their state: the browser asks the kernel for the link when it draws
 one, and gets it in a custom message, which nothing saves. The text and HTML fallbacks name the links without
-giving them. Every output shown here carries :data:`OWN_OUTPUT` metadata, so that a view can leave it out.
+giving them. Every output shown here carries :func:`own_output` metadata, so that a view can leave it out.
 """
 from __future__ import annotations
 
