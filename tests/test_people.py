@@ -87,4 +87,6 @@ def test_bad_names_change_nothing(jupyter, owner, line: str, expected: str) -> N
 
 def test_revoking_without_a_share(plain_kernel) -> None:
     assert_one_calm_line(plain_kernel.execute("%load_ext share_magic\n%share revoke Ada"), "Nothing is shared")
+    assert_one_calm_line(plain_kernel.execute("%share links"), "Nothing is shared from this kernel, so there are no "
+                                                               "links")
     assert not share_processes()
