@@ -11,8 +11,12 @@ from traitlets import Bool, Float, Unicode
 
 from .errors import ShareError, TunnelError
 
-USAGE = ("%share [stop | status | invite NAME... | revoke NAME] [--view] [--for DURATION] "
+USAGE = ("%share [stop | status | links | invite NAME... | revoke NAME] [--view] [--for DURATION] "
          "[--port N | --url URL [--token T]] [--no-token] [--insecure]")
+
+
+SAVED_WITH_THE_NOTEBOOK = ("This output is saved with the notebook, keys included: clear it (Edit > Clear Cell "
+                           "Output) before you save a notebook you share or send.")
 
 
 def _port(text: str) -> int:
@@ -48,10 +52,11 @@ class ShareMagics(Magics):
             shell.configurables.append(self)  # so that %config reaches these settings
 
     @magic_arguments()
-    @argument("action", nargs="?", default="start", choices=["start", "stop", "status", "invite", "revoke"],
+    @argument("action", nargs="?", default="start", choices=["start", "stop", "status", "links", "invite", "revoke"],
               help="start (the default) shares this kernel's Jupyter server; stop ends the share; status prints it "
-                   "and who is in; invite gives each named person a link of their own (starting the share if "
-                   "needed); revoke cuts one person off at once.")
+                   "and who is in; links prints every live link, for front-ends without widgets (that output is "
+                   "saved with the notebook: clear it before you share the file); invite gives each named person a "
+                   "link of their own (starting the share if needed); revoke cuts one person off at once.")
     @argument("names", nargs="*", metavar="NAME",
               help="with invite and revoke: people's names (1-40 letters, digits, spaces and . - _ @; quote names "
                    "with spaces).")
@@ -98,6 +103,8 @@ class ShareMagics(Magics):
                                      "Start a share with %share.")
                 share.stop()
                 print(share.describe())
+            elif args.action == "links":
+                self._links(lifecycle)
             elif args.action == "status":
                 share = lifecycle.latest()
                 print(share.describe() if share else "Nothing is shared from this kernel. Start with %share.")
@@ -145,8 +152,23 @@ class ShareMagics(Magics):
         started = lifecycle.current() is None
         share = self._start(args, lifecycle)
         for name in names:
-            print(f"{name}: {share.invite(name)}")
+            share.invite(name)
+            print(f"{name} is invited with a link of their own: copy it from their row in the share's widget "
+                  "(%share links prints it).")
         if started:
             from .widget import ShareView
 
             ShareView(share).show()
+
+    def _links(self, lifecycle: Any) -> None:
+        """%share links: every live link in plain text, for front-ends that cannot show the widget."""
+        share = lifecycle.current()
+        if share is None:
+            raise ShareError("Nothing is shared from this kernel, so there are no links. Start a share with %share.")
+        from IPython.display import display
+
+        from .widget import own_output
+
+        lines = [f"{label}: {link}" for label, link in share.links()]
+        lines.append(SAVED_WITH_THE_NOTEBOOK)
+        display({"text/plain": "\n".join(lines)}, raw=True, metadata=own_output())

@@ -42,6 +42,8 @@ MAX_DURATION = 30 * 86400
 NAME_CHARACTERS = " .-_@"
 NAME_RULE = "1-40 letters, digits, spaces and . - _ @"
 COMMAND_TIMEOUT = 10.0
+LINKS_KEPT_OUT = ("The links show only in the live widget, never in the saved notebook; %share links prints "
+                  "them.")
 NO_NOTEBOOK = ("This kernel has no notebook (a console, or a kernel no notebook uses), so a view link would have "
                "nothing to show. Run %share --view in the notebook you want people to see.")
 
@@ -239,13 +241,8 @@ class Share:
     def describe(self) -> str:
         """The state in plain text, as ``%share status`` prints it."""
         if self.live:
-            lines = [f"Sharing this Jupyter server ({', '.join(self.live_summary())}):"]
-            if self.link:
-                lines.append(f"  Anyone with this link: {self.link}")
-            if self.view_link:
-                lines.append(f"  View only (this notebook, nothing else): {self.view_link}")
-            for person in self.people.values():
-                lines.append(f"  {person.name} ({person.state})" + (f": {person.link}" if person.link else ""))
+            lines = [f"Sharing this Jupyter server ({', '.join(self.live_summary())}):",
+                     *(f"  {line}" for line in self.link_summary()), LINKS_KEPT_OUT]
             if not self.link and not self.people:
                 return "\n".join([*lines, "Readers see the notebook as last saved, live, and reach nothing else.",
                                   self.cost_summary(), "Stop sharing with: %share stop"])
@@ -270,6 +267,20 @@ class Share:
             host = urlsplit(self.public_url or "").netloc or "the link"
             return f"Share stopped at {_clock(self.ended_at)}: {host} no longer reaches this server."
         return f"Share failed: {self.reason}"
+
+    def link_summary(self) -> list[str]:
+        """Which links the share has and who is invited, in words: never a link (a key) itself, since what a
+        notebook shows ends up in its saved file."""
+        lines = ["Edit link: this notebook in Jupyter, for anyone who has it"] if self.link else []
+        if self.view_link:
+            lines.append("View-only link: this notebook, nothing else")
+        return lines + [f"{person.name} ({person.state})" for person in self.people.values()]
+
+    def links(self) -> list[tuple[str, str]]:
+        """Every live link of the share, labelled: what ``%share links`` prints."""
+        labelled = [("Anyone with this link", self.link), ("View only (this notebook, nothing else)", self.view_link),
+                    *((f"{person.name} (personal link)", person.link) for person in self.people.values())]
+        return [(label, link) for label, link in labelled if link]
 
     def __repr__(self) -> str:
         return f"<Share {self.status} {self.public_url or ''}>"
@@ -581,7 +592,7 @@ def share(*, port: int | None = None, url: str | None = None, token: str | None 
         if existing is not None:
             if (port or url) and server_at(url, port, token).url != existing.server.url:
                 raise ShareError(f"This kernel already shares {existing.server.url} at "
-                                 f"{existing.link or existing.view_link}. Run %share stop first to share another "
+                                 f"{existing.public_url}. Run %share stop first to share another "
                                  "server.")
             existing.enable("view" if view else "edit")
             return existing

@@ -5,15 +5,25 @@ status line kept current from the helper's events, and the people invited by nam
 they are connected, Revoke) and a field to invite someone. Once the share ends, the view replaces its own output with a
 static record, so the saved notebook shows what happened instead of a live-looking dead link (and front-ends
 without the kernel have nothing to fail to render). Colours come from JupyterLab's theme variables.
+
+No live key ever lands in the notebook: a saved notebook is a file other people read (the view link renders it), and
+JupyterLab can save every widget model's state into it. So the links (and their QR codes, which encode the key too)
+are :class:`LiveLink` widgets that hold no link in their state: the browser asks the kernel for the link when it draws
+one, and gets it in a custom message, which nothing saves. The text and HTML fallbacks name the links without
+giving them. Every output shown here carries :func:`own_output` metadata, so that a view can leave it out.
 """
 from __future__ import annotations
 
 import html
+from pathlib import Path
 from typing import Any, Callable
 
+import anywidget
 import ipywidgets as widgets
+import traitlets
 from IPython.display import DisplayHandle, display
 
+from . import sharing as lifecycle
 from .errors import ShareError
 from .sharing import Person, Share
 
@@ -26,14 +36,14 @@ VIEW_GRANTS = ("The view-only link shows this notebook as last saved, updated li
 NO_COLLABORATION = ("jupyter-collaboration is not installed on this server: if you both edit this notebook, "
                     "each save overwrites the other's. For real-time co-editing: "
                     "<code>pip install jupyter-collaboration</code>, then restart Jupyter.")
-COPY_BUTTON = (  # runs in the browser: the kernel has no access to the user's clipboard
-    '<button class="jupyter-button widget-button share-magic-copy" title="Copy the link" data-link="{link}" '
-    'onclick="const b = this, l = b.dataset.link; const done = () => {{ b.textContent = \'Copied\'; '
-    'setTimeout(() => b.textContent = \'Copy\', 2000); }}; if (navigator.clipboard) '
-    '{{ navigator.clipboard.writeText(l).then(done); }} else {{ const t = document.createElement(\'textarea\'); '
-    't.value = l; document.body.appendChild(t); t.select(); document.execCommand(\'copy\'); t.remove(); done(); }}"'
-    '>Copy</button>'
-)
+LINKS_KEPT_OUT = html.escape(lifecycle.LINKS_KEPT_OUT).replace("%share links", "<code>%share links</code>")
+EDIT_LABEL = "Anyone with this link:"
+VIEW_LABEL = "View only (this notebook, nothing else):"
+
+
+def own_output() -> dict[str, Any]:
+    """The metadata of every output share_magic displays: a view of the notebook drops these outputs."""
+    return {"share_magic": {"output": "share"}}
 
 
 def qr_svg(text: str) -> str:
@@ -54,21 +64,13 @@ def status_line(share: Share) -> str:
     return f'{dot} <span class="share-magic-status">{html.escape(share.describe().splitlines()[0])}</span>'
 
 
-def _anchor(link: str) -> str:
-    link = html.escape(link)
-    return f'<a href="{link}" target="_blank" rel="noopener">{link}</a>'
-
-
 def record_html(share: Share) -> str:
-    """The static record of a share that has ended, or the fallback for front-ends without widgets."""
+    """The static record of a share that has ended, or the fallback for front-ends without widgets: which links
+    there are and who is invited, never the links themselves."""
     if share.live:
-        lines = [f"Anyone with this link: {_anchor(share.link)}"] if share.link else []
-        if share.view_link:
-            lines.append(f"View only: {_anchor(share.view_link)}")
-        lines += [f"{html.escape(person.name)} ({html.escape(person.state)})"
-                  + (f": {_anchor(person.link)}" if person.link else "") for person in share.people.values()]
+        lines = [html.escape(line) for line in share.link_summary()]
         body = ("".join(f"<div>{line}</div>" for line in lines)
-                + f'<div style="{MUTED}">{grants(share)} Stop with <code>%share stop</code>.</div>')
+                + f'<div style="{MUTED}">{LINKS_KEPT_OUT} {grants(share)} Stop with <code>%share stop</code>.</div>')
     else:
         body = f'<div class="share-magic-status">{html.escape(share.describe())}</div>'
     return f'<div class="share-magic">{body}</div>'
@@ -80,13 +82,13 @@ class _OwnOutput:
     _handle: DisplayHandle | None = None
 
     def show(self) -> None:
-        self._handle = display(self, display_id=True)
+        self._handle = display(self, display_id=True, metadata=own_output())
 
     def _hand_over(self, successor: Any) -> DisplayHandle | None:
         """Put ``successor`` in this widget's output and close the widget; None if it was never shown."""
         handle = self._handle
         if handle is not None:
-            handle.update(successor)
+            handle.update(successor, metadata=own_output())
             self.close()  # type: ignore[attr-defined]
         return handle
 
@@ -98,10 +100,40 @@ def grants(share: Share) -> str:
     return VIEW_GRANTS
 
 
-def link_html(label: str, link: str, css_class: str) -> str:
-    link = html.escape(link)
-    return (f'<b>{label}</b> <a class="{css_class}" href="{link}" target="_blank" rel="noopener" title="{link}" '
-            f'style="color: var(--jp-content-link-color); word-break: break-all">{link}</a>')
+class LiveLink(anywidget.AnyWidget):
+    """One live link (``parts``: the labelled link, a Copy button, its QR code), drawn in the browser.
+
+    ``source`` gives the link now (None: nothing to draw). The link is never a trait: the front-end asks for it with
+    a custom message when it renders, and :meth:`push` sends it again when it changes, once a front-end has asked
+    (until then there is nobody to tell).
+    """
+
+    _esm = (Path(__file__).parent / "live_link.js").read_text(encoding="utf-8")
+    _css = (".share-magic-live-link { display: flex; align-items: center; gap: 4px; flex-wrap: wrap } "
+            ".share-magic-live-link a { color: var(--jp-content-link-color); word-break: break-all }")
+    parts = traitlets.List(traitlets.Unicode()).tag(sync=True)
+    label = traitlets.Unicode("").tag(sync=True)
+    css_class = traitlets.Unicode("").tag(sync=True)
+
+    def __init__(self, source: Callable[[], str | None], **kwargs: Any) -> None:
+        self._source = source
+        self._drawn = False
+        super().__init__(**kwargs)
+        self.on_msg(self._answer)
+
+    def message(self) -> dict[str, Any]:
+        """What the front-end is sent: the link, and its QR code if this widget shows one."""
+        link = self._source()
+        return {"type": "link", "link": link, "qr": qr_svg(link) if link and "qr" in self.parts else None}
+
+    def push(self) -> None:
+        if self._drawn:
+            self.send(self.message())
+
+    def _answer(self, _: Any, content: Any, buffers: Any) -> None:
+        if isinstance(content, dict) and content.get("type") == "link?":
+            self._drawn = True
+            self.push()
 
 
 class ShareView(_OwnOutput, widgets.VBox):
@@ -109,15 +141,17 @@ class ShareView(_OwnOutput, widgets.VBox):
 
     def __init__(self, share: Share, **kwargs: Any) -> None:
         self.share = share
-        self.link = widgets.HTML()
-        self.copy = widgets.HTML()
-        self.view_link = widgets.HTML()  # the view link, beside an edit link
+        main = lambda: share.link or share.view_link  # noqa: E731
+        self.link = LiveLink(main, parts=["link"], css_class="share-magic-link")
+        self.copy = LiveLink(main, parts=["copy"])
+        self.view_link = LiveLink(lambda: share.view_link if share.link else None, parts=["link", "copy"],
+                                  label=VIEW_LABEL, css_class="share-magic-view-link")  # beside an edit link
         self.stop_button = widgets.Button(description="Stop", button_style="danger", icon="stop",
                                           tooltip="Stop sharing: the link stops working at once")
         self.stop_button.on_click(lambda _: share.stop())
         self.status = widgets.HTML()
         self.notes = widgets.HTML()
-        self.qr = widgets.HTML()
+        self.qr = LiveLink(main, parts=["qr"])
         self._links: tuple = ()
         details = widgets.VBox([self.link, widgets.HBox([self.copy, self.stop_button, self.status]), self.view_link,
                                 self.notes])
@@ -144,24 +178,19 @@ class ShareView(_OwnOutput, widgets.VBox):
         if links == self._links:
             return
         self._links = links
-        main = share.link or share.view_link or ""
-        label = "Anyone with this link:" if share.link else "View only (this notebook, nothing else):"
-        self.link.value = link_html(label, main, "share-magic-link")
-        self.copy.value = COPY_BUTTON.format(link=html.escape(main))
-        self.view_link.value = (link_html("View only (this notebook, nothing else):", share.view_link,
-                                          "share-magic-view-link") + " " + COPY_BUTTON.format(
-                                    link=html.escape(share.view_link))) if share.link and share.view_link else ""
+        self.link.label = EDIT_LABEL if share.link else VIEW_LABEL
+        for live_link in (self.link, self.copy, self.view_link, self.qr):
+            live_link.push()
         notes = grants(share)
         if share.collaborative is False and share.link:
             notes += "<br>" + NO_COLLABORATION
         self.notes.value = f'<div style="{MUTED}; max-width: 46em">{notes}</div>'
-        self.qr.value = f'<div title="Scan to open the link on a phone or tablet">{qr_svg(main)}</div>'
 
-    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
+    def _repr_mimebundle_(self, **kwargs: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         bundle = super()._repr_mimebundle_(**kwargs) or {}
         bundle["text/plain"] = self.share.describe()
         bundle["text/html"] = record_html(self.share)
-        return bundle
+        return bundle, own_output()
 
 
 class PeoplePanel(widgets.VBox):
@@ -198,12 +227,16 @@ class PeoplePanel(widgets.VBox):
                              f"{html.escape(person.state)}</span>")
         if person.link is None:  # revoked: nothing to copy or revoke
             return widgets.HBox([name, state])
-        copy = widgets.HTML(COPY_BUTTON.format(link=html.escape(person.link)))
+        copy = LiveLink(lambda: self._link_of(person.name), parts=["copy"])
         revoke = widgets.Button(description="Revoke", icon="user-times", button_style="warning",
                                 tooltip=f"Cut {person.name} off now: their link stops working, their connections "
                                         "close")
         revoke.on_click(lambda _, who=person.name: self._act(self.share.revoke, who))
         return widgets.HBox([name, copy, state, revoke])
+
+    def _link_of(self, name: str) -> str | None:
+        person = self.share.people.get(name)
+        return person.link if person else None
 
     def invite(self) -> None:
         name, self.name.value = self.name.value.strip(), ""
@@ -225,8 +258,8 @@ class _Record:
     def __init__(self, share: Share) -> None:
         self.share = share
 
-    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, str]:
-        return {"text/plain": self.share.describe(), "text/html": record_html(self.share)}
+    def _repr_mimebundle_(self, **kwargs: Any) -> tuple[dict[str, str], dict[str, Any]]:
+        return {"text/plain": self.share.describe(), "text/html": record_html(self.share)}, own_output()
 
 
 class AuthtokenForm(_OwnOutput, widgets.VBox):
@@ -273,7 +306,7 @@ class AuthtokenForm(_OwnOutput, widgets.VBox):
         if view._handle is None:
             self.children = [view]
 
-    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
+    def _repr_mimebundle_(self, **kwargs: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         bundle = super()._repr_mimebundle_(**kwargs) or {}
         bundle["text/plain"] = self.message
-        return bundle
+        return bundle, own_output()

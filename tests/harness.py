@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import socket
 import ssl
@@ -122,7 +121,11 @@ def sandbox_environment(folder: Path) -> dict[str, str]:
 
 def open_notebook(server: JupyterServer, name: str = "shared.ipynb") -> KernelClient:
     """Open a notebook on ``server`` (a kernel through the sessions API) and connect to its kernel as the owner."""
-    kernel_id = server.new_notebook(name)
+    return connect_kernel(server, server.new_notebook(name))
+
+
+def connect_kernel(server: JupyterServer, kernel_id: str) -> KernelClient:
+    """Connect to a running kernel of ``server`` as the owner: a front-end of its own, beside any other."""
     ws_url = server.url.replace("http", "ws", 1) + f"api/kernels/{kernel_id}/channels"
     cookies = "; ".join(f"{c.name}={c.value}" for c in server.session.cookies)
     ws = websocket.create_connection(ws_url, timeout=60, header=[f"Authorization: token {server.token}"],
@@ -244,11 +247,13 @@ class KernelClient:
         }))
         return msg_id
 
-    def collect(self, msg_id: str, timeout: float = 90) -> dict[str, Any]:
+    def collect(self, msg_id: str, timeout: float = 90, replied: bool = False) -> dict[str, Any]:
+        """Everything the kernel sent in answer to ``msg_id`` until it is idle (and has replied, unless
+        ``replied``: a comm message gets no reply)."""
         result: dict[str, Any] = {"text": "", "stdout": "", "stderr": "", "error": None, "bundles": [],
-                                  "payload": [], "messages": []}
+                                  "payload": [], "messages": [], "outputs": []}
         deadline = time.monotonic() + timeout
-        idle = replied = False
+        idle = False
         while not (idle and replied):
             self.ws.settimeout(max(0.1, deadline - time.monotonic()))
             raw = self.ws.recv()
@@ -259,7 +264,9 @@ class KernelClient:
             kind, content = message["msg_type"], message["content"]
             if kind == "stream":
                 result[content["name"]] += content["text"]
-            elif kind in ("display_data", "execute_result"):
+            if kind in ("display_data", "execute_result", "update_display_data"):  # with their metadata
+                result["outputs"].append({"type": kind, "data": content["data"], "metadata": content["metadata"]})
+            if kind in ("display_data", "execute_result"):
                 result["bundles"].append(content["data"])
                 result["text"] += content["data"].get("text/plain", "") + "\n"
             elif kind == "error":
@@ -273,6 +280,17 @@ class KernelClient:
 
     def execute(self, code: str, timeout: float = 90) -> dict[str, Any]:
         return self.collect(self.submit(code), timeout)
+
+    def comm_send(self, comm_id: str, data: dict[str, Any], timeout: float = 30) -> dict[str, Any]:
+        """Send a widget's kernel side a comm message, as its front-end does; collect what the kernel sent back."""
+        msg_id = uuid.uuid4().hex
+        self.ws.send(json.dumps({
+            "header": {"msg_id": msg_id, "msg_type": "comm_msg", "username": "test", "session": self.session,
+                       "date": "2026-01-01T00:00:00Z", "version": "5.3"},
+            "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
+            "content": {"comm_id": comm_id, "data": data},
+        }))
+        return self.collect(msg_id, timeout, replied=True)
 
     def run(self, code: str, timeout: float = 90) -> str:
         """Run code that must succeed; return its stdout."""
@@ -320,13 +338,19 @@ class PlainKernel:
         self.manager.shutdown_kernel(now=True)
 
 
-LINK = re.compile(r"https://[^\s<>\"']+")
+LINK_LABELS = {"Anyone with this link": "edit", "View only (this notebook, nothing else)": "view"}
 
 
-def link_in(text: str) -> str:
-    match = LINK.search(text)
-    assert match, f"no link in the output:\n{text}"
-    return match.group(0)
+def share_links(kernel: KernelClient) -> dict[str, str]:
+    """The live links ``%share links`` prints in ``kernel``: ``edit``, ``view`` and each invited person's name."""
+    result = kernel.execute("%share links")
+    assert result["error"] is None, result["error"]
+    links = {}
+    for line in result["text"].splitlines():
+        label, found, link = line.partition(": https://")
+        if found:
+            links[LINK_LABELS.get(label, label.removesuffix(" (personal link)"))] = "https://" + link
+    return links
 
 
 class _OwnedConnections(requests.adapters.HTTPAdapter):

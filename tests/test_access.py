@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 import websocket
-from harness import AUTHTOKEN, command_lines, link_in, processes_with, share_processes, wait_for
+from harness import AUTHTOKEN, command_lines, processes_with, share_links, share_processes, wait_for
 
 REFUSED = "This link has ended or is not valid"
 
@@ -24,7 +24,7 @@ REFUSED = "This link has ended or is not valid"
 def share(notebook, line: str = "%share") -> str:
     result = notebook.execute(f"%load_ext share_magic\n{line}")
     assert result["error"] is None and "Error" not in result["stderr"], result
-    return link_in(result["text"])
+    return share_links(notebook)["edit"]
 
 
 def key_of(link: str) -> str:
@@ -169,7 +169,7 @@ def test_a_share_for_a_while_ends_by_itself_and_leaves_nothing(jupyter, owner, v
     asked = time.monotonic()
     result = notebook.execute("%load_ext share_magic\n%share --for 3s")
     assert "ends at" in result["text"], result["text"]
-    guest = visitor(link_in(result["text"]))
+    guest = visitor(share_links(notebook)["edit"])
     assert guest.get(guest.link).status_code == 200  # lower bound of the timing: asserted below, not assumed
     status = wait_for(lambda: (out := notebook.run("%share status")) and "expired" in out and out, 30,
                       "the share to expire")
@@ -185,7 +185,7 @@ def test_an_attached_share_links_with_the_owners_key(jupyter, owner, visitor) ->
     first, second = owner(server, "first.ipynb"), owner(server, "second.ipynb")
     first_link = share(first, "%share --for 1h")
     shown = second.execute("%load_ext share_magic\n%share")
-    link = link_in(shown["text"])
+    link = share_links(second)["edit"]
     assert "/lab/tree/second.ipynb?share_key=" in link and key_of(link) == key_of(first_link)
     assert "ends at" in shown["text"]
     guest = visitor(link)

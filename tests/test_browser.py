@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 import pytest
-from harness import CHROMIUM, CHROMIUM_ARGS, VISITOR_ARGS, share_processes, wait_for
+from harness import CHROMIUM, CHROMIUM_ARGS, VISITOR_ARGS, connect_kernel, share_processes, wait_for
 
 SCREENSHOTS = Path(os.environ.get("SHARE_MAGIC_SCREENSHOTS", Path(__file__).parent / "screenshots"))
 
@@ -45,6 +45,21 @@ def browsers(sandbox):
             visitor.close()
 
 
+@pytest.fixture
+def beside():
+    """Connect to a kernel beside the browser, as another front-end: ``beside(server, kernel_id)``; what runs there
+    never shows in the browser's notebook. Closed at teardown."""
+    clients = []
+
+    def connect(server, kernel_id: str):
+        clients.append(connect_kernel(server, kernel_id))
+        return clients[-1]
+
+    yield connect
+    for client in clients:
+        client.close()
+
+
 def run_cell(page, code: str) -> None:
     """Type code into the last cell and run it, as a person does."""
     page.locator(".jp-Notebook .jp-Cell").last.locator(".cm-content").click()
@@ -70,7 +85,8 @@ def invite_from(widget, name: str):
     widget.get_by_role("button", name="Invite").click()
     row = widget.locator(f".share-magic-people .widget-hbox:has(.share-magic-person:text-is('{name}'))")
     row.wait_for(timeout=20_000)
-    assert row.get_by_role("button", name="Copy").is_visible() and "invited, not connected" in row.inner_text()
+    row.get_by_role("button", name="Copy").wait_for(timeout=20_000)  # drawn once the kernel answers with the link
+    assert "invited, not connected" in row.inner_text()
     return row
 
 
@@ -180,3 +196,58 @@ def test_notebook7_owner_flow(jupyter, browsers) -> None:
     widget.get_by_role("button", name="Stop").click()
     owner.locator(".jp-OutputArea-output:has-text('Share stopped')").wait_for(timeout=20_000)
     owner.screenshot(path=SCREENSHOTS / "notebook7-owner-stopped.png")
+
+
+def test_the_saved_notebook_holds_no_key_even_with_widget_state(jupyter, browsers, beside) -> None:
+    """The owner shares, adds a view link and invites Ada in the notebook itself, sees and copies every link in the
+    live widget, then saves, with JupyterLab saving every widget model's state too: the file keeps no key."""
+    owner_browser, _ = browsers
+    server = jupyter(app="jupyterlab")
+    server.api("PUT", "lab/api/settings/@jupyter-widgets/jupyterlab-manager:plugin",
+               data=json.dumps({"raw": json.dumps({"saveState": True})})).raise_for_status()
+    kernel_id = server.new_notebook("shared.ipynb")
+    context = owner_browser.new_context(viewport={"width": 1280, "height": 1000})
+    context.grant_permissions(["clipboard-read", "clipboard-write"])
+    owner = context.new_page()
+    owner.goto(f"{server.url}lab/tree/shared.ipynb?token={server.token}")
+    wait_for_kernel(owner)
+    widget = share_from(owner).first  # %share --view shows the share again below
+    run_cell(owner, "%share --view")
+    widget.locator("a.share-magic-view-link").wait_for(timeout=60_000)
+    run_cell(owner, "%share invite Ada")
+    row = widget.locator(".share-magic-people .widget-hbox:has(.share-magic-person:text-is('Ada'))")
+    row.wait_for(timeout=60_000)
+    wait_for_kernel(owner)
+
+    links = json.loads(beside(server, kernel_id).run(
+        "import json, share_magic\ns = share_magic.current()\n"
+        "print(json.dumps({'edit': s.link, 'view': s.view_link, 'Ada': s.people['Ada'].link}))"))
+    keys = {name: link.split("share_key=", 1)[1] for name, link in links.items()}
+    assert len(set(keys.values())) == 3 and all(keys.values())
+
+    # The live widget shows, copies and encodes every link.
+    assert widget.locator("a.share-magic-link").get_attribute("href") == links["edit"]
+    assert widget.locator("a.share-magic-view-link").get_attribute("href") == links["view"]
+    assert widget.locator(".share-magic-qr svg").is_visible()
+    copies = {"edit": widget.locator(".share-magic-copy").first,
+              "view": widget.locator(".share-magic-live-link:has(a.share-magic-view-link) .share-magic-copy"),
+              "Ada": row.locator(".share-magic-copy")}
+    for name, button in copies.items():
+        button.click()
+        wait_for(lambda name=name: owner.evaluate("navigator.clipboard.readText()") == links[name], 5,
+                 f"the {name} link in the clipboard")
+    owner.screenshot(path=SCREENSHOTS / "lab-owner-all-links.png")
+
+    saved = server.root / "shared.ipynb"
+    owner.locator(".jp-Notebook").click()
+    owner.keyboard.press("Control+s")
+    wait_for(lambda: "Ada is invited" in saved.read_text() and "widget-state" in saved.read_text(), 30,
+             "the notebook, with its widgets' state, to be saved")
+    text = saved.read_text()
+    assert not [name for name, key in keys.items() if key in text], "a live key in the saved notebook"
+    notebook = json.loads(text)
+    models = notebook["metadata"]["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
+    assert any(model["model_name"] == "AnyModel" for model in models.values())  # the live links' state was saved
+    outputs = [output for cell in notebook["cells"] for output in cell.get("outputs", [])
+               if output["output_type"] != "stream"]
+    assert outputs and all(output["metadata"] == {"share_magic": {"output": "share"}} for output in outputs)

@@ -11,7 +11,7 @@ import re
 
 import pytest
 import websocket
-from harness import UNVERIFIED_TLS, edge_meter, link_in, wait_for
+from harness import UNVERIFIED_TLS, edge_meter, share_links, wait_for
 from test_browser import CHROMIUM, SCREENSHOTS, VISITOR_ARGS, run_cell, visit, wait_for_kernel
 
 MB = 1024 * 1024
@@ -30,7 +30,8 @@ def test_a_visitor_in_jupyterlab_costs_little_and_loses_nothing(jupyter, owner, 
 
     server = jupyter(app="jupyterlab", log_requests=True)
     notebook = owner(server)
-    link = link_in(notebook.execute("%load_ext share_magic\n%share")["text"])
+    notebook.run("%load_ext share_magic\n%share")
+    link = share_links(notebook)["edit"]
     (server.root / "big.bin").write_bytes(os.urandom(50 * MB))
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as playwright:
@@ -108,7 +109,8 @@ def test_a_visitor_in_jupyterlab_costs_little_and_loses_nothing(jupyter, owner, 
 def test_the_bridge_carries_api_calls_as_the_session_it_was_opened_by(jupyter, owner, visitor) -> None:
     server = jupyter()
     notebook = owner(server)
-    link = link_in(notebook.execute("%load_ext share_magic\n%share")["text"])
+    notebook.run("%load_ext share_magic\n%share")
+    link = share_links(notebook)["edit"]
     guest = visitor(link)
     assert guest.get(link).status_code == 200
     bridge = guest.websocket("/share_magic/bridge")
@@ -140,7 +142,8 @@ def test_the_bridge_carries_api_calls_as_the_session_it_was_opened_by(jupyter, o
 def test_text_is_compressed_for_visitors_and_binaries_are_not(jupyter, owner, visitor) -> None:
     server = jupyter()
     notebook = owner(server)
-    link = link_in(notebook.execute("%load_ext share_magic\n%share")["text"])
+    notebook.run("%load_ext share_magic\n%share")
+    link = share_links(notebook)["edit"]
     text = ("every line of this file says the same thing, as logs and CSVs do\n" * 2000).encode()
     (server.root / "big.txt").write_bytes(text)
     binary = os.urandom(300_000)

@@ -11,7 +11,7 @@ import urllib.parse
 
 import pytest
 import websocket
-from harness import KernelClient, kill_group, link_in, wait_for
+from harness import KernelClient, kill_group, share_links, wait_for
 
 from share_magic.server import read_runtime_file
 
@@ -37,7 +37,7 @@ def test_a_visitor_works_in_the_shared_notebook(jupyter, owner, visitor, base_ur
 
     result = notebook.execute("%load_ext share_magic\n%share")
     assert result["error"] is None, result["error"]
-    link = link_in(result["text"])
+    link = share_links(notebook)["edit"]
     public = urllib.parse.urlsplit(link)
     assert public.hostname.endswith(".ngrok-free.app")
     assert public.path == f"{base_url}lab/tree/shared.ipynb"
@@ -85,7 +85,7 @@ def test_a_visitor_works_in_the_shared_notebook(jupyter, owner, visitor, base_ur
 
     # %share again: the same share.
     again = notebook.execute("%share")
-    assert link_in(again["text"]) == link
+    assert again["error"] is None and share_links(notebook)["edit"] == link
 
     # Stop: the link no longer reaches Jupyter, and the visitor's open websocket is closed.
     stopped = notebook.execute("%share stop")
@@ -111,7 +111,8 @@ def test_status_and_stop_without_a_share(jupyter, owner) -> None:
 def test_the_share_is_served_while_the_kernel_is_busy(jupyter, owner, visitor) -> None:
     server = jupyter()
     notebook = owner(server)
-    link = link_in(notebook.execute("%load_ext share_magic\n%share")["text"])
+    notebook.run("%load_ext share_magic\n%share")
+    link = share_links(notebook)["edit"]
     guest = visitor(link)
     assert guest.get(link).status_code == 200
     notebook.submit("import time; time.sleep(6)")
@@ -125,7 +126,7 @@ def test_a_password_server_the_visitor_logs_in_through_the_share(jupyter, owner,
     server = jupyter(password="correct horse battery")
     notebook = owner(server)
     result = notebook.execute("%load_ext share_magic\n%share")
-    link = link_in(result["text"])
+    link = share_links(notebook)["edit"]
     assert "they also need this server's token or password" in result["text"]
     assert "/lab/tree/shared.ipynb?share_key=" in link  # found without asking the server: JPY_SESSION_NAME
     guest = visitor(link)
@@ -150,7 +151,8 @@ def test_a_password_server_the_visitor_logs_in_through_the_share(jupyter, owner,
 def test_server_variants(jupyter, owner, visitor, variant: str) -> None:
     server = jupyter(tls=True) if variant == "tls-self-signed" else jupyter(extra=["--ip=0.0.0.0"])
     notebook = owner(server)
-    link = link_in(notebook.execute("%load_ext share_magic\n%share")["text"])
+    notebook.run("%load_ext share_magic\n%share")
+    link = share_links(notebook)["edit"]
     guest = visitor(link)
     assert guest.get(link).status_code == 200
     sessions = guest.get("/api/sessions").json()
@@ -164,7 +166,7 @@ def test_naming_the_server_by_port_or_url(jupyter, plain_kernel, visitor, monkey
     server = jupyter(base_url="/a%40b/")
     result = plain_kernel.execute(f"%load_ext share_magic\n%share --port {server.port}")
     assert result["error"] is None and not result["stderr"], result
-    link = link_in(result["text"])
+    link = share_links(plain_kernel)["edit"]
     assert "/a%40b/lab?share_key=" in link and server.token not in result["text"]
     assert visitor(link).get("/a%40b/api/contents").status_code == 403  # cookies come from opening the link
     guest = visitor(link)
@@ -173,7 +175,7 @@ def test_naming_the_server_by_port_or_url(jupyter, plain_kernel, visitor, monkey
 
     by_url = plain_kernel.execute(f"%share --url http://localhost:{server.port}/a%40b/ --token {server.token} "
                                   "--no-token")
-    link = link_in(by_url["text"])
+    link = share_links(plain_kernel)["edit"]
     assert "they also need this server's token or password" in by_url["text"]
     guest = visitor(link)
     login = guest.get(link)
@@ -225,7 +227,7 @@ def test_a_server_on_a_unix_socket(sandbox, tmp_path, visitor) -> None:
             notebook = KernelClient(owner_ws)
             result = notebook.execute("%load_ext share_magic\n%share")
             assert result["error"] is None and not result["stderr"], result
-            link = link_in(result["text"])
+            link = share_links(notebook)["edit"]
             guest = visitor(link)
             assert guest.get(link).status_code == 200
             assert "unix.ipynb" in {item["name"] for item in guest.get("/api/contents").json()["content"]}

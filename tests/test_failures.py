@@ -4,7 +4,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from harness import AUTHTOKEN, link_in, share_processes, wait_for
+from harness import AUTHTOKEN, share_links, share_processes, wait_for
 
 
 def assert_one_calm_line(result: dict, *expected: str) -> str:
@@ -75,7 +75,7 @@ def test_a_server_without_authentication_is_refused_unless_insisted(jupyter, own
     assert not share_processes()
     insisted = notebook.execute("%share --insecure")
     assert "WARNING: this server has no authentication" in insisted["text"]
-    assert visitor(link_in(insisted["text"])).reaches_jupyter()
+    assert visitor(share_links(notebook)["edit"]).reaches_jupyter()
 
 
 def test_no_server_behind_the_kernel(plain_kernel) -> None:

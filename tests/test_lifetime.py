@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
-from harness import link_in, processes_with, share_processes, wait_for
+from harness import processes_with, share_links, share_processes, wait_for
 
 GONE_WITHIN = 10  # seconds: the bound for the link to stop working and every share process to end
 
@@ -15,7 +15,7 @@ GONE_WITHIN = 10  # seconds: the issue's bound for the link to stop working and 
 def start_share(notebook) -> str:
     result = notebook.execute("%load_ext share_magic\n%share")
     assert result["error"] is None, result["error"]
-    return link_in(result["text"])
+    return share_links(notebook)["edit"]
 
 
 def assert_share_gone(guest) -> None:
@@ -75,7 +75,8 @@ def test_a_crashed_agent_is_reported_and_share_starts_afresh(jupyter, owner, vis
     assert "ngrok agent exited" in status and "run %share for a new one" in status
     assert_share_gone(guest)
     notebook.run("os.environ.pop('STANDIN_NGROK_MODE')")
-    fresh = visitor(link_in(notebook.execute("%share")["text"]))
+    notebook.run("%share")
+    fresh = visitor(share_links(notebook)["edit"])
     assert fresh.reaches_jupyter()
 
 
@@ -86,7 +87,7 @@ def test_two_notebooks_of_one_server_share_one_tunnel(jupyter, owner, visitor) -
     link = start_share(first)
     shown = second.execute("%load_ext share_magic\n%share")
     assert shown["error"] is None and "Error" not in shown["stderr"], shown
-    second_link = link_in(shown["text"])
+    second_link = share_links(second)["edit"]
     assert second_link.split("/lab/")[0] == link.split("/lab/")[0]  # the same public URL...
     assert "/lab/tree/second.ipynb" in second_link  # ...opening the notebook it was asked from
     assert "started from first.ipynb" in shown["text"]

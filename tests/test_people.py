@@ -6,28 +6,30 @@ import re
 
 import pytest
 import websocket
-from harness import link_in, share_processes, wait_for
+from harness import share_links, share_processes, wait_for
 from test_access import refused_by_the_gate
 from test_failures import assert_one_calm_line
 
 
-def invited(result: dict) -> dict[str, str]:
-    """The ``NAME: link`` lines %share invite printed."""
+def invited(notebook, result: dict) -> dict[str, str]:
+    """The people %share invite said it invited, with their links (from %share links: it prints none itself)."""
     assert result["error"] is None and "Error" not in result["stderr"], result
-    return dict(re.findall(r"^(.+?): (https://\S+)$", result["stdout"], re.MULTILINE))
+    assert "https://" not in result["stdout"] and "share_key" not in "".join(result["messages"])
+    links = share_links(notebook)
+    return {name: links[name] for name in re.findall(r"^(.+?) is invited", result["stdout"], re.MULTILINE)}
 
 
 def test_people_get_in_with_their_own_links_and_one_is_revoked_alone(jupyter, owner, visitor) -> None:
     server = jupyter()
     notebook = owner(server)
     result = notebook.execute("%load_ext share_magic\n%share invite Ada 'Grace Hopper'")
-    links = invited(result)
+    links = invited(notebook, result)
     assert list(links) == ["Ada", "Grace Hopper"] and len(set(links.values())) == 2
-    anyone = link_in(notebook.run("%share status").split("Anyone with this link: ", 1)[1])
+    anyone = share_links(notebook)["edit"]
     assert anyone not in links.values() and server.token not in "".join(result["messages"])
     status = notebook.run("%share status")
     assert "Ada (invited, not connected)" in status and "Grace Hopper (invited, not connected)" in status
-    assert invited(notebook.execute("%share invite Ada")) == {"Ada": links["Ada"]}  # the same link again
+    assert invited(notebook, notebook.execute("%share invite Ada")) == {"Ada": links["Ada"]}  # the same link again
 
     ada, grace = visitor(links["Ada"]), visitor(links["Grace Hopper"])
     kernels = {}
@@ -55,7 +57,7 @@ def test_people_get_in_with_their_own_links_and_one_is_revoked_alone(jupyter, ow
     assert "Ada (revoked at" in status and links["Ada"] not in status
     assert "Grace Hopper (connected since" in status and "1 visitor connected" in status
 
-    again = invited(notebook.execute("%share invite Ada"))["Ada"]
+    again = invited(notebook, notebook.execute("%share invite Ada"))["Ada"]
     assert again != links["Ada"]
     assert visitor(again).get(again).status_code == 200
     assert refused_by_the_gate(visitor(links["Ada"]).get(links["Ada"]))  # the old link stays dead
@@ -77,7 +79,7 @@ def test_people_get_in_with_their_own_links_and_one_is_revoked_alone(jupyter, ow
 ])
 def test_bad_names_change_nothing(jupyter, owner, line: str, expected: str) -> None:
     notebook = owner(jupyter())
-    invited(notebook.execute("%load_ext share_magic\n%share invite Grace"))
+    invited(notebook, notebook.execute("%load_ext share_magic\n%share invite Grace"))
     assert_one_calm_line(notebook.execute(line), expected)
     status = notebook.run("%share status")
     assert "Grace (invited, not connected)" in status and "Ada" not in status and "Zed" not in status
@@ -85,4 +87,6 @@ def test_bad_names_change_nothing(jupyter, owner, line: str, expected: str) -> N
 
 def test_revoking_without_a_share(plain_kernel) -> None:
     assert_one_calm_line(plain_kernel.execute("%load_ext share_magic\n%share revoke Ada"), "Nothing is shared")
+    assert_one_calm_line(plain_kernel.execute("%share links"), "Nothing is shared from this kernel, so there are no "
+                                                               "links")
     assert not share_processes()

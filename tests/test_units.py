@@ -123,7 +123,8 @@ def test_loading_the_extension_imports_nothing_heavy() -> None:
         "from IPython.core.interactiveshell import InteractiveShell\n"
         "before = set(sys.modules)\n"
         "InteractiveShell.instance().run_line_magic('load_ext', 'share_magic')\n"
-        "heavy = ('ipywidgets', 'pyngrok', 'tornado.web', 'tornado.httpserver', 'jupyter_server', 'jupyter_client')\n"
+        "heavy = ('ipywidgets', 'anywidget', 'pyngrok', 'tornado.web', 'tornado.httpserver', 'jupyter_server',"
+        " 'jupyter_client')\n"
         "print(sorted(m for m in set(sys.modules) - before if m.split('.')[0] in {h.split('.')[0] for h in heavy}"
         " and any(m == h or m.startswith(h + '.') for h in heavy)))\n"
     )

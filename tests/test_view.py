@@ -9,7 +9,7 @@ import zlib
 
 import pytest
 import websocket
-from harness import link_in, share_processes, wait_for
+from harness import share_links, share_processes, wait_for
 from test_browser import CHROMIUM, SCREENSHOTS, VISITOR_ARGS, visit
 from test_failures import assert_one_calm_line
 
@@ -56,8 +56,9 @@ def viewed(jupyter, owner):
         {"cell_type": "markdown", "id": "s1", "metadata": {}, "source": "SECRET-NOTEBOOK-CONTENT"})))
     result = kernel.execute("%load_ext share_magic\n%share --view")
     assert result["error"] is None and "Error" not in result["stderr"], result
-    assert "Anyone with this link" not in result["text"] and "View only" in result["text"]
-    return server, kernel, link_in(result["text"])
+    assert "Edit link" not in result["text"] and "View-only link" in result["text"]
+    assert set(share_links(kernel)) == {"view"}
+    return server, kernel, share_links(kernel)["view"]
 
 
 def save(server, *extra_cells: dict) -> None:
@@ -170,16 +171,18 @@ def test_edit_and_view_links_side_by_side(jupyter, owner, visitor) -> None:
     server = jupyter()
     kernel = owner(server, "shown.ipynb")
     (server.root / "shown.ipynb").write_text(json.dumps(notebook()))
-    edit = link_in(kernel.execute("%load_ext share_magic\n%share")["text"])
+    kernel.run("%load_ext share_magic\n%share")
+    edit = share_links(kernel)["edit"]
     result = kernel.execute("%share --view")
     both = result["text"]
-    view = link_in(both.split("View only (this notebook, nothing else): ", 1)[1])
+    view = share_links(kernel)["view"]
     shown = "".join(bundle.get("text/html", "") for bundle in result["bundles"])
-    assert f'href="{edit}"' in shown and f'href="{view}"' in shown
-    assert f"Anyone with this link: {edit}" in both and view != edit
+    assert "Edit link" in shown and "View-only link" in shown
+    assert "Edit link" in both and "View-only link" in both and view != edit
     status = kernel.run("%share status")
-    assert edit in status and view in status
-    assert link_in(kernel.execute("%share")["text"]) == edit  # again: the same links
+    assert "Edit link" in status and "View-only link" in status
+    kernel.run("%share")
+    assert share_links(kernel) == {"edit": edit, "view": view}  # again: the same links
     editor, reader = visitor(edit), visitor(view)
     assert editor.get(edit).status_code == 200 and editor.get("/api/contents").status_code == 200
     assert "Quarterly results" in reader.get(view).text and reader.get("/api/contents").status_code == 404

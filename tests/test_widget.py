@@ -12,6 +12,8 @@ from harness import AUTHTOKEN, share_processes, wait_for
 import share_magic
 from share_magic.widget import AuthtokenForm, ShareView, _Record
 
+OWN_OUTPUT = {"share_magic": {"output": "share"}}  # on every output share_magic displays, for the view to drop
+
 
 @pytest.fixture
 def python_share(jupyter):
@@ -33,14 +35,16 @@ def test_the_view_shows_the_link_copy_qr_stop_and_what_it_grants(python_share, v
     assert share.live and "/lab?share_key=" in share.link
     view = ShareView(share)
     state = json.dumps([widget.get_state() for widget in widget_tree(view)], default=str)
-    assert share.link in state and python_share.token not in state
-    assert f'href="{share.link}"' in view.link.value
-    assert f'data-link="{share.link}"' in view.copy.value and ">Copy</button>" in view.copy.value
-    assert "<svg" in view.qr.value
+    key = share.link.split("share_key=", 1)[1]
+    assert key not in state and python_share.token not in state  # what a notebook saving widget state would keep
+    assert view.link.message()["link"] == share.link and view.link.label == "Anyone with this link:"
+    assert view.copy.message()["link"] == share.link and view.copy.parts == ["copy"]
+    assert view.qr.message()["link"] == share.link and "<svg" in view.qr.message()["qr"]
+    assert view.view_link.message()["link"] is None  # no view link yet
     assert "live since" in view.status.value and "0 visitors connected" in view.status.value
     assert "full control of this server" in view.notes.value and "Visit Site" in view.notes.value
     assert share.collaborative is False and "jupyter-collaboration" in view.notes.value
-    assert "var(--jp-" in view.status.value + view.notes.value + view.link.value
+    assert "var(--jp-" in view.status.value + view.notes.value and "var(--jp-" in view.link._css
 
     guest, second_tab = visitor(share.link), visitor(share.link)
     guest.get(share.link)
@@ -66,13 +70,17 @@ def test_the_view_shows_the_link_copy_qr_stop_and_what_it_grants(python_share, v
 
 def test_fallbacks_for_front_ends_without_widgets(python_share) -> None:
     share = share_magic.share(port=python_share.port)
-    bundle = ShareView(share)._repr_mimebundle_()
-    assert "application/vnd.jupyter.widget-view+json" in bundle
-    assert share.link in bundle["text/plain"] and "%share stop" in bundle["text/plain"]
-    assert f'href="{share.link}"' in bundle["text/html"] and "%share stop" in bundle["text/html"]
-    assert bundle["text/plain"] == share._repr_mimebundle_()["text/plain"]
+    bundle, metadata = ShareView(share)._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in bundle and metadata == OWN_OUTPUT
+    key = share.link.split("share_key=", 1)[1]
+    assert key not in json.dumps(bundle)  # a fallback is saved with the notebook: it names the link, never gives it
+    assert "Edit link" in bundle["text/plain"] and "%share links prints" in bundle["text/plain"]
+    assert "%share stop" in bundle["text/plain"]
+    assert "Edit link" in bundle["text/html"] and "%share stop" in bundle["text/html"]
+    assert bundle["text/plain"] == share._repr_mimebundle_()[0]["text/plain"]
     share.stop()
-    record = _Record(share)._repr_mimebundle_()
+    record, metadata = _Record(share)._repr_mimebundle_()
+    assert metadata == OWN_OUTPUT
     assert "Share stopped" in record["text/plain"] and "no longer reaches" in record["text/plain"]
     assert "<a " not in record["text/html"]  # no live-looking dead link
 
@@ -83,7 +91,7 @@ def test_the_authtoken_form_saves_the_token_to_ngroks_config_and_shares(python_s
         share_magic.share(port=python_share.port)
     assert missing.value.code == "ERR_NGROK_4018"
     form = AuthtokenForm(str(missing.value), retry=lambda: share_magic.share(port=python_share.port))
-    assert "ngrok config add-authtoken" in form._repr_mimebundle_()["text/plain"]
+    assert "ngrok config add-authtoken" in form._repr_mimebundle_()[0]["text/plain"]
     form.save.click()
     assert "Paste the authtoken first" in form.feedback.value
     form.password.value = AUTHTOKEN
@@ -102,7 +110,7 @@ def test_a_lost_share_shows_as_lost(python_share, monkeypatch) -> None:
     wait_for(lambda: share.status == "lost", 10, "the crash to be noticed")
     assert "Share lost" in view.status.value and "ngrok agent exited" in view.status.value
     assert view.stop_button.disabled
-    assert "Share lost" in _Record(share)._repr_mimebundle_()["text/plain"]
+    assert "Share lost" in _Record(share)._repr_mimebundle_()[0]["text/plain"]
 
 
 def test_a_share_for_a_while_says_when_it_ends_and_then_that_it_expired(python_share) -> None:
@@ -111,7 +119,7 @@ def test_a_share_for_a_while_says_when_it_ends_and_then_that_it_expired(python_s
     assert f"ends at {share.expires_at:%H:%M:%S}" in view.status.value
     wait_for(lambda: share.status == "expired", 20, "the share to expire")
     assert "Share expired at" in view.status.value and view.stop_button.disabled
-    assert "Share expired at" in _Record(share)._repr_mimebundle_()["text/plain"]
+    assert "Share expired at" in _Record(share)._repr_mimebundle_()[0]["text/plain"]
     wait_for(lambda: not share_processes(), 10, "the share to end")
 
 
@@ -135,7 +143,7 @@ def test_people_from_python_and_the_widget_rows(python_share, visitor) -> None:
     rows = {row.children[0].value: row for row in view.people.rows.children}
     assert set(rows) == {'<b class="share-magic-person">Ada</b>', '<b class="share-magic-person">Grace Hopper</b>'}
     grace_row = rows['<b class="share-magic-person">Grace Hopper</b>']
-    assert f'data-link="{grace.link}"' in grace_row.children[1].value
+    assert grace_row.children[1].message()["link"] == grace.link
     assert "connected since" in grace_row.children[2].value
     revoke = grace_row.children[3]
     assert revoke.description == "Revoke"
@@ -151,6 +159,56 @@ def test_people_from_python_and_the_widget_rows(python_share, visitor) -> None:
     assert "cannot name a person" in view.people.feedback.value and "no/slashes" not in share.people
     with pytest.raises(share_magic.ShareError, match="Nobody named 'Zed'"):
         share.revoke("Zed")
-    bundle = view._repr_mimebundle_()
+    bundle, _ = view._repr_mimebundle_()
     assert "Ada (invited, not connected)" in bundle["text/plain"] and "Grace Hopper (revoked at" in bundle["text/plain"]
-    assert f'href="{ada}"' in bundle["text/html"]
+    assert "Ada (invited, not connected)" in bundle["text/html"] and ada.split("share_key=")[1] not in str(bundle)
+
+
+def test_no_key_in_what_the_kernel_sends_but_the_live_widgets_answers(jupyter, owner) -> None:
+    """Everything a notebook can save comes from the kernel's outputs and widget models: no live key in them. The
+    links reach a rendered widget only as the answer to its own request (a custom message, not state)."""
+    server = jupyter()
+    notebook = owner(server)
+    lines = ["%load_ext share_magic\n%share", "%share --view", "%share invite Ada", "%share status",
+             "import share_magic\nshare_magic.current()"]
+    results = {line: notebook.execute(line) for line in lines}
+    links = json.loads(notebook.run("import json\ns = share_magic.current()\n"
+                                    "print(json.dumps([s.link, s.view_link, s.people['Ada'].link]))"))
+    keys = [link.split("share_key=", 1)[1] for link in links]
+    assert all(keys) and len(set(keys)) == 3
+    for line, result in results.items():
+        assert result["error"] is None, (line, result["error"])
+        hits = [message for message in result["messages"] if any(key in message for key in keys)]
+        assert not hits, (line, hits)
+        assert all(output["metadata"] == OWN_OUTPUT for output in result["outputs"]), (line, result["outputs"])
+    assert "Ada is invited" in results["%share invite Ada"]["stdout"]
+    assert "%share links prints" in results["%share status"]["stdout"]
+    assert any("application/vnd.jupyter.widget-view+json" in output["data"]
+               for output in results["%load_ext share_magic\n%share"]["outputs"])
+
+    # What a front-end does when it draws the widget: each live link asks for its link and gets it.
+    opened = [json.loads(message) for result in results.values() for message in result["messages"]]
+    live_links = [message["content"]["comm_id"] for message in opened if message["msg_type"] == "comm_open"
+                  and message["content"]["data"]["state"].get("_anywidget_id") == "share_magic.widget.LiveLink"]
+    delivered, codes = set(), 0
+    for comm_id in live_links:
+        answer = notebook.comm_send(comm_id, {"method": "custom", "content": {"type": "link?"}})
+        data = [json.loads(message)["content"]["data"] for message in answer["messages"]
+                if json.loads(message)["msg_type"] == "comm_msg"]
+        assert [item["method"] for item in data] == ["custom"], data  # never a state update
+        content = data[0]["content"]
+        assert content["type"] == "link" and (content["link"] is None or content["link"] in links)
+        delivered.add(content["link"])
+        codes += content["qr"] is not None and "<svg" in content["qr"]
+    assert set(links) <= delivered and codes >= 1
+
+    printed = notebook.execute("%share links")
+    assert [output["metadata"] for output in printed["outputs"]] == [OWN_OUTPUT]
+    text = printed["text"]
+    assert f"Anyone with this link: {links[0]}" in text and f"View only (this notebook, nothing else): {links[1]}" \
+        in text and f"Ada (personal link): {links[2]}" in text and "saved with the notebook" in text
+
+    stopped = notebook.execute("%share stop")
+    assert not [key for key in keys if any(key in message for message in stopped["messages"])]
+    assert stopped["outputs"] and all(output["metadata"] == OWN_OUTPUT for output in stopped["outputs"])
+    assert all(output["type"] == "update_display_data" for output in stopped["outputs"])
