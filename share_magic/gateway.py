@@ -113,14 +113,11 @@ class Gateway:
     # -- lifetime ---------------------------------------------------------------------------------------------------
 
     def listen(self) -> int:
-        """Accept on a free port of 127.0.0.1 (and ::1, same port, where there is one): the agent's upstream is
-        ``localhost:PORT``. Requests get 503 until :meth:`open_to` names the public URL."""
+        """Accept on a free port of 127.0.0.1, and nowhere else: the agent's upstream is ``127.0.0.1:PORT``, an
+        address the gateway holds, never a name (``localhost`` may resolve to ``::1`` first, where any local user
+        could be listening on the same port). Requests get 503 until :meth:`open_to` names the public URL."""
         self._listeners.append(socket.create_server(("127.0.0.1", 0), backlog=128))
         self.port = self._listeners[0].getsockname()[1]
-        try:
-            self._listeners.append(socket.create_server(("::1", self.port), family=socket.AF_INET6, backlog=128))
-        except OSError:
-            pass  # no IPv6 loopback here
         for listener in self._listeners:
             threading.Thread(target=self._accept, args=(listener,), daemon=True, name="gateway-accept").start()
         return self.port

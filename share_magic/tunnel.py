@@ -16,10 +16,12 @@ import os
 import re
 import shutil
 import tempfile
+import uuid
 from typing import Any
 
 from .errors import TunnelError
 
+UPSTREAM_HOST = "127.0.0.1"  # where the gateway listens (gateway.py)
 DASHBOARD = "https://dashboard.ngrok.com/get-started/your-authtoken"
 
 # What each ngrok error means for the person running %share, and what they should do.
@@ -112,13 +114,15 @@ class Tunnel:
         self._process = None
 
     def open(self, port: int) -> str:
-        """Start the agent and an HTTP endpoint to ``localhost:port``; return the public URL (blocking)."""
+        """Start the agent and an HTTP endpoint to ``127.0.0.1:port`` (the address the gateway holds, never a name
+        that may resolve elsewhere); return the public URL (blocking)."""
         from pyngrok import ngrok
         from pyngrok.exception import PyngrokError, PyngrokNgrokHTTPError, PyngrokNgrokInstallError
 
         try:
             private_config(self._config_path, self._authtoken)
-            tunnel = ngrok.connect(str(port), "http", pyngrok_config=self.config, inspect=False)
+            tunnel = ngrok.connect(f"http://{UPSTREAM_HOST}:{port}", "http", name=f"share_magic-{port}-{uuid.uuid4()}",
+                                   pyngrok_config=self.config, inspect=False)
             self._process = ngrok.get_ngrok_process(self.config)
         except PyngrokNgrokInstallError as e:
             raise TunnelError(NOT_INSTALLED.format(reason=self._mask(str(e)).split("\n")[0])) from None
