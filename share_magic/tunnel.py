@@ -21,6 +21,7 @@ from typing import Any
 
 from .errors import TunnelError
 
+TOKEN_SHAPE = re.compile(r"^[A-Za-z0-9_]{20,}$")  # what ngrok's authtokens look like
 UPSTREAM_HOST = "127.0.0.1"  # where the gateway listens (gateway.py)
 DASHBOARD = "https://dashboard.ngrok.com/get-started/your-authtoken"
 
@@ -76,10 +77,9 @@ def private_config(path: str, authtoken: str | None) -> None:
     """Write the agent's config to ``path`` (created 0600): the user's own ngrok config (where `ngrok config
     add-authtoken` saved their token) with ``authtoken`` (if given) and inspection turned off."""
     import yaml
-    from pyngrok import conf
 
     try:
-        with open(conf.get_config_path(conf.PyngrokConfig()), encoding="utf-8") as f:
+        with open(user_config_path(), encoding="utf-8") as f:
             user: Any = yaml.safe_load(f) or {}
     except (OSError, yaml.YAMLError):
         user = {}
@@ -178,20 +178,57 @@ class Tunnel:
             f"`ngrok http 8888` in a terminal to see ngrok's own explanation, then run %share again.", code)
 
 
-def save_authtoken(authtoken: str) -> None:
-    """Save the authtoken in ngrok's own config file (where ``ngrok config add-authtoken`` puts it)."""
-    import subprocess
+def user_config_path() -> str:
+    """ngrok's own config file, where ``ngrok config add-authtoken`` saves the token (pyngrok's default path,
+    worked out now rather than when pyngrok was imported)."""
+    from pyngrok import installer
 
-    from pyngrok import conf, ngrok
-    from pyngrok.exception import PyngrokError, PyngrokNgrokInstallError
+    return os.path.join(installer.get_default_ngrok_dir(), "ngrok.yml")
 
-    _quiet_pyngrok()
+
+def save_authtoken(authtoken: str) -> str:
+    """Save the authtoken in ngrok's own config file, as ``ngrok config add-authtoken`` would, but without running
+    it: that command takes the token on its command line, which every local user can read in /proc. The file is
+    written whole (mode 0600, its folder 0700 if new) and then renamed over the old one, keeping every other
+    setting in it. Return the file's path."""
+    import yaml
+
+    path = user_config_path()
+    if not TOKEN_SHAPE.match(authtoken):
+        raise TunnelError("That does not look like an ngrok authtoken (letters, digits and _ only, no spaces). Fix: "
+                          f"copy it again, whole, from {DASHBOARD} and paste it here.")
     try:
-        ngrok.set_auth_token(authtoken, pyngrok_config=conf.PyngrokConfig())
-    except PyngrokNgrokInstallError as e:
-        raise TunnelError(NOT_INSTALLED.format(reason=str(e).split("\n")[0])) from None
-    except (PyngrokError, subprocess.CalledProcessError, OSError) as e:
-        # The failed command line holds the token: never let it through.
-        detail = str(e).replace(authtoken, "****")[:300]
-        raise TunnelError(f"ngrok could not save the authtoken ({detail}). Fix: run `ngrok config add-authtoken "
-                          "<TOKEN>` in a terminal to see why, then run %share again.") from None
+        with open(path, encoding="utf-8") as f:
+            config: Any = yaml.safe_load(f) or {}
+    except FileNotFoundError:
+        config = {}
+    except (OSError, yaml.YAMLError) as e:
+        raise TunnelError(f"ngrok's config file {path} cannot be read ({type(e).__name__}), so the authtoken was not "
+                          "saved. Fix: repair or remove that file, then paste the authtoken again.") from None
+    if not isinstance(config, dict):
+        raise TunnelError(f"ngrok's config file {path} is not a YAML mapping, so the authtoken was not saved. Fix: "
+                          "repair or remove that file, then paste the authtoken again.")
+    if str(config.get("version")) == "2":  # a version 2 file keeps the agent's settings at the top
+        config["authtoken"] = authtoken
+    else:
+        config["version"] = "3"
+        agent = config.get("agent")
+        config["agent"] = {**(agent if isinstance(agent, dict) else {}), "authtoken": authtoken}
+    folder = os.path.dirname(path)
+    try:
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        temporary = os.path.join(folder, f".ngrok.yml.{uuid.uuid4().hex}")
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(descriptor, "w", encoding="utf-8") as f:
+                yaml.safe_dump(config, f, default_flow_style=False)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(temporary, path)
+        except BaseException:
+            os.unlink(temporary)
+            raise
+    except OSError as e:
+        raise TunnelError(f"ngrok's config file {path} could not be written ({e.strerror}), so the authtoken was not "
+                          "saved. Fix: make that folder writable by you, then paste the authtoken again.") from None
+    return path

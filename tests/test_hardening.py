@@ -5,12 +5,20 @@ touches a command line, and dead helpers leave nothing behind."""
 from __future__ import annotations
 
 import json
+import os
 import socket
+import stat
+import threading
+import uuid
 from pathlib import Path
 
 import pytest
+import yaml
 from harness import wait_for
 from test_access import share
+
+import share_magic
+from share_magic.widget import AuthtokenForm, ShareView
 
 
 def gateway_port(notebook) -> int:
@@ -34,3 +42,56 @@ def test_the_agent_forwards_to_the_address_the_gateway_holds(jupyter, owner, vis
             squatter.accept()
     finally:
         squatter.close()
+
+
+class CommandLineWatch:
+    """Reads every process's command line, over and over, as any local user can, until stopped: what it saw."""
+
+    def __init__(self, secret: str) -> None:
+        self.secret = secret.encode()
+        self.sightings = 0
+        self.rounds = 0
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self.watch, daemon=True)
+        self.thread.start()
+
+    def watch(self) -> None:
+        while not self.done.is_set():
+            for entry in os.listdir("/proc"):
+                if entry.isdigit():
+                    try:
+                        self.sightings += self.secret in Path(f"/proc/{entry}/cmdline").read_bytes()
+                    except OSError:
+                        pass
+            self.rounds += 1
+
+    def stop(self) -> int:
+        self.done.set()
+        self.thread.join()
+        return self.sightings
+
+
+def test_the_authtoken_form_never_puts_the_token_on_a_command_line(jupyter, monkeypatch) -> None:
+    """Saving writes ngrok's config file itself (0600, YAML, where `ngrok config add-authtoken` puts it, other
+    settings kept) instead of running that command with the token as an argument."""
+    server = jupyter()
+    monkeypatch.delenv("NGROK_AUTHTOKEN")
+    token = f"2standinAuthtoken_{uuid.uuid4().hex}"  # this test's own: no other test run can show it
+    config = Path(os.environ["XDG_CONFIG_HOME"]) / "ngrok" / "ngrok.yml"
+    config.parent.mkdir(parents=True)
+    config.write_text("version: '3'\nagent:\n  region: eu\n")
+    form = AuthtokenForm("no authtoken", retry=lambda: share_magic.share(port=server.port))
+    form.password.value = token
+    watch = CommandLineWatch(token)
+    try:
+        wait_for(lambda: watch.rounds >= 2, 10, "the watch to be running")
+        form.save.click()
+        rounds = watch.rounds
+        wait_for(lambda: watch.rounds >= rounds + 2, 10, "the watch to look again after the save")
+    finally:
+        sightings = watch.stop()
+        share_magic.stop()
+    assert sightings == 0
+    assert stat.S_IMODE(config.stat().st_mode) == 0o600
+    assert yaml.safe_load(config.read_text()) == {"version": "3", "agent": {"region": "eu", "authtoken": token}}
+    assert isinstance(form.children[0], ShareView)  # the share started with the saved token
