@@ -8,6 +8,9 @@ Nothing about the tunnel is readable by other local users. The agent gets its se
 ``--authtoken`` flag pyngrok would put on its command line; the file is deleted once the agent has read it. The
 agent's request inspection, which keeps every forwarded request (keys, cookies, bodies) at its unauthenticated local
 web address, is off for the whole agent and for the endpoint.
+
+The private folder holds an owner file naming its helper, so that the next share can tell the folder of a helper
+that was killed (and could not clean up) from a live share's, and remove only the former.
 """
 from __future__ import annotations
 
@@ -15,13 +18,18 @@ import logging
 import os
 import re
 import shutil
+import stat
 import tempfile
+import time
 import uuid
 from typing import Any
 
 from .errors import TunnelError
 
 TOKEN_SHAPE = re.compile(r"^[A-Za-z0-9_]{20,}$")  # what ngrok's authtokens look like
+FOLDER_PREFIX = "share_magic-ngrok-"
+OWNER_FILE = "helper.pid"  # in each private folder: "<pid> <start time>" of the helper that made it
+UNOWNED_GRACE = 600.0  # seconds: a folder without an owner file younger than this may be a helper starting up
 UPSTREAM_HOST = "127.0.0.1"  # where the gateway listens (gateway.py)
 DASHBOARD = "https://dashboard.ngrok.com/get-started/your-authtoken"
 
@@ -97,6 +105,59 @@ def private_config(path: str, authtoken: str | None) -> None:
         yaml.safe_dump({"version": "3", "agent": agent}, f)
 
 
+def _started(pid: int) -> str:
+    """When ``pid`` started (clock ticks since boot, from /proc); "" where there is no /proc to tell."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="latin-1") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def _owner_alive(owner: str) -> bool:
+    """Whether the process an owner file names is still the one that wrote it (not dead, not a recycled pid)."""
+    pid_text, _, started = owner.strip().partition(" ")
+    try:
+        pid = int(pid_text)
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (ValueError, OverflowError):
+        return False
+    except PermissionError:  # someone else's process now: ours is gone
+        return False
+    return not started or not _started(pid) or _started(pid) == started
+
+
+def remove_stale_folders(root: str | None = None) -> list[str]:
+    """Remove the private folders that helpers killed before they could clean up left in the temp folder; return
+    them. Only folders of this user, not symlinks, whose owner file names a process that is gone -- or, with no
+    owner file (an older share_magic, or a helper between making it and writing the file), that are older than
+    :data:`UNOWNED_GRACE`. A live share's folder is never touched."""
+    root = root or tempfile.gettempdir()
+    removed = []
+    try:
+        entries = [entry for entry in os.scandir(root) if entry.name.startswith(FOLDER_PREFIX)]
+    except OSError:
+        return removed
+    for entry in entries:
+        try:
+            info = entry.stat(follow_symlinks=False)
+            if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+                continue
+            descriptor = os.open(os.path.join(entry.path, OWNER_FILE), os.O_RDONLY | os.O_NOFOLLOW)
+            with os.fdopen(descriptor, encoding="utf-8") as f:
+                stale = not _owner_alive(f.read(100))
+        except FileNotFoundError:
+            stale = time.time() - info.st_mtime > UNOWNED_GRACE
+        except OSError:
+            continue
+        if stale:
+            shutil.rmtree(entry.path, ignore_errors=True)
+            removed.append(entry.path)
+    return removed
+
+
 class Tunnel:
     """One ngrok agent with one endpoint forwarding to a local port."""
 
@@ -105,7 +166,11 @@ class Tunnel:
 
         _quiet_pyngrok()
         self._authtoken = authtoken
-        self._folder = tempfile.mkdtemp(prefix="share_magic-ngrok-")  # 0700
+        remove_stale_folders()
+        self._folder = tempfile.mkdtemp(prefix=FOLDER_PREFIX)  # 0700
+        descriptor = os.open(os.path.join(self._folder, OWNER_FILE), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w", encoding="utf-8") as f:
+            f.write(f"{os.getpid()} {_started(os.getpid())}\n")
         self._config_path = os.path.join(self._folder, "ngrok.yml")
         # Reads PYNGROK_NGROK_PATH from the environment.
         self.config = conf.PyngrokConfig(config_path=self._config_path)

@@ -6,15 +6,18 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import stat
+import subprocess
 import threading
+import time
 import uuid
 from pathlib import Path
 
 import pytest
 import yaml
-from harness import wait_for
+from harness import processes_with, wait_for
 from test_access import share
 
 import share_magic
@@ -95,3 +98,51 @@ def test_the_authtoken_form_never_puts_the_token_on_a_command_line(jupyter, monk
     assert stat.S_IMODE(config.stat().st_mode) == 0o600
     assert yaml.safe_load(config.read_text()) == {"version": "3", "agent": {"region": "eu", "authtoken": token}}
     assert isinstance(form.children[0], ShareView)  # the share started with the saved token
+
+
+def ended_pid() -> int:
+    """The pid of a process that has come and gone."""
+    process = subprocess.Popen(["true"])
+    process.wait()
+    return process.pid
+
+
+def test_the_next_share_removes_what_killed_helpers_left_and_nothing_else(jupyter, owner, sandbox, tmp_path,
+                                                                          monkeypatch) -> None:
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(temp))  # the server, its kernels and their helpers use this temp folder
+
+    def folder(name: str, owner_line: str | None, age: float = 0, uid: int | None = None) -> Path:
+        path = temp / f"share_magic-ngrok-{name}"
+        path.mkdir(mode=0o700)
+        if owner_line is not None:
+            (path / "helper.pid").write_text(owner_line)
+        if uid is not None:
+            os.chown(path, uid, -1)
+        moment = time.time() - age
+        os.utime(path, (moment, moment))
+        return path
+
+    me = os.getpid()
+    my_start = Path(f"/proc/{me}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    dead = folder("dead", f"{ended_pid()} 1\n")
+    recycled = folder("recycled", f"{me} 1\n")  # a live pid, but not the process that wrote the file
+    live = folder("live", f"{me} {my_start}\n")
+    starting = folder("starting", None)  # no owner file yet: a helper between mkdtemp and writing it
+    old_unowned = folder("old", None, age=3600)  # an older share_magic's, killed long ago
+    others = [folder("theirs", f"{ended_pid()} 1\n", uid=12345)] if os.getuid() == 0 else []
+
+    notebook = owner(jupyter())
+    share(notebook)
+    assert not dead.exists() and not recycled.exists() and not old_unowned.exists()
+    assert live.exists() and starting.exists() and all(path.exists() for path in others)
+    ours = [path for path in temp.glob("share_magic-ngrok-*") if path not in (live, starting, *others)]
+    assert len(ours) == 1 and (ours[0] / "helper.pid").read_text().split()[0] == str(processes_with(
+        "share_magic.helper")[0])
+
+    os.killpg(processes_with("share_magic.helper")[0], signal.SIGKILL)  # the helper and its agent, no clean-up
+    wait_for(lambda: "Share lost" in notebook.run("%share status"), 20, "the kernel to notice the share is gone")
+    assert ours[0].exists()
+    share(notebook)
+    assert not ours[0].exists() and live.exists() and starting.exists()
