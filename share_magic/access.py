@@ -206,6 +206,8 @@ class Access:
         cookie = f"{COOKIE}={session_id}; Path={self.cookie_path}; Secure; HttpOnly; SameSite=Lax"
         if self.expires_at is not None:
             cookie += f"; Max-Age={max(0, int(self.expires_at - time.time()))}"
+        if not target.startswith("/") or target.startswith("//") or "\\" in target.split("?", 1)[0]:
+            target = self.cookie_path  # //host/x would lead the browser off the share, key freshly accepted
         return Reply(response(302, "Found", [("Location", target), ("Set-Cookie", cookie),
                                              ("Cache-Control", "no-store"), ("Referrer-Policy", "no-referrer")]))
 

@@ -26,6 +26,7 @@ loop does; what the gateway still costs is little more than the extra hop throug
 """
 from __future__ import annotations
 
+import re
 import select
 import socket
 import threading
@@ -74,6 +75,14 @@ def _rebase(url: str, origin: str) -> str:
     """``url`` with its scheme and host taken from ``origin``; path, query and fragment kept."""
     parts, new = urlsplit(url), urlsplit(origin)
     return urlunsplit((new.scheme, new.netloc, parts.path, parts.query, parts.fragment))
+
+
+def _leads_elsewhere(location: str) -> bool:
+    """Whether a browser would take this Location to another host: an absolute URL or a scheme-relative one,
+    read as browsers read it (surrounding controls and spaces dropped, tabs and newlines removed, ``\\`` taken for
+    ``/``)."""
+    url = re.sub(r"[\t\n\r]", "", location.strip("\x00- ")).replace("\\", "/")
+    return url.startswith("//") or re.match(r"[A-Za-z][A-Za-z0-9+.-]*:", url) is not None
 
 
 class _Closed(Exception):
@@ -166,9 +175,13 @@ class Gateway:
         return origin_of(url) == public
 
     def public_location(self, location: str) -> str:
-        if self.public_origin is None or origin_of(location) != origin_of(self.server.origin):
-            return location
-        return _rebase(location, self.public_origin)
+        """A Location as the visitor gets it: the server's own URLs made public ones; one that would lead off the
+        share (another site, or a scheme-relative ``//host``) becomes the server's base URL on the share."""
+        if self.public_origin is not None and origin_of(location) == origin_of(self.server.origin):
+            return _rebase(location, self.public_origin)
+        if _leads_elsewhere(location) and (self.public_origin is None or origin_of(location) != self.public_origin):
+            return self.server.base_url
+        return location
 
     def response_headers(self, headers: Headers) -> Headers:
         return [(name, self.public_location(value) if name.lower() == "location" else value)
@@ -266,16 +279,23 @@ class Gateway:
         upstream: _Side | None = None
         try:
             while True:
-                request = _read_head(visitor.reader)
-                if request is None:
+                try:
+                    request = _read_head(visitor.reader, strict=True)
+                    if request is None:
+                        break
+                    start_line, headers = request
+                    method, target, version = _split_start_line(start_line)
+                    check_request(method, target, headers)
+                except BadRequest as bad:
+                    self.meter.request()
+                    visitor.out.sendall(_plain_response(bad.status, bad.reason, f"The gateway refused this "
+                                                                                f"request: {bad}.\n"))
                     break
                 self.meter.request()
                 if self.public_origin is None:
                     visitor.out.sendall(_plain_response(503, "Service Unavailable", "The share is not open."))
                     break
-                start_line, headers = request
                 fields = {name.lower(): value for name, value in headers}
-                method, target, version = start_line.split(" ", 2)
                 verdict = self.access.check(method, target, headers)
                 if isinstance(verdict, Reply):
                     if "100-continue" not in fields.get("expect", "").lower():
@@ -401,6 +421,7 @@ class Gateway:
               limit: int = 1024 * 1024) -> tuple[str, Headers, bytes] | None:
         """One whole exchange with the server for a request the gate admitted (carried by the bridge): the
         response's status line, headers (as a visitor gets them) and body; None if the body is over ``limit``."""
+        check_request(method, admitted.target, admitted.headers)  # the bridge's caller is a page's script
         upstream = self._open(self._connect_upstream())
         try:
             start_line = f"{method} {admitted.target} HTTP/1.1"
@@ -490,26 +511,31 @@ def _shut(sock: socket.socket) -> None:
 # -- HTTP/1.1 framing ---------------------------------------------------------------------------------------------
 
 
-def _read_head(reader: BinaryIO) -> tuple[str, Headers] | None:
-    """A message head: its start line and headers; None at a clean end of the stream."""
+def _read_head(reader: BinaryIO, strict: bool = False) -> tuple[str, Headers] | None:
+    """A message head: its start line and headers; None at a clean end of the stream. ``strict`` (a visitor's
+    request) accepts only lines ended by CRLF; :func:`check_request` then checks what they say."""
     buffered = reader.peek(HEAD_LIMIT)  # what one read brought: nearly always a whole head
     end = buffered.find(b"\r\n\r\n", 0, HEAD_LIMIT)
     if end > 0:
         lines = reader.read(end + 4)[:-4].decode("latin-1").split("\r\n")
     else:
-        lines = _read_head_lines(reader)
+        lines = _read_head_lines(reader, strict)
         if not lines:
             return None
+    if strict:
+        for line in lines:  # a bare CR or LF ends a line for some parsers and not for others: never pass one on
+            if "\n" in line or "\r" in line:
+                raise BadRequest("a bare CR or LF in the request head")
     headers = []
     for line in lines[1:]:
         name, _, value = line.partition(":")
         if not name or name != name.strip():
-            raise ValueError(f"malformed header line {line!r}")
+            raise BadRequest(f"malformed header line {line[:80]!r}")
         headers.append((name, value.strip()))
     return lines[0], headers
 
 
-def _read_head_lines(reader: BinaryIO) -> list[str]:
+def _read_head_lines(reader: BinaryIO, strict: bool = False) -> list[str]:
     """A head that arrives in pieces, line by line; no lines at a clean end of the stream."""
     lines: list[str] = []
     size = 0
@@ -517,14 +543,64 @@ def _read_head_lines(reader: BinaryIO) -> list[str]:
         line = reader.readline(HEAD_LIMIT - size + 1)
         size += len(line)
         if not line.endswith(b"\n"):
-            if line or lines:  # cut off mid-head, or longer than any head may be
-                raise ValueError("incomplete or oversized message head")
+            if len(line) > HEAD_LIMIT - size or size > HEAD_LIMIT:
+                raise BadRequest("the request head is too large", 431, "Request Header Fields Too Large")
+            if line or lines:  # cut off mid-head
+                raise ValueError("incomplete message head")
             return lines
+        if strict and not line.endswith(b"\r\n"):
+            raise BadRequest("a bare LF in the request head")
         if line in (b"\r\n", b"\n"):
             if lines:
                 return lines
             continue  # stray empty lines before a request are allowed
         lines.append(line.rstrip(b"\r\n").decode("latin-1"))
+
+
+TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110: methods and header names
+ORIGIN_FORM = re.compile(r"/[!-~]*")  # a path (and query) in visible ASCII, as browsers send it
+VERSION = re.compile(r"HTTP/1\.[01]")
+CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # in a field value; a tab is allowed
+
+
+class BadRequest(ValueError):
+    """A request the gateway answers itself (400, unless said otherwise): it is never passed on."""
+
+    def __init__(self, why: str, status: int = 400, reason: str = "Bad Request") -> None:
+        super().__init__(why)
+        self.status, self.reason = status, reason
+
+
+def check_request(method: str, target: str, headers: Headers) -> None:
+    """Raise :class:`BadRequest` unless this is a request every HTTP parser reads the same way: a token for a
+    method, a clean origin-form target, header names that are tokens, values without control characters, and one
+    unambiguous body framing. Whatever could be read as two requests, or as another one, stops here."""
+    if not TOKEN.fullmatch(method):
+        raise BadRequest("the method is not an HTTP token")
+    if not ORIGIN_FORM.fullmatch(target) or target.startswith("//") or "\\" in target.split("?", 1)[0]:
+        raise BadRequest("the target is not a path on this server")
+    lengths, encodings = [], []
+    for name, value in headers:
+        if not TOKEN.fullmatch(name):
+            raise BadRequest(f"malformed header name {name[:40]!r}")
+        if CONTROL.search(value):
+            raise BadRequest(f"a control character in header {name!r}")
+        lower = name.lower()
+        if lower == "content-length":
+            lengths.append(value)
+        elif lower == "transfer-encoding":
+            encodings.append(value.lower())
+    if len(lengths) > 1 or (lengths and not lengths[0].isdigit()) or (lengths and encodings):
+        raise BadRequest("ambiguous Content-Length")
+    if encodings and (len(encodings) > 1 or encodings[0] != "chunked"):
+        raise BadRequest("a Transfer-Encoding other than chunked", 501, "Not Implemented")
+
+
+def _split_start_line(start_line: str) -> tuple[str, str, str]:
+    parts = start_line.split(" ")
+    if len(parts) != 3 or not VERSION.fullmatch(parts[2]):
+        raise BadRequest("malformed request line")
+    return parts[0], parts[1], parts[2]
 
 
 def _head(start_line: str, headers: Headers) -> bytes:

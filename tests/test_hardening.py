@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
+import ssl
 import stat
 import subprocess
 import threading
 import time
+import urllib.parse
 import uuid
 from pathlib import Path
 
@@ -19,8 +22,10 @@ import pytest
 import yaml
 from harness import processes_with, wait_for
 from test_access import share
+from test_units import Upstream, echo, gateway_to, read_head
 
 import share_magic
+from share_magic.access import Access, Reply
 from share_magic.widget import AuthtokenForm, ShareView
 
 
@@ -146,3 +151,109 @@ def test_the_next_share_removes_what_killed_helpers_left_and_nothing_else(jupyte
     assert ours[0].exists()
     share(notebook)
     assert not ours[0].exists() and live.exists() and starting.exists()
+
+
+# -- nothing rides past the gate -------------------------------------------------------------------------------------
+
+
+def raw_exchange(link: str, request: bytes) -> bytes:
+    """Send these exact bytes to the share's public address over TLS, as an attacker's own client would; return
+    everything that comes back until the connection closes."""
+    parts = urllib.parse.urlsplit(link)
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    answer = b""
+    with socket.create_connection((parts.hostname, parts.port or 443), timeout=30) as raw, \
+            context.wrap_socket(raw, server_hostname=parts.hostname) as tls:
+        tls.sendall(request)
+        while chunk := tls.recv(65536):
+            answer += chunk
+    return answer
+
+
+def test_smuggled_requests_never_reach_jupyter(jupyter, owner, visitor) -> None:
+    """The issue's two shapes: a bare LF in a header value over HTTP (Jupyter would read a second request, carrying
+    the session's hidden login cookie), and a bridge call whose method (or a header) holds a CRLF. Neither reaches
+    the server; the first gets the gateway's 400, the bridge falls back to HTTP."""
+    server = jupyter(log_requests=True)
+    notebook = owner(server)
+    link = share(notebook)
+    guest = visitor(link)
+    assert guest.get(link).status_code == 200
+    host = urllib.parse.urlsplit(link).netloc
+    cookie = f"share_magic={guest.http.cookies['share_magic']}"
+    marker = uuid.uuid4().hex.upper()  # upper case: the bridge upper-cased the method it was given
+
+    answer = raw_exchange(link, (f"GET /api/status HTTP/1.1\r\nHost: {host}\r\nCookie: {cookie}\r\nX-Pad: a\n\n"
+                                 f"GET /api/contents?SMUGGLEDA{marker} HTTP/1.1\r\nX-Rest: b\r\n\r\n").encode())
+    assert answer.startswith(b"HTTP/1.1 400 Bad Request\r\n") and b"bare CR or LF" in answer, answer[:300]
+
+    bridge = guest.websocket("/share_magic/bridge")
+    calls = [
+        {"id": 1, "method": f"GET /api/contents?SMUGGLEDB{marker} HTTP/1.1\r\nHost: x\r\n\r\nGET", "target": "/api",
+         "headers": []},
+        {"id": 2, "method": "GET", "target": f"/api HTTP/1.1\r\nHost: x\r\n\r\nGET /api/contents?SMUGGLEDC{marker}",
+         "headers": []},
+        {"id": 3, "method": "GET", "target": "/api/status",
+         "headers": [["X-Pad", f"a\r\n\r\nGET /api/contents?SMUGGLEDD{marker} HTTP/1.1"]]},
+        {"id": 4, "method": "GET", "target": f"//evil.example/SMUGGLEDE{marker}", "headers": []},
+    ]
+    for call in calls:
+        bridge.send(json.dumps({**call, "gzip": False}))
+        assert json.loads(bridge.recv()) == {"id": call["id"], "fallback": True}, call
+
+    sentinel = f"sentinel{uuid.uuid4().hex}"
+    assert guest.get(f"/api/status?{sentinel}").status_code == 200
+    wait_for(lambda: server.saw(sentinel), 10, "the server to log the admitted request")
+    assert not server.saw(marker), "a smuggled request reached Jupyter"
+
+
+@pytest.mark.parametrize("head", [
+    b"GET /x HTTP/1.1\r\nHost: h\r\nX-Pad: a\r\n folded\r\n\r\n",  # obs-fold
+    b"GET /x HTTP/1.1\r\nHost: h\r\nX-Pad: a\x01b\r\n\r\n",  # a control character
+    b"GET /x HTTP/1.1\r\nHost: h\r\nX-Pad: a\x7fb\r\n\r\n",
+    b"GET /x HTTP/1.1\r\nHost: h\r\nX Pad: a\r\n\r\n",  # malformed names
+    b"GET /x HTTP/1.1\r\nHost: h\r\nX-Pad : a\r\n\r\n",
+    b"GET /x HTTP/1.1\r\nHost: h\r\nX-P\x00d: a\r\n\r\n",
+    b"GET /x HTTP/1.1\r\nHost: h\r\nX-Pad: a\nX-More: b\r\n\r\n",  # a bare LF
+    b"GET /x HTTP/1.1\r\nHost: h\rX-More: b\r\n\r\n",  # a bare CR
+    b"GET /x HTTP/1.1\nHost: h\n\n",  # a head of bare LFs, arriving whole
+    b"POST /x HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nContent-Length: 30\r\n\r\nabc",  # ambiguous framing
+    b"POST /x HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    b"POST /x HTTP/1.1\r\nHost: h\r\nContent-Length: +3\r\n\r\nabc",
+    b"G(ET /x HTTP/1.1\r\nHost: h\r\n\r\n",  # not a method
+    b"GET //evil.example/x HTTP/1.1\r\nHost: h\r\n\r\n",  # not a path on this server
+    b"GET http://evil.example/x HTTP/1.1\r\nHost: h\r\n\r\n",
+    b"GET /x  HTTP/1.1\r\nHost: h\r\n\r\n",
+    b"GET /x HTTP/2.0\r\nHost: h\r\n\r\n",
+], ids=["obs-fold", "control", "delete", "space-in-name", "space-before-colon", "nul-in-name", "bare-lf",
+        "bare-cr", "all-bare-lf", "two-lengths", "length-and-chunked", "signed-length", "bad-method",
+        "scheme-relative-target", "absolute-target", "two-spaces", "version"])
+def test_malformed_heads_get_the_gateways_own_400(head: bytes) -> None:
+    upstream = Upstream(echo, script=lambda conn, req: "keep")
+    with gateway_to(upstream) as (client, reader):
+        client.sendall(head)
+        status, headers = read_head(reader)
+        assert status.split(" ", 2)[1] in ("400", "501"), status
+        assert b"The gateway refused this request" in reader.read(int(headers["content-length"]))
+        assert reader.read() == b""  # and the connection is closed
+    assert upstream.log == []
+
+
+def test_the_gate_never_redirects_off_the_share(jupyter, owner, visitor) -> None:
+    """``//evil.example/x?share_key=K``: the key is good, the redirect that drops it from the address bar stays on
+    the share."""
+    link = share(owner(jupyter()))
+    key = urllib.parse.parse_qs(urllib.parse.urlsplit(link).query)["share_key"][0]
+    host = urllib.parse.urlsplit(link).netloc
+    for target in (f"//evil.example/x?share_key={key}", f"/\\evil.example/x?share_key={key}"):
+        answer = raw_exchange(link, f"GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+        status = answer.split(b"\r\n", 1)[0]
+        location = re.search(rb"\r\nLocation: ([^\r]*)\r\n", answer)
+        assert status in (b"HTTP/1.1 302 Found", b"HTTP/1.1 400 Bad Request"), answer[:300]
+        assert location is None or location.group(1) == b"/", answer[:300]
+    unit = Access("/a%40b/").check("GET", f"//evil.example/x?share_key=", [])
+    assert isinstance(unit, Reply)  # no key: refused, no Location at all
+    access = Access("/a%40b/")
+    reply = access.check("GET", f"//evil.example/x?share_key={access.link_key('edit')}", [])
+    assert isinstance(reply, Reply) and b"\r\nLocation: /a%40b/\r\n" in reply.response
