@@ -109,6 +109,8 @@ class Gateway:
         self.local: Callable[[Local, BinaryIO, _Sink, Callable[[bool], None]], None] | None = None
         # Asked for every (small) Jupyter page an editing visitor gets: the page as they should get it.
         self.rewrite_page: Callable[[bytes], bytes] | None = None
+        # Blanked from every HTML answer a visitor gets, whatever its status or size (the server's token).
+        self.blanked: bytes | None = None
         self.port = 0
         self._listeners: list[socket.socket] = []
         self._lock = threading.Lock()
@@ -391,16 +393,9 @@ class Gateway:
         response_fields = {name.lower(): value for name, value in response_headers}
         if method == "HEAD" or status in NO_BODY_STATUSES:
             visitor.out.sendall(head)
-        elif self.rewrite_page and method == "GET" and status == 200 and _small_page(response_fields):
-            page = self.rewrite_page(_exactly_bytes(upstream.reader, int(response_fields["content-length"])))
-            headers_out = [(name, str(len(page)) if name.lower() == "content-length" else value)
-                           for name, value in headers_out]
-            if self.compression.wanted(fields, method, status, response_fields):
-                gzipped = GzipChunks(visitor.out, _head(status_line, Compression.headers(headers_out)))
-                gzipped.sendall(page)
-                gzipped.close()
-            else:
-                visitor.out.sendall(_head(status_line, headers_out) + page)
+        elif _html(response_fields) and (self.blanked or self.rewrite_page):
+            if not self._relay_html(start_line, fields, status_line, headers_out, response_fields, upstream, visitor):
+                return False
         elif self.compression.wanted(fields, method, status, response_fields):
             compressed_headers = Compression.headers(headers_out)
             keep = Compression.keepable(response_fields)
@@ -416,6 +411,53 @@ class Gateway:
             return False
         return ("close" not in fields.get("connection", "").lower()
                 and "close" not in response_fields.get("connection", "").lower())
+
+    def _relay_html(self, start_line: str, fields: dict[str, str], status_line: str, headers_out: Headers,
+                    response_fields: dict[str, str], upstream: _Side, visitor: _Side) -> bool:
+        """An HTML answer, with :attr:`blanked` blanked out (and, for a page, :attr:`rewrite_page` applied); return
+        False if its body was delimited by closing the connection. A small one is rewritten whole; a larger one
+        (or one of unknown length) is blanked as it streams, in chunks."""
+        method, _, rest = start_line.partition(" ")
+        status = int(status_line.split(" ", 2)[1])
+        length = response_fields.get("content-length")
+        if length is not None and "chunked" not in response_fields.get("transfer-encoding", "").lower() \
+                and int(length) <= RETRY_BODY_LIMIT:
+            page = self.blank(_exactly_bytes(upstream.reader, int(length)))
+            if self.rewrite_page and method == "GET" and status == 200:
+                page = self.rewrite_page(page)
+            headers_out = [(name, str(len(page)) if name.lower() == "content-length" else value)
+                           for name, value in headers_out]
+            if self.compression.wanted(fields, method, status, response_fields):
+                gzipped = GzipChunks(visitor.out, _head(status_line, Compression.headers(headers_out)))
+                gzipped.sendall(page)
+                gzipped.close()
+            else:
+                visitor.out.sendall(_head(status_line, headers_out) + page)
+            return True
+        if not rest.endswith("HTTP/1.1"):  # no chunks for an HTTP/1.0 visitor: the body ends with the connection
+            plain = [(name, value) for name, value in headers_out
+                     if name.lower() not in ("content-length", "transfer-encoding")]
+            sink: Any = _Blanking(_Once(visitor.out, _head(status_line, plain)), self.blanked)
+            _relay_decoded(upstream.reader, sink, response_fields)
+            sink.close()
+            return False
+        if self.compression.wanted(fields, method, status, response_fields):
+            framed: Any = GzipChunks(visitor.out, _head(status_line, Compression.headers(headers_out)))
+        else:
+            framed = _Chunks(visitor.out, _head(status_line, [
+                *[(name, value) for name, value in headers_out
+                  if name.lower() not in ("content-length", "transfer-encoding")],
+                ("Transfer-Encoding", "chunked")]))
+        sink = _Blanking(framed, self.blanked)
+        delimited = _relay_decoded(upstream.reader, sink, response_fields)
+        sink.close()
+        return delimited
+
+    def blank(self, body: bytes) -> bytes:
+        secret = self.blanked
+        while secret and secret in body:  # again: taking one out may join the pieces of another
+            body = body.replace(secret, b"")
+        return body
 
     def fetch(self, admitted: Admitted, method: str, body: bytes,
               limit: int = 1024 * 1024) -> tuple[str, Headers, bytes] | None:
@@ -444,7 +486,10 @@ class Gateway:
                     if collected.over:  # stop reading at the limit: the caller goes over plain HTTP instead
                         return None
                     raise
-            return status_line, self.response_headers(admitted.response_headers(response_headers)), bytes(collected)
+            answer = bytes(collected)
+            if _html(fields):
+                answer = self.blank(answer)
+            return status_line, self.response_headers(admitted.response_headers(response_headers)), answer
         finally:
             self._drop(upstream)
 
@@ -627,9 +672,63 @@ class _Collected(bytearray):
         self += data
 
 
-def _small_page(fields: dict[str, str]) -> bool:
-    return (fields.get("content-type", "").startswith("text/html") and "content-encoding" not in fields
-            and int(fields.get("content-length") or RETRY_BODY_LIMIT + 1) <= RETRY_BODY_LIMIT)
+def _html(fields: dict[str, str]) -> bool:
+    """An HTML body we can read as it is (not compressed by the server)."""
+    return fields.get("content-type", "").lower().startswith("text/html") and "content-encoding" not in fields
+
+
+class _Once:
+    """A sink that sends ``head`` with the first write (or on close, for an empty body)."""
+
+    def __init__(self, sink: _Sink, head: bytes) -> None:
+        self.sink, self.pending = sink, head
+
+    def sendall(self, data: bytes, /) -> None:
+        self.sink.sendall(self.pending + data)
+        self.pending = b""
+
+    def close(self) -> None:
+        if self.pending:
+            self.sink.sendall(self.pending)
+            self.pending = b""
+
+
+class _Chunks(_Once):
+    """A sink that sends what it is given as HTTP chunks (the head with the first), and the last chunk on close."""
+
+    def sendall(self, data: bytes, /) -> None:
+        if data:
+            super().sendall(b"%x\r\n" % len(data) + data + b"\r\n")
+
+    def close(self) -> None:
+        super().sendall(b"0\r\n\r\n")
+
+
+class _Blanking:
+    """A sink that takes ``secret`` out of a stream, even one split across writes: it holds back the tail of each
+    write that could be the start of it."""
+
+    def __init__(self, sink: Any, secret: bytes | None) -> None:
+        self.sink, self.secret, self.held = sink, secret or b"", b""
+
+    def sendall(self, data: bytes, /) -> None:
+        data = self.held + data
+        if not self.secret:
+            self.sink.sendall(data)
+            return
+        while self.secret in data:
+            data = data.replace(self.secret, b"")
+        keep = next((size for size in range(min(len(self.secret) - 1, len(data)), 0, -1)
+                     if self.secret.startswith(data[-size:])), 0)
+        self.held = data[len(data) - keep:] if keep else b""
+        if len(data) > keep:
+            self.sink.sendall(data[:len(data) - keep])
+
+    def close(self) -> None:
+        if self.held:
+            self.sink.sendall(self.held)
+            self.held = b""
+        self.sink.close()
 
 
 def _exactly_bytes(reader: BinaryIO, size: int) -> bytes:

@@ -63,6 +63,7 @@ class Helper:
                                compression=Compression(enabled=economy))
         self.gateway.local = self.answer_locally
         self.gateway.rewrite_page = self.rewrite_page
+        self.gateway.blanked = self.server.token.encode() if self.server.token else None
         self.view: NotebookView | None = None
         self.bridge: Bridge | None = None
         if economy:
@@ -91,11 +92,10 @@ class Helper:
         return self.access.link_key(role)
 
     def rewrite_page(self, page: bytes) -> bytes:
-        """A Jupyter page as an editing visitor gets it: without the server's token, which JupyterLab's page config
-        would otherwise hand them (the gateway logs them in; the page does not use it to talk to its own host), and
-        with the bridge's script."""
-        if self.server.token:
-            page = page.replace(self.server.token.encode(), b"")
+        """A Jupyter page as an editing visitor gets it: with the bridge's script. (The gateway has already blanked
+        the server's token out of it, as out of every HTML answer: JupyterLab's page config and Jupyter's error
+        pages would otherwise hand it over; the gateway logs visitors in, and no page needs it to talk to its own
+        host.)"""
         return with_script(page, self.server.base_url) if self.bridge else page
 
     def answer_locally(self, request: Local, reader: IO[bytes], out: Any, live: Callable[[bool], None]) -> None:

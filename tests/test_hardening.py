@@ -4,6 +4,7 @@ server's token, nothing rides past the gate, stalled connections cannot hold the
 touches a command line, and dead helpers leave nothing behind."""
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -26,6 +27,7 @@ from test_units import Upstream, echo, gateway_to, read_head
 
 import share_magic
 from share_magic.access import Access, Reply
+from share_magic.gateway import _Blanking
 from share_magic.widget import AuthtokenForm, ShareView
 
 
@@ -257,3 +259,60 @@ def test_the_gate_never_redirects_off_the_share(jupyter, owner, visitor) -> None
     access = Access("/a%40b/")
     reply = access.check("GET", f"//evil.example/x?share_key={access.link_key('edit')}", [])
     assert isinstance(reply, Reply) and b"\r\nLocation: /a%40b/\r\n" in reply.response
+
+
+# -- the server's token reaches no visitor ---------------------------------------------------------------------------
+
+
+def test_no_html_answer_carries_the_servers_token(jupyter, owner, visitor) -> None:
+    """Jupyter's error pages (404, 403) carry the token in their page config as its pages do: blanked in every HTML
+    answer, over HTTP and through the bridge."""
+    server = jupyter()
+    notebook = owner(server)
+    link = share(notebook)
+    guest = visitor(link)
+    assert guest.get(link).status_code == 200
+    html = {"Accept": "text/html"}
+    answers = {path: guest.get(path, headers=html) for path in ("/nope", "/files/shared.ipynb", "/lab",
+                                                                "/lab/tree/missing.ipynb", "/tree")}
+    answers["POST /nope"] = guest.send("POST", "/nope", headers=html)
+    assert answers["/nope"].status_code == 404 and "text/html" in answers["/nope"].headers["Content-Type"]
+    assert {response.status_code for response in answers.values()} >= {200, 404}
+    for path, response in answers.items():
+        assert response.text and server.token not in response.text, (path, response.status_code)
+
+    bridge = guest.websocket("/share_magic/bridge")
+    for number, target in enumerate(["/nope", "/lab", "/files/shared.ipynb", "/api/nope"], start=1):
+        bridge.send(json.dumps({"id": number, "method": "GET", "target": target, "headers": [["Accept", "text/html"]],
+                                "gzip": False}))
+        answer = json.loads(bridge.recv())
+        assert not answer.get("fallback"), (target, answer)
+        body = base64.b64decode(answer["body"])
+        assert body and server.token.encode() not in body, (target, answer["status"])
+
+
+@pytest.mark.parametrize("pieces", [
+    [b"<html>token=SECRET!</html>"],
+    [b"<html>token=SEC", b"RET!</html>"],
+    [b"<html>token=S", b"E", b"C", b"RETSECRET", b"!</html>"],
+    [b"<html>SECSECRETRET</html>"],  # taking one out joins another
+    [b"<html>SEC</html>"],  # a prefix that is not the secret is kept
+])
+def test_the_token_is_blanked_however_the_stream_is_cut(pieces: list[bytes]) -> None:
+    sent = bytearray()
+
+    class Sink:
+        def sendall(self, data: bytes) -> None:
+            sent.extend(data)
+
+        def close(self) -> None:
+            pass
+
+    blanking = _Blanking(Sink(), b"SECRET")
+    for piece in pieces:
+        blanking.sendall(piece)
+    blanking.close()
+    whole = b"".join(pieces)
+    while b"SECRET" in whole:
+        whole = whole.replace(b"SECRET", b"")
+    assert bytes(sent) == whole and b"SECRET" not in sent
