@@ -31,6 +31,7 @@ import select
 import socket
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any, BinaryIO, Callable, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
@@ -85,6 +86,29 @@ def _leads_elsewhere(location: str) -> bool:
     return url.startswith("//") or re.match(r"[A-Za-z][A-Za-z0-9+.-]*:", url) is not None
 
 
+@dataclass(frozen=True)
+class Limits:
+    """How long a visitor may take, and how many connections the gateway holds, so that nobody can hold the helper
+    with connections that say nothing. Seconds are of silence: a slow but steady body is fine."""
+
+    head_timeout: float = 30.0  # for a request head to arrive whole (and for a kept-alive connection to idle)
+    body_timeout: float = 60.0  # for each part of a request body, and for the visitor to take each part of an answer
+    linger: float = 2.0  # after the gateway's own last answer, for the visitor to stop sending
+    max_connections: int = 256  # beyond this, a connection gets a 503 at once, and no thread
+
+
+def _turn_away(sock: socket.socket) -> None:
+    """Answer 503 to a connection the gateway cannot hold, without waiting on it."""
+    sock.setblocking(False)
+    try:
+        sock.send(_plain_response(503, "Service Unavailable", "Too many connections; try again shortly."))
+        sock.shutdown(socket.SHUT_WR)
+        sock.recv(RETRY_BODY_LIMIT)  # what already came: closing on unread input would reset the answer away
+    except OSError:
+        pass
+    sock.close()
+
+
 class _Closed(Exception):
     """A side of the exchange went away."""
 
@@ -97,8 +121,10 @@ class Gateway:
     """Serves one share: every request it gets came through the tunnel from a visitor."""
 
     def __init__(self, server: JupyterServer, access: Gate, on_change: Callable[[], None] | None = None,
-                 compression: Compression | None = None) -> None:
+                 compression: Compression | None = None, limits: Limits | None = None) -> None:
         self.server = server
+        self.limits = limits or Limits()
+        self._served = 0  # visitor connections being served, up to limits.max_connections
         self.access = access
         self.meter = Meter()
         self.compression = compression or Compression(enabled=False)
@@ -230,7 +256,31 @@ class Gateway:
                 sock, _ = listener.accept()
             except OSError:  # closed
                 return
-            threading.Thread(target=self._serve, args=(sock,), daemon=True, name="gateway-visitor").start()
+            with self._lock:
+                full = self._served >= self.limits.max_connections
+                self._served += not full
+            if full:  # as many connections as it may hold: no thread for this one
+                _turn_away(sock)
+                continue
+            try:
+                threading.Thread(target=self._serve_counted, args=(sock,), daemon=True, name="gateway-visitor").start()
+            except RuntimeError:  # no thread to be had
+                self._release_slot()
+                _turn_away(sock)
+
+    def _serve_counted(self, sock: socket.socket) -> None:
+        try:
+            self._serve(sock)
+        finally:
+            self._release_slot()
+
+    def _release_slot(self) -> None:
+        with self._lock:
+            self._served -= 1
+
+    def connections(self) -> int:
+        """Visitor connections being served right now (each by a thread of its own)."""
+        return self._served
 
     def _open(self, sock: socket.socket, metered: bool = False) -> _Side:
         """Take a connection into the gateway's keeping: :meth:`close` cuts it (at once, if already closed). What
@@ -281,6 +331,7 @@ class Gateway:
         upstream: _Side | None = None
         try:
             while True:
+                visitor.sock.settimeout(self.limits.head_timeout)  # also how long a kept-alive connection may idle
                 try:
                     request = _read_head(visitor.reader, strict=True)
                     if request is None:
@@ -290,20 +341,20 @@ class Gateway:
                     check_request(method, target, headers)
                 except BadRequest as bad:
                     self.meter.request()
-                    visitor.out.sendall(_plain_response(bad.status, bad.reason, f"The gateway refused this "
-                                                                                f"request: {bad}.\n"))
+                    self._answer_and_close(visitor, _plain_response(bad.status, bad.reason, f"The gateway refused "
+                                                                                            f"this request: {bad}.\n"))
                     break
                 self.meter.request()
                 if self.public_origin is None:
-                    visitor.out.sendall(_plain_response(503, "Service Unavailable", "The share is not open."))
+                    self._answer_and_close(visitor, _plain_response(503, "Service Unavailable",
+                                                                    "The share is not open."))
                     break
                 fields = {name.lower(): value for name, value in headers}
                 verdict = self.access.check(method, target, headers)
-                if isinstance(verdict, Reply):
-                    if "100-continue" not in fields.get("expect", "").lower():
-                        _take_small_body(visitor.reader, fields)  # read, so that closing does not reset the answer
-                    visitor.out.sendall(verdict.response)
+                if isinstance(verdict, Reply):  # answered from the head: a body it never asked for is not awaited
+                    self._answer_and_close(visitor, verdict.response)
                     break
+                visitor.sock.settimeout(self.limits.body_timeout)
                 self._carrying(visitor.sock, verdict.session)
                 if isinstance(verdict, Local):
                     self._answer_locally(verdict, visitor)
@@ -332,6 +383,22 @@ class Gateway:
                 if side is not None:
                     self._drop(side)
 
+    def _answer_and_close(self, visitor: _Side, answer: bytes) -> None:
+        """Send the gateway's own last answer, then close without losing it: closing a socket with unread input
+        resets the connection, which can destroy the answer before the visitor reads it. So stop writing, and read
+        (and drop) whatever the visitor still sends, for a short while only."""
+        visitor.out.sendall(answer)
+        try:
+            visitor.sock.shutdown(socket.SHUT_WR)
+            visitor.sock.settimeout(self.limits.linger)
+            deadline, dropped = time.monotonic() + self.limits.linger, 0
+            while time.monotonic() < deadline and dropped < RETRY_BODY_LIMIT:
+                data = visitor.reader.read1(CHUNK)
+                if not data:
+                    break
+                dropped += len(data)
+        except OSError:
+            pass
     def _exchange_retrying(self, start_line: str, headers: Headers, fields: dict[str, str], body: bytes | None,
                            visitor: _Side, upstream: _Side | None, admitted: Admitted) -> tuple[bool, _Side | None]:
         """Relay one exchange; return whether the visitor's connection may carry another, and the upstream
@@ -386,6 +453,7 @@ class Gateway:
             if status < 200:
                 visitor.out.sendall(head)
             if status == 101:
+                visitor.sock.settimeout(None)  # a websocket may rest as long as it likes
                 self._relay_websocket(visitor, upstream, admitted.session)
                 return False
             if status >= 200:
@@ -500,6 +568,7 @@ class Gateway:
         if self.local is None:
             visitor.out.sendall(_plain_response(404, "Not Found", "Nothing is served here."))
             return
+        visitor.sock.settimeout(None)  # an admitted session's long-lived answer (a websocket, a live view)
         self.local(request, visitor.reader, visitor.out,
                    lambda live: self._set_websocket(visitor.sock, request.session if live else None))
 

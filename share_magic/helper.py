@@ -24,7 +24,7 @@ from typing import IO, Any, Callable
 from .access import Access, Local, response
 from .bridge import Bridge, with_script
 from .errors import ShareError
-from .gateway import Gateway
+from .gateway import Gateway, Limits
 from .meter import Compression
 from .server import JupyterServer, pid_alive
 from .tunnel import Tunnel
@@ -60,7 +60,7 @@ class Helper:
                              login=self.server.login_cookie if settings.get("include_token", True) else None)
         economy = settings.get("economy", True)
         self.gateway = Gateway(self.server, self.access, on_change=self.report_people,
-                               compression=Compression(enabled=economy))
+                               compression=Compression(enabled=economy), limits=Limits(**settings.get("limits", {})))
         self.gateway.local = self.answer_locally
         self.gateway.rewrite_page = self.rewrite_page
         self.gateway.blanked = self.server.token.encode() if self.server.token else None

@@ -17,17 +17,19 @@ import threading
 import time
 import urllib.parse
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import yaml
 from harness import processes_with, wait_for
 from test_access import share
-from test_units import Upstream, echo, gateway_to, read_head
+from test_units import PUBLIC, LetEveryoneIn, Upstream, echo, gateway_to, read_head
 
 import share_magic
 from share_magic.access import Access, Reply
-from share_magic.gateway import _Blanking
+from share_magic.gateway import Gateway, Limits, _Blanking
+from share_magic.server import JupyterServer
 from share_magic.widget import AuthtokenForm, ShareView
 
 
@@ -316,3 +318,92 @@ def test_the_token_is_blanked_however_the_stream_is_cut(pieces: list[bytes]) -> 
     while b"SECRET" in whole:
         whole = whole.replace(b"SECRET", b"")
     assert bytes(sent) == whole and b"SECRET" not in sent
+
+
+# -- outsiders cannot hold the helper --------------------------------------------------------------------------------
+
+
+@contextmanager
+def gateway_with(limits: Limits, gate=None):
+    """A gateway with these limits in front of a tiny server, behind the real gate unless told otherwise; every
+    client socket made with ``connect`` is closed at the end."""
+    upstream = Upstream(echo, script=lambda conn, req: "keep")
+    gw = Gateway(JupyterServer("http", "127.0.0.1", upstream.port, "/"), gate or Access("/"), limits=limits)
+    gw.open_to(PUBLIC)
+    port = gw.listen()
+    clients: list[socket.socket] = []
+
+    def connect(data: bytes = b"") -> socket.socket:
+        client = socket.create_connection(("127.0.0.1", port), timeout=30)
+        clients.append(client)
+        client.sendall(data)
+        return client
+
+    try:
+        yield gw, connect, upstream
+    finally:
+        for client in clients:
+            client.close()
+        gw.close()
+        upstream.close()
+
+
+def closed_by_the_gateway(client: socket.socket) -> bool:
+    """Whether the gateway has closed this connection (whatever it said first)."""
+    try:
+        while data := client.recv(65536):
+            pass
+    except ConnectionResetError:
+        pass
+    return True
+
+
+def visitor_threads() -> int:
+    return sum(thread.name == "gateway-visitor" for thread in threading.enumerate())
+
+
+def test_a_refused_request_is_answered_from_its_head_without_waiting_for_its_body() -> None:
+    """200 of these held 200 threads for good: the gate now answers at once, and closes once the sender stops."""
+    with gateway_with(Limits(head_timeout=300, body_timeout=300)) as (gw, connect, upstream):
+        clients = [connect(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1000000\r\n\r\n") for _ in range(20)]
+        for client in clients:
+            with client.makefile("rb") as reader:
+                status, headers = read_head(reader)  # within the client's 30 s timeout, not the gateway's 300 s
+                assert status == "HTTP/1.1 403 Forbidden"
+                assert b"not valid" in reader.read(int(headers["content-length"]))
+            client.shutdown(socket.SHUT_WR)
+        assert all(closed_by_the_gateway(client) for client in clients)
+        wait_for(lambda: gw.connections() == 0, 10, "every connection to be let go")
+    assert upstream.log == []
+
+
+def test_stalled_heads_and_bodies_time_out() -> None:
+    """A head that never ends, and an admitted request's body that never comes, are let go after the limits (made
+    short here: they are settings)."""
+    with gateway_with(Limits(head_timeout=0.5, body_timeout=0.5), gate=LetEveryoneIn()) as (gw, connect, upstream):
+        stalled = [connect(b"GET / HTTP/1.1\r\nHost: h\r\nX-Slow: a") for _ in range(10)]
+        stalled += [connect(b"PUT /x HTTP/1.1\r\nHost: h\r\nContent-Length: 100\r\n\r\nabc") for _ in range(10)]
+        stalled += [connect() for _ in range(10)]  # connects, says nothing
+        wait_for(lambda: gw.connections() == 0, 30, "the stalled connections to time out")
+        assert all(closed_by_the_gateway(client) for client in stalled)
+    assert upstream.log == []
+
+
+def test_a_connection_limit_keeps_threads_bounded() -> None:
+    """Past the limit, a connection is answered 503 at once and gets no thread; once connections end, their
+    places are free again."""
+    limit = 20
+    with gateway_with(Limits(head_timeout=300, body_timeout=300, max_connections=limit)) as (gw, connect, _):
+        before = visitor_threads()
+        held = [connect(b"GET / HTTP/1.1\r\nHost: h\r\n") for _ in range(limit)]
+        wait_for(lambda: gw.connections() == limit, 10, "the gateway to hold the first connections")
+        for _ in range(30):
+            with connect().makefile("rb") as reader:  # (says nothing: the answer comes before any request)
+                assert read_head(reader)[0] == "HTTP/1.1 503 Service Unavailable"
+        assert gw.connections() == limit and visitor_threads() - before <= limit
+        for client in held:
+            client.close()
+        wait_for(lambda: gw.connections() == 0, 10, "the held connections to be let go")
+        with connect(b"GET / HTTP/1.1\r\nHost: h\r\nAccept: text/plain\r\n\r\n").makefile("rb") as reader:
+            assert read_head(reader)[0] == "HTTP/1.1 403 Forbidden"  # the gate answers again
+
