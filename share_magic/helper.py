@@ -5,8 +5,9 @@ interrupting the kernel (SIGINT to the kernel's process group) does not reach it
 the visitors' traffic. Its standard input is the lifeline: the kernel writes one JSON line of settings, may later
 write ``{"cmd": "invite" | "revoke", "name": ...}`` and ``{"cmd": "stop"}``, and when the kernel dies -- however it
 dies -- the pipe closes and the helper takes the tunnel down and exits. Its standard output carries JSON events back:
-ready (with the share's key), people (who is invited and connected), invited / revoked (the answers to those
-commands, after the people they changed), failed, lost, expired, stopped. Secrets (the authtoken, the server's
+ready (with the share's key), people (who is invited and connected), links (the share's new keys, after a
+revocation retired the old ones), invited / revoked (the answers to those commands, after the people and links
+they changed), failed, lost, expired, stopped. Secrets (the authtoken, the server's
 token, keys) travel only on these pipes.
 """
 from __future__ import annotations
@@ -121,6 +122,8 @@ class Helper:
                 self.events.emit("revoked", name=name, found=False)
                 return
             self.gateway.cut(sessions)
+            links = self.access.links()
+            self.events.emit("links", key=links.get("edit"), view_key=links.get("view"))
             self.report_people()
             self.events.emit("revoked", name=name, found=True)
 

@@ -22,8 +22,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from harness import processes_with, wait_for
-from test_access import share
+from harness import link_in, processes_with, wait_for
+from test_access import key_of, refused_by_the_gate, share
+from test_people import invited
 from test_units import PUBLIC, LetEveryoneIn, Upstream, echo, gateway_to, read_head
 
 import share_magic
@@ -407,3 +408,45 @@ def test_a_connection_limit_keeps_threads_bounded() -> None:
         with connect(b"GET / HTTP/1.1\r\nHost: h\r\nAccept: text/plain\r\n\r\n").makefile("rb") as reader:
             assert read_head(reader)[0] == "HTTP/1.1 403 Forbidden"  # the gate answers again
 
+
+# -- revoking a person retires the links they could read -------------------------------------------------------------
+
+
+def test_revoking_a_person_retires_the_shares_own_links(jupyter, owner, visitor, sandbox) -> None:
+    """Dave, an editor, reads the share's own links by running code as the owner; once revoked he cannot get back
+    in with them. Whoever is already in, and Ada with her own link, notice nothing; the new links work."""
+    server = jupyter()
+    notebook = owner(server)
+    personal = invited(notebook.execute("%load_ext share_magic\n%share invite Dave Ada"))
+    notebook.run("%share --view")
+    dave = visitor(personal["Dave"])
+    assert dave.get(dave.link).status_code == 200
+    daves_kernel = dave.kernel(f"/api/kernels/{notebook.kernel_id}/channels")
+    read = daves_kernel.execute("import share_magic; s = share_magic.current(); print(s.link); print(s.view_link)")
+    old_link, old_view = read["stdout"].split()
+    guest = visitor(old_link)  # someone the owner gave the link to, in before the revocation
+    assert guest.get(old_link).status_code == 200
+    guests_kernel = guest.kernel(f"/api/kernels/{notebook.kernel_id}/channels")
+
+    revoked = notebook.execute("%share revoke Dave")
+    assert "Dave is cut off" in revoked["stdout"], revoked
+    for link in (old_link, old_view):
+        refused = visitor(link).get(link, headers={"Accept": "text/html"})
+        assert refused_by_the_gate(refused) and "replaced this link" in refused.text
+    assert "changed too" in revoked["stdout"] and "%share status shows the new ones" in revoked["stdout"]
+    assert refused_by_the_gate(dave.get("/api/contents"))
+
+    assert guests_kernel.execute("print('still in')")["stdout"] == "still in\n"
+    assert guest.get("/api/contents").status_code == 200
+    assert visitor(personal["Ada"]).get(personal["Ada"]).status_code == 200
+
+    status = notebook.run("%share status")
+    new_link = link_in(status.split("Anyone with this link: ", 1)[1])
+    new_view = link_in(status.split("View only (this notebook, nothing else): ", 1)[1])
+    assert {new_link, new_view}.isdisjoint({old_link, old_view})
+    assert notebook.run("import share_magic; print(share_magic.current().link)").strip() == new_link
+    newcomer = visitor(new_link)
+    assert newcomer.get(new_link).status_code == 200 and newcomer.get("/api/contents").status_code == 200
+    assert visitor(new_view).get(new_view).status_code == 200
+    record = next(Path(sandbox["JUPYTER_RUNTIME_DIR"]).glob("share_magic-*.json")).read_text()
+    assert key_of(new_link) in record and key_of(old_link) not in record and key_of(old_view) not in record
