@@ -9,11 +9,17 @@ request headers and nothing else:
   from the tunnel, never taken from the request). Any other Origin reaches the server unchanged, so the server keeps
   refusing cross-site requests exactly as it would without the gateway.
 
-Responses pass through unchanged except for a ``Location`` that points at the server.
+Responses pass through unchanged except for a ``Location`` (one that points at the server is made public, one
+that would lead off the share becomes the base URL) and HTML bodies, from which :attr:`Gateway.blanked` (the
+server's token) is taken out, whatever their status or framing.
+
+Only requests every HTTP parser reads the same way are relayed (:func:`check_request`): a head with a bare CR or
+LF, obs-fold, control characters, a malformed name, an ambiguous body length or a target that is not a path gets
+the gateway's own 400, so that no second request can hide inside one the gate has seen.
 
 Who may pass is not the relay's business: it asks :class:`~share_magic.access.Access` about every request head and
-either relays the request as admitted (its target and headers as the gate left them) or sends the gate's own answer.
-A refused request never reaches the server.
+either relays the request as admitted (its target and headers as the gate left them) or sends the gate's own answer,
+at once, without waiting for a body. A refused request never reaches the server.
 
 It is a byte-level HTTP/1.1 proxy: every visitor connection gets its own upstream connection, kept for as long as
 the visitor keeps theirs (keep-alive for free), and only message heads are parsed. Bodies are relayed as they come,
@@ -22,7 +28,8 @@ as raw bytes once the server has accepted the upgrade, so subprotocols and exten
 
 Each visitor connection is served by a thread of its own, with blocking socket calls (a second thread while it
 carries a websocket). Measured side by side (benchmarks/), that relays a small request ~0.1 ms faster than an event
-loop does; what the gateway still costs is little more than the extra hop through a process.
+loop does; what the gateway still costs is little more than the extra hop through a process. So that silence
+cannot hold those threads, heads and bodies time out and the number of connections is capped (:class:`Limits`).
 """
 from __future__ import annotations
 
@@ -657,7 +664,7 @@ def _read_head_lines(reader: BinaryIO, strict: bool = False) -> list[str]:
         line = reader.readline(HEAD_LIMIT - size + 1)
         size += len(line)
         if not line.endswith(b"\n"):
-            if len(line) > HEAD_LIMIT - size or size > HEAD_LIMIT:
+            if size > HEAD_LIMIT:
                 raise BadRequest("the request head is too large", 431, "Request Header Fields Too Large")
             if line or lines:  # cut off mid-head
                 raise ValueError("incomplete message head")

@@ -88,8 +88,8 @@ def test_locations_pointing_at_the_server_are_made_public() -> None:
 
 
 @pytest.mark.parametrize("location", ["https://elsewhere.example/", "//evil.example/x", "/\\evil.example/x",
-                                      "\\\\evil.example", " \t//evil.example", "/\t/evil.example", "javascript:alert(1)",
-                                      "HTTPS://evil.example"])
+                                      "\\\\evil.example", " \t//evil.example", "/\t/evil.example",
+                                      "javascript:alert(1)", "HTTPS://evil.example"])
 def test_locations_never_lead_off_the_share(location: str) -> None:
     assert gateway().public_location(location) == "/a%40b/"
 
