@@ -468,3 +468,12 @@ def test_the_widget_shows_the_new_link_after_a_revocation(jupyter) -> None:
         assert share.link in share.describe() and old not in share.describe()
     finally:
         share_magic.stop()
+
+
+def test_the_authtoken_form_refuses_what_is_not_an_authtoken(sandbox) -> None:
+    form = AuthtokenForm("no authtoken", retry=lambda: pytest.fail("nothing to share with"))
+    form.password.value = "not an authtoken!"
+    form.save.click()
+    assert "does not look like an ngrok authtoken" in form.feedback.value
+    assert "not an authtoken!" not in form.feedback.value
+    assert not (Path(os.environ["XDG_CONFIG_HOME"]) / "ngrok" / "ngrok.yml").exists() and not form.save.disabled
