@@ -17,7 +17,8 @@ Every key is a *grant*: the share's own link (anyone with it), one person's invi
 session never reaches Jupyter: its requests are answered by the gateway's local service (the view page), whatever
 path they name. Revoking a person's grant
 ends their sessions at once (the gateway then cuts their connections) and their key stays dead; inviting them again
-makes a new key. Keys and session ids are looked up by their SHA-256 digests.
+makes a new key. Revoking also retires the share's own links, which any editor could have read, and makes new ones;
+sessions those links admitted go on. Keys and session ids are looked up by their SHA-256 digests.
 """
 from __future__ import annotations
 
@@ -60,8 +61,9 @@ class Grant:
 
     key: str  # kept so that the same link can be shown again
     person: str | None = None
-    revoked_at: float | None = None
+    revoked_at: float | None = None  # the key admits nobody, and the sessions it admitted end
     role: str = "edit"
+    retired_at: float | None = None  # the key admits nobody new; the sessions it admitted go on
 
 
 @dataclass(eq=False)
@@ -143,25 +145,42 @@ class Access:
     def _live_key(self, person: str | None, role: str) -> str:
         with self._lock:
             for grant in self._grants.values():
-                if grant.person == person and grant.role == role and grant.revoked_at is None:
+                if grant.person == person and grant.role == role and grant.revoked_at is None \
+                        and grant.retired_at is None:
                     return grant.key
             key = new_key()
             self._grants[digest(key)] = Grant(key, person, role=role)
             return key
 
     def revoke(self, person: str) -> list[Session]:
-        """End ``person``'s grant and sessions; return the sessions, whose connections the caller cuts."""
+        """End ``person``'s grant and sessions; return the sessions, whose connections the caller cuts.
+
+        An editor runs code as the owner, so they could have read the share's own links (``share.link``, the
+        private record, the notebook's outputs): those are retired too and replaced by new ones (see
+        :meth:`links`). Whoever is already in through them stays in; their old keys admit nobody new."""
         with self._lock:
             grants = [grant for grant in self._grants.values() if grant.person == person and grant.revoked_at is None]
             if not grants:
                 raise KeyError(person)
+            now = time.time()
             for grant in grants:
-                grant.revoked_at = time.time()
+                grant.revoked_at = now
             ended = {sid: session for sid, session in self._sessions.items() if session.grant in grants}
             for sid in ended:
                 del self._sessions[sid]
             self._revoked_sessions.update(ended)
+            for grant in list(self._grants.values()):
+                if grant.person is None and grant.revoked_at is None and grant.retired_at is None:
+                    grant.retired_at = now
+                    key = new_key()
+                    self._grants[digest(key)] = Grant(key, None, role=grant.role)
         return list(ended.values())
+
+    def links(self) -> dict[str, str]:
+        """The keys of the share's own live links, by role ("edit", "view"); only those it has."""
+        with self._lock:
+            return {grant.role: grant.key for grant in self._grants.values()
+                    if grant.person is None and grant.revoked_at is None and grant.retired_at is None}
 
     def people(self) -> list[Grant]:
         """Every person invited, in the order they were (a re-invited person once, with their latest grant)."""
@@ -177,12 +196,14 @@ class Access:
         cookies = _cookies(headers)
         navigation = method in ("GET", "HEAD") and not any(name.lower() == "upgrade" for name, _ in headers)
         grant = self._grants.get(digest(keys[-1])) if keys and navigation else None
-        if grant is not None and grant.revoked_at is None:  # a key opens pages; websockets need the cookie
-            return self._admit_and_redirect(grant, clean_target)
+        if grant is not None and grant.revoked_at is None and grant.retired_at is None:
+            return self._admit_and_redirect(grant, clean_target)  # a key opens pages; websockets need the cookie
         session = self._session(cookies.get(COOKIE))
         if session is None:
             if digest(cookies.get(COOKIE, "")) in self._revoked_sessions:
                 why = "The person who shared this notebook has revoked your access."
+            elif grant is not None and grant.retired_at is not None:
+                why = "The person who shared this notebook has replaced this link with a new one."
             elif keys:
                 why = "This link's key is not valid (it may belong to a share that has ended)."
             else:
@@ -206,6 +227,8 @@ class Access:
         cookie = f"{COOKIE}={session_id}; Path={self.cookie_path}; Secure; HttpOnly; SameSite=Lax"
         if self.expires_at is not None:
             cookie += f"; Max-Age={max(0, int(self.expires_at - time.time()))}"
+        if not target.startswith("/") or target.startswith("//") or "\\" in target.split("?", 1)[0]:
+            target = self.cookie_path  # //host/x would lead the browser off the share, key freshly accepted
         return Reply(response(302, "Found", [("Location", target), ("Set-Cookie", cookie),
                                              ("Cache-Control", "no-store"), ("Referrer-Policy", "no-referrer")]))
 

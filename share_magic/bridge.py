@@ -24,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, BinaryIO, Callable, Optional
 
 from .access import Admitted, Gate, Local, response
+from .gateway import BadRequest, check_request
 from .meter import MIN_SIZE
 
 PATH = "share_magic/bridge"
@@ -185,7 +186,7 @@ class Bridge:
         bridge was opened from (checked), the Referer a page of that origin."""
         method, target = str(message["method"]).upper(), str(message["target"])
         body = base64.b64decode(message["body"]) if message.get("body") else b""
-        if not target.startswith("/") or len(body) > MAX_BODY:
+        if len(body) > MAX_BODY:
             return {"fallback": True}
         cookies = "; ".join(filter(None, [gate_cookie, str(message.get("cookie") or "")]))
         referrer = str(message.get("referrer") or "")
@@ -198,6 +199,10 @@ class Bridge:
             headers.append(("Origin", origin))
         if body:
             headers.append(("Content-Length", str(len(body))))
+        try:  # what a browser could not have sent over HTTP (a method with a CRLF in it...) is not replayed
+            check_request(method, target, headers)
+        except BadRequest:
+            return {"fallback": True}  # over HTTP, the gateway answers it with its own 400
         verdict = self.gate.check(method, target, headers)
         if not isinstance(verdict, Admitted):
             return {"fallback": True}  # over HTTP, the gate gives its own answer

@@ -9,11 +9,17 @@ request headers and nothing else:
   from the tunnel, never taken from the request). Any other Origin reaches the server unchanged, so the server keeps
   refusing cross-site requests exactly as it would without the gateway.
 
-Responses pass through unchanged except for a ``Location`` that points at the server.
+Responses pass through unchanged except for a ``Location`` (one that points at the server is made public, one
+that would lead off the share becomes the base URL) and HTML bodies, from which :attr:`Gateway.blanked` (the
+server's token) is taken out, whatever their status or framing.
+
+Only requests every HTTP parser reads the same way are relayed (:func:`check_request`): a head with a bare CR or
+LF, obs-fold, control characters, a malformed name, an ambiguous body length or a target that is not a path gets
+the gateway's own 400, so that no second request can hide inside one the gate has seen.
 
 Who may pass is not the relay's business: it asks :class:`~share_magic.access.Access` about every request head and
-either relays the request as admitted (its target and headers as the gate left them) or sends the gate's own answer.
-A refused request never reaches the server.
+either relays the request as admitted (its target and headers as the gate left them) or sends the gate's own answer,
+at once, without waiting for a body. A refused request never reaches the server.
 
 It is a byte-level HTTP/1.1 proxy: every visitor connection gets its own upstream connection, kept for as long as
 the visitor keeps theirs (keep-alive for free), and only message heads are parsed. Bodies are relayed as they come,
@@ -22,14 +28,17 @@ as raw bytes once the server has accepted the upgrade, so subprotocols and exten
 
 Each visitor connection is served by a thread of its own, with blocking socket calls (a second thread while it
 carries a websocket). Measured side by side (benchmarks/), that relays a small request ~0.1 ms faster than an event
-loop does; what the gateway still costs is little more than the extra hop through a process.
+loop does; what the gateway still costs is little more than the extra hop through a process. So that silence
+cannot hold those threads, heads and bodies time out and the number of connections is capped (:class:`Limits`).
 """
 from __future__ import annotations
 
+import re
 import select
 import socket
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any, BinaryIO, Callable, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
@@ -76,6 +85,37 @@ def _rebase(url: str, origin: str) -> str:
     return urlunsplit((new.scheme, new.netloc, parts.path, parts.query, parts.fragment))
 
 
+def _leads_elsewhere(location: str) -> bool:
+    """Whether a browser would take this Location to another host: an absolute URL or a scheme-relative one,
+    read as browsers read it (surrounding controls and spaces dropped, tabs and newlines removed, ``\\`` taken for
+    ``/``)."""
+    url = re.sub(r"[\t\n\r]", "", location.strip("\x00- ")).replace("\\", "/")
+    return url.startswith("//") or re.match(r"[A-Za-z][A-Za-z0-9+.-]*:", url) is not None
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How long a visitor may take, and how many connections the gateway holds, so that nobody can hold the helper
+    with connections that say nothing. Seconds are of silence: a slow but steady body is fine."""
+
+    head_timeout: float = 30.0  # for a request head to arrive whole (and for a kept-alive connection to idle)
+    body_timeout: float = 60.0  # for each part of a request body, and for the visitor to take each part of an answer
+    linger: float = 2.0  # after the gateway's own last answer, for the visitor to stop sending
+    max_connections: int = 256  # beyond this, a connection gets a 503 at once, and no thread
+
+
+def _turn_away(sock: socket.socket) -> None:
+    """Answer 503 to a connection the gateway cannot hold, without waiting on it."""
+    sock.setblocking(False)
+    try:
+        sock.send(_plain_response(503, "Service Unavailable", "Too many connections; try again shortly."))
+        sock.shutdown(socket.SHUT_WR)
+        sock.recv(RETRY_BODY_LIMIT)  # what already came: closing on unread input would reset the answer away
+    except OSError:
+        pass
+    sock.close()
+
+
 class _Closed(Exception):
     """A side of the exchange went away."""
 
@@ -88,8 +128,10 @@ class Gateway:
     """Serves one share: every request it gets came through the tunnel from a visitor."""
 
     def __init__(self, server: JupyterServer, access: Gate, on_change: Callable[[], None] | None = None,
-                 compression: Compression | None = None) -> None:
+                 compression: Compression | None = None, limits: Limits | None = None) -> None:
         self.server = server
+        self.limits = limits or Limits()
+        self._served = 0  # visitor connections being served, up to limits.max_connections
         self.access = access
         self.meter = Meter()
         self.compression = compression or Compression(enabled=False)
@@ -100,6 +142,8 @@ class Gateway:
         self.local: Callable[[Local, BinaryIO, _Sink, Callable[[bool], None]], None] | None = None
         # Asked for every (small) Jupyter page an editing visitor gets: the page as they should get it.
         self.rewrite_page: Callable[[bytes], bytes] | None = None
+        # Blanked from every HTML answer a visitor gets, whatever its status or size (the server's token).
+        self.blanked: bytes | None = None
         self.port = 0
         self._listeners: list[socket.socket] = []
         self._lock = threading.Lock()
@@ -113,14 +157,11 @@ class Gateway:
     # -- lifetime ---------------------------------------------------------------------------------------------------
 
     def listen(self) -> int:
-        """Accept on a free port of 127.0.0.1 (and ::1, same port, where there is one): the agent's upstream is
-        ``localhost:PORT``. Requests get 503 until :meth:`open_to` names the public URL."""
+        """Accept on a free port of 127.0.0.1, and nowhere else: the agent's upstream is ``127.0.0.1:PORT``, an
+        address the gateway holds, never a name (``localhost`` may resolve to ``::1`` first, where any local user
+        could be listening on the same port). Requests get 503 until :meth:`open_to` names the public URL."""
         self._listeners.append(socket.create_server(("127.0.0.1", 0), backlog=128))
         self.port = self._listeners[0].getsockname()[1]
-        try:
-            self._listeners.append(socket.create_server(("::1", self.port), family=socket.AF_INET6, backlog=128))
-        except OSError:
-            pass  # no IPv6 loopback here
         for listener in self._listeners:
             threading.Thread(target=self._accept, args=(listener,), daemon=True, name="gateway-accept").start()
         return self.port
@@ -169,9 +210,13 @@ class Gateway:
         return origin_of(url) == public
 
     def public_location(self, location: str) -> str:
-        if self.public_origin is None or origin_of(location) != origin_of(self.server.origin):
-            return location
-        return _rebase(location, self.public_origin)
+        """A Location as the visitor gets it: the server's own URLs made public ones; one that would lead off the
+        share (another site, or a scheme-relative ``//host``) becomes the server's base URL on the share."""
+        if self.public_origin is not None and origin_of(location) == origin_of(self.server.origin):
+            return _rebase(location, self.public_origin)
+        if _leads_elsewhere(location) and (self.public_origin is None or origin_of(location) != self.public_origin):
+            return self.server.base_url
+        return location
 
     def response_headers(self, headers: Headers) -> Headers:
         return [(name, self.public_location(value) if name.lower() == "location" else value)
@@ -218,7 +263,31 @@ class Gateway:
                 sock, _ = listener.accept()
             except OSError:  # closed
                 return
-            threading.Thread(target=self._serve, args=(sock,), daemon=True, name="gateway-visitor").start()
+            with self._lock:
+                full = self._served >= self.limits.max_connections
+                self._served += not full
+            if full:  # as many connections as it may hold: no thread for this one
+                _turn_away(sock)
+                continue
+            try:
+                threading.Thread(target=self._serve_counted, args=(sock,), daemon=True, name="gateway-visitor").start()
+            except RuntimeError:  # no thread to be had
+                self._release_slot()
+                _turn_away(sock)
+
+    def _serve_counted(self, sock: socket.socket) -> None:
+        try:
+            self._serve(sock)
+        finally:
+            self._release_slot()
+
+    def _release_slot(self) -> None:
+        with self._lock:
+            self._served -= 1
+
+    def connections(self) -> int:
+        """Visitor connections being served right now (each by a thread of its own)."""
+        return self._served
 
     def _open(self, sock: socket.socket, metered: bool = False) -> _Side:
         """Take a connection into the gateway's keeping: :meth:`close` cuts it (at once, if already closed). What
@@ -269,22 +338,30 @@ class Gateway:
         upstream: _Side | None = None
         try:
             while True:
-                request = _read_head(visitor.reader)
-                if request is None:
+                visitor.sock.settimeout(self.limits.head_timeout)  # also how long a kept-alive connection may idle
+                try:
+                    request = _read_head(visitor.reader, strict=True)
+                    if request is None:
+                        break
+                    start_line, headers = request
+                    method, target, version = _split_start_line(start_line)
+                    check_request(method, target, headers)
+                except BadRequest as bad:
+                    self.meter.request()
+                    self._answer_and_close(visitor, _plain_response(bad.status, bad.reason, f"The gateway refused "
+                                                                                            f"this request: {bad}.\n"))
                     break
                 self.meter.request()
                 if self.public_origin is None:
-                    visitor.out.sendall(_plain_response(503, "Service Unavailable", "The share is not open."))
+                    self._answer_and_close(visitor, _plain_response(503, "Service Unavailable",
+                                                                    "The share is not open."))
                     break
-                start_line, headers = request
                 fields = {name.lower(): value for name, value in headers}
-                method, target, version = start_line.split(" ", 2)
                 verdict = self.access.check(method, target, headers)
-                if isinstance(verdict, Reply):
-                    if "100-continue" not in fields.get("expect", "").lower():
-                        _take_small_body(visitor.reader, fields)  # read, so that closing does not reset the answer
-                    visitor.out.sendall(verdict.response)
+                if isinstance(verdict, Reply):  # answered from the head: a body it never asked for is not awaited
+                    self._answer_and_close(visitor, verdict.response)
                     break
+                visitor.sock.settimeout(self.limits.body_timeout)
                 self._carrying(visitor.sock, verdict.session)
                 if isinstance(verdict, Local):
                     self._answer_locally(verdict, visitor)
@@ -313,6 +390,22 @@ class Gateway:
                 if side is not None:
                     self._drop(side)
 
+    def _answer_and_close(self, visitor: _Side, answer: bytes) -> None:
+        """Send the gateway's own last answer, then close without losing it: closing a socket with unread input
+        resets the connection, which can destroy the answer before the visitor reads it. So stop writing, and read
+        (and drop) whatever the visitor still sends, for a short while only."""
+        visitor.out.sendall(answer)
+        try:
+            visitor.sock.shutdown(socket.SHUT_WR)
+            visitor.sock.settimeout(self.limits.linger)
+            deadline, dropped = time.monotonic() + self.limits.linger, 0
+            while time.monotonic() < deadline and dropped < RETRY_BODY_LIMIT:
+                data = visitor.reader.read1(CHUNK)
+                if not data:
+                    break
+                dropped += len(data)
+        except OSError:
+            pass
     def _exchange_retrying(self, start_line: str, headers: Headers, fields: dict[str, str], body: bytes | None,
                            visitor: _Side, upstream: _Side | None, admitted: Admitted) -> tuple[bool, _Side | None]:
         """Relay one exchange; return whether the visitor's connection may carry another, and the upstream
@@ -367,6 +460,7 @@ class Gateway:
             if status < 200:
                 visitor.out.sendall(head)
             if status == 101:
+                visitor.sock.settimeout(None)  # a websocket may rest as long as it likes
                 self._relay_websocket(visitor, upstream, admitted.session)
                 return False
             if status >= 200:
@@ -374,16 +468,9 @@ class Gateway:
         response_fields = {name.lower(): value for name, value in response_headers}
         if method == "HEAD" or status in NO_BODY_STATUSES:
             visitor.out.sendall(head)
-        elif self.rewrite_page and method == "GET" and status == 200 and _small_page(response_fields):
-            page = self.rewrite_page(_exactly_bytes(upstream.reader, int(response_fields["content-length"])))
-            headers_out = [(name, str(len(page)) if name.lower() == "content-length" else value)
-                           for name, value in headers_out]
-            if self.compression.wanted(fields, method, status, response_fields):
-                gzipped = GzipChunks(visitor.out, _head(status_line, Compression.headers(headers_out)))
-                gzipped.sendall(page)
-                gzipped.close()
-            else:
-                visitor.out.sendall(_head(status_line, headers_out) + page)
+        elif _html(response_fields) and (self.blanked or self.rewrite_page):
+            if not self._relay_html(start_line, fields, status_line, headers_out, response_fields, upstream, visitor):
+                return False
         elif self.compression.wanted(fields, method, status, response_fields):
             compressed_headers = Compression.headers(headers_out)
             keep = Compression.keepable(response_fields)
@@ -400,10 +487,58 @@ class Gateway:
         return ("close" not in fields.get("connection", "").lower()
                 and "close" not in response_fields.get("connection", "").lower())
 
+    def _relay_html(self, start_line: str, fields: dict[str, str], status_line: str, headers_out: Headers,
+                    response_fields: dict[str, str], upstream: _Side, visitor: _Side) -> bool:
+        """An HTML answer, with :attr:`blanked` blanked out (and, for a page, :attr:`rewrite_page` applied); return
+        False if its body was delimited by closing the connection. A small one is rewritten whole; a larger one
+        (or one of unknown length) is blanked as it streams, in chunks."""
+        method, _, rest = start_line.partition(" ")
+        status = int(status_line.split(" ", 2)[1])
+        length = response_fields.get("content-length")
+        if length is not None and "chunked" not in response_fields.get("transfer-encoding", "").lower() \
+                and int(length) <= RETRY_BODY_LIMIT:
+            page = self.blank(_exactly_bytes(upstream.reader, int(length)))
+            if self.rewrite_page and method == "GET" and status == 200:
+                page = self.rewrite_page(page)
+            headers_out = [(name, str(len(page)) if name.lower() == "content-length" else value)
+                           for name, value in headers_out]
+            if self.compression.wanted(fields, method, status, response_fields):
+                gzipped = GzipChunks(visitor.out, _head(status_line, Compression.headers(headers_out)))
+                gzipped.sendall(page)
+                gzipped.close()
+            else:
+                visitor.out.sendall(_head(status_line, headers_out) + page)
+            return True
+        if not rest.endswith("HTTP/1.1"):  # no chunks for an HTTP/1.0 visitor: the body ends with the connection
+            plain = [(name, value) for name, value in headers_out
+                     if name.lower() not in ("content-length", "transfer-encoding")]
+            sink: Any = _Blanking(_Once(visitor.out, _head(status_line, plain)), self.blanked)
+            _relay_decoded(upstream.reader, sink, response_fields)
+            sink.close()
+            return False
+        if self.compression.wanted(fields, method, status, response_fields):
+            framed: Any = GzipChunks(visitor.out, _head(status_line, Compression.headers(headers_out)))
+        else:
+            framed = _Chunks(visitor.out, _head(status_line, [
+                *[(name, value) for name, value in headers_out
+                  if name.lower() not in ("content-length", "transfer-encoding")],
+                ("Transfer-Encoding", "chunked")]))
+        sink = _Blanking(framed, self.blanked)
+        delimited = _relay_decoded(upstream.reader, sink, response_fields)
+        sink.close()
+        return delimited
+
+    def blank(self, body: bytes) -> bytes:
+        secret = self.blanked
+        while secret and secret in body:  # again: taking one out may join the pieces of another
+            body = body.replace(secret, b"")
+        return body
+
     def fetch(self, admitted: Admitted, method: str, body: bytes,
               limit: int = 1024 * 1024) -> tuple[str, Headers, bytes] | None:
         """One whole exchange with the server for a request the gate admitted (carried by the bridge): the
         response's status line, headers (as a visitor gets them) and body; None if the body is over ``limit``."""
+        check_request(method, admitted.target, admitted.headers)  # the bridge's caller is a page's script
         upstream = self._open(self._connect_upstream())
         try:
             start_line = f"{method} {admitted.target} HTTP/1.1"
@@ -426,7 +561,10 @@ class Gateway:
                     if collected.over:  # stop reading at the limit: the caller goes over plain HTTP instead
                         return None
                     raise
-            return status_line, self.response_headers(admitted.response_headers(response_headers)), bytes(collected)
+            answer = bytes(collected)
+            if _html(fields):
+                answer = self.blank(answer)
+            return status_line, self.response_headers(admitted.response_headers(response_headers)), answer
         finally:
             self._drop(upstream)
 
@@ -437,6 +575,7 @@ class Gateway:
         if self.local is None:
             visitor.out.sendall(_plain_response(404, "Not Found", "Nothing is served here."))
             return
+        visitor.sock.settimeout(None)  # an admitted session's long-lived answer (a websocket, a live view)
         self.local(request, visitor.reader, visitor.out,
                    lambda live: self._set_websocket(visitor.sock, request.session if live else None))
 
@@ -493,26 +632,31 @@ def _shut(sock: socket.socket) -> None:
 # -- HTTP/1.1 framing ---------------------------------------------------------------------------------------------
 
 
-def _read_head(reader: BinaryIO) -> tuple[str, Headers] | None:
-    """A message head: its start line and headers; None at a clean end of the stream."""
+def _read_head(reader: BinaryIO, strict: bool = False) -> tuple[str, Headers] | None:
+    """A message head: its start line and headers; None at a clean end of the stream. ``strict`` (a visitor's
+    request) accepts only lines ended by CRLF; :func:`check_request` then checks what they say."""
     buffered = reader.peek(HEAD_LIMIT)  # what one read brought: nearly always a whole head
     end = buffered.find(b"\r\n\r\n", 0, HEAD_LIMIT)
     if end > 0:
         lines = reader.read(end + 4)[:-4].decode("latin-1").split("\r\n")
     else:
-        lines = _read_head_lines(reader)
+        lines = _read_head_lines(reader, strict)
         if not lines:
             return None
+    if strict:
+        for line in lines:  # a bare CR or LF ends a line for some parsers and not for others: never pass one on
+            if "\n" in line or "\r" in line:
+                raise BadRequest("a bare CR or LF in the request head")
     headers = []
     for line in lines[1:]:
         name, _, value = line.partition(":")
         if not name or name != name.strip():
-            raise ValueError(f"malformed header line {line!r}")
+            raise BadRequest(f"malformed header line {line[:80]!r}")
         headers.append((name, value.strip()))
     return lines[0], headers
 
 
-def _read_head_lines(reader: BinaryIO) -> list[str]:
+def _read_head_lines(reader: BinaryIO, strict: bool = False) -> list[str]:
     """A head that arrives in pieces, line by line; no lines at a clean end of the stream."""
     lines: list[str] = []
     size = 0
@@ -520,14 +664,64 @@ def _read_head_lines(reader: BinaryIO) -> list[str]:
         line = reader.readline(HEAD_LIMIT - size + 1)
         size += len(line)
         if not line.endswith(b"\n"):
-            if line or lines:  # cut off mid-head, or longer than any head may be
-                raise ValueError("incomplete or oversized message head")
+            if size > HEAD_LIMIT:
+                raise BadRequest("the request head is too large", 431, "Request Header Fields Too Large")
+            if line or lines:  # cut off mid-head
+                raise ValueError("incomplete message head")
             return lines
+        if strict and not line.endswith(b"\r\n"):
+            raise BadRequest("a bare LF in the request head")
         if line in (b"\r\n", b"\n"):
             if lines:
                 return lines
             continue  # stray empty lines before a request are allowed
         lines.append(line.rstrip(b"\r\n").decode("latin-1"))
+
+
+TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110: methods and header names
+ORIGIN_FORM = re.compile(r"/[!-~]*")  # a path (and query) in visible ASCII, as browsers send it
+VERSION = re.compile(r"HTTP/1\.[01]")
+CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # in a field value; a tab is allowed
+
+
+class BadRequest(ValueError):
+    """A request the gateway answers itself (400, unless said otherwise): it is never passed on."""
+
+    def __init__(self, why: str, status: int = 400, reason: str = "Bad Request") -> None:
+        super().__init__(why)
+        self.status, self.reason = status, reason
+
+
+def check_request(method: str, target: str, headers: Headers) -> None:
+    """Raise :class:`BadRequest` unless this is a request every HTTP parser reads the same way: a token for a
+    method, a clean origin-form target, header names that are tokens, values without control characters, and one
+    unambiguous body framing. Whatever could be read as two requests, or as another one, stops here."""
+    if not TOKEN.fullmatch(method):
+        raise BadRequest("the method is not an HTTP token")
+    if not ORIGIN_FORM.fullmatch(target) or target.startswith("//") or "\\" in target.split("?", 1)[0]:
+        raise BadRequest("the target is not a path on this server")
+    lengths, encodings = [], []
+    for name, value in headers:
+        if not TOKEN.fullmatch(name):
+            raise BadRequest(f"malformed header name {name[:40]!r}")
+        if CONTROL.search(value):
+            raise BadRequest(f"a control character in header {name!r}")
+        lower = name.lower()
+        if lower == "content-length":
+            lengths.append(value)
+        elif lower == "transfer-encoding":
+            encodings.append(value.lower())
+    if len(lengths) > 1 or (lengths and not lengths[0].isdigit()) or (lengths and encodings):
+        raise BadRequest("ambiguous Content-Length")
+    if encodings and (len(encodings) > 1 or encodings[0] != "chunked"):
+        raise BadRequest("a Transfer-Encoding other than chunked", 501, "Not Implemented")
+
+
+def _split_start_line(start_line: str) -> tuple[str, str, str]:
+    parts = start_line.split(" ")
+    if len(parts) != 3 or not VERSION.fullmatch(parts[2]):
+        raise BadRequest("malformed request line")
+    return parts[0], parts[1], parts[2]
 
 
 def _head(start_line: str, headers: Headers) -> bytes:
@@ -554,9 +748,63 @@ class _Collected(bytearray):
         self += data
 
 
-def _small_page(fields: dict[str, str]) -> bool:
-    return (fields.get("content-type", "").startswith("text/html") and "content-encoding" not in fields
-            and int(fields.get("content-length") or RETRY_BODY_LIMIT + 1) <= RETRY_BODY_LIMIT)
+def _html(fields: dict[str, str]) -> bool:
+    """An HTML body we can read as it is (not compressed by the server)."""
+    return fields.get("content-type", "").lower().startswith("text/html") and "content-encoding" not in fields
+
+
+class _Once:
+    """A sink that sends ``head`` with the first write (or on close, for an empty body)."""
+
+    def __init__(self, sink: _Sink, head: bytes) -> None:
+        self.sink, self.pending = sink, head
+
+    def sendall(self, data: bytes, /) -> None:
+        self.sink.sendall(self.pending + data)
+        self.pending = b""
+
+    def close(self) -> None:
+        if self.pending:
+            self.sink.sendall(self.pending)
+            self.pending = b""
+
+
+class _Chunks(_Once):
+    """A sink that sends what it is given as HTTP chunks (the head with the first), and the last chunk on close."""
+
+    def sendall(self, data: bytes, /) -> None:
+        if data:
+            super().sendall(b"%x\r\n" % len(data) + data + b"\r\n")
+
+    def close(self) -> None:
+        super().sendall(b"0\r\n\r\n")
+
+
+class _Blanking:
+    """A sink that takes ``secret`` out of a stream, even one split across writes: it holds back the tail of each
+    write that could be the start of it."""
+
+    def __init__(self, sink: Any, secret: bytes | None) -> None:
+        self.sink, self.secret, self.held = sink, secret or b"", b""
+
+    def sendall(self, data: bytes, /) -> None:
+        data = self.held + data
+        if not self.secret:
+            self.sink.sendall(data)
+            return
+        while self.secret in data:
+            data = data.replace(self.secret, b"")
+        keep = next((size for size in range(min(len(self.secret) - 1, len(data)), 0, -1)
+                     if self.secret.startswith(data[-size:])), 0)
+        self.held = data[len(data) - keep:] if keep else b""
+        if len(data) > keep:
+            self.sink.sendall(data[:len(data) - keep])
+
+    def close(self) -> None:
+        if self.held:
+            self.sink.sendall(self.held)
+            self.held = b""
+        self.sink.close()
 
 
 def _exactly_bytes(reader: BinaryIO, size: int) -> bytes:

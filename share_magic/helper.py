@@ -5,8 +5,9 @@ interrupting the kernel (SIGINT to the kernel's process group) does not reach it
 the visitors' traffic. Its standard input is the lifeline: the kernel writes one JSON line of settings, may later
 write ``{"cmd": "invite" | "revoke", "name": ...}`` and ``{"cmd": "stop"}``, and when the kernel dies -- however it
 dies -- the pipe closes and the helper takes the tunnel down and exits. Its standard output carries JSON events back:
-ready (with the share's key), people (who is invited and connected), invited / revoked (the answers to those
-commands, after the people they changed), failed, lost, expired, stopped. Secrets (the authtoken, the server's
+ready (with the share's key), people (who is invited and connected), links (the share's new keys, after a
+revocation retired the old ones), invited / revoked (the answers to those commands, after the people and links
+they changed), failed, lost, expired, stopped. Secrets (the authtoken, the server's
 token, keys) travel only on these pipes.
 """
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import IO, Any, Callable
 from .access import Access, Local, response
 from .bridge import Bridge, with_script
 from .errors import ShareError
-from .gateway import Gateway
+from .gateway import Gateway, Limits
 from .meter import Compression
 from .server import JupyterServer, pid_alive
 from .tunnel import Tunnel
@@ -60,9 +61,10 @@ class Helper:
                              login=self.server.login_cookie if settings.get("include_token", True) else None)
         economy = settings.get("economy", True)
         self.gateway = Gateway(self.server, self.access, on_change=self.report_people,
-                               compression=Compression(enabled=economy))
+                               compression=Compression(enabled=economy), limits=Limits(**settings.get("limits", {})))
         self.gateway.local = self.answer_locally
         self.gateway.rewrite_page = self.rewrite_page
+        self.gateway.blanked = self.server.token.encode() if self.server.token else None
         self.view: NotebookView | None = None
         self.bridge: Bridge | None = None
         if economy:
@@ -91,11 +93,10 @@ class Helper:
         return self.access.link_key(role)
 
     def rewrite_page(self, page: bytes) -> bytes:
-        """A Jupyter page as an editing visitor gets it: without the server's token, which JupyterLab's page config
-        would otherwise hand them (the gateway logs them in; the page does not use it to talk to its own host), and
-        with the bridge's script."""
-        if self.server.token:
-            page = page.replace(self.server.token.encode(), b"")
+        """A Jupyter page as an editing visitor gets it: with the bridge's script. (The gateway has already blanked
+        the server's token out of it, as out of every HTML answer: JupyterLab's page config and Jupyter's error
+        pages would otherwise hand it over; the gateway logs visitors in, and no page needs it to talk to its own
+        host.)"""
         return with_script(page, self.server.base_url) if self.bridge else page
 
     def answer_locally(self, request: Local, reader: IO[bytes], out: Any, live: Callable[[bool], None]) -> None:
@@ -121,6 +122,8 @@ class Helper:
                 self.events.emit("revoked", name=name, found=False)
                 return
             self.gateway.cut(sessions)
+            links = self.access.links()
+            self.events.emit("links", key=links.get("edit"), view_key=links.get("view"))
             self.report_people()
             self.events.emit("revoked", name=name, found=True)
 

@@ -148,6 +148,10 @@ class ShareMagics(Magics):
             for name in names:
                 share.revoke(name)
                 print(f"{name} is cut off: their link no longer works and their connections are closed.")
+            links = " and ".join(filter(None, ["link" if share.link else "", "view link" if share.view_link else ""]))
+            if links:
+                print(f"The share's own {links} changed too (an editor could have read them; people already in stay "
+                      "in): %share status shows the new ones.")
             return
         started = lifecycle.current() is None
         share = self._start(args, lifecycle)

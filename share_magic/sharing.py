@@ -168,7 +168,9 @@ class Share:
         return link
 
     def revoke(self, name: str) -> None:
-        """Cut ``name`` off at once: their link and cookies stop working and their connections close."""
+        """Cut ``name`` off at once: their link and cookies stop working and their connections close. The share's
+        own links (:attr:`link`, :attr:`view_link`), which they could have read, are replaced by new ones; people
+        already in keep working."""
         self.check_invited(name)
         if not self._command("revoke", name=name)["found"]:
             raise RuntimeError(f"share_magic's helper had no live invitation for {name!r}, though this kernel did")
@@ -390,6 +392,10 @@ class Share:
                 self.visitors = event["visitors"]
                 self._people_from(event["people"])
                 self._changed()
+            elif kind == "links":  # a revocation retired the share's own links: these replace them
+                self._key, self._view_key = event["key"], event["view_key"]
+                self._write_record()
+                self._changed()
             elif kind in ("invited", "revoked", "link"):
                 self._replies.put(event)
             elif kind == "failed":
@@ -454,9 +460,14 @@ class Share:
         return share
 
     def _watch_owner(self) -> None:
-        """An attached share has no events: it ends when the helper of the notebook that started it does."""
+        """An attached share has no events: it ends when the helper of the notebook that started it does, and
+        takes new links (after a revocation there) from its record."""
         while self.live:
             time.sleep(1)
+            record = _read_record(self.server)
+            if record is not None and (record.get("key"), record.get("view_key")) != (self._key, self._view_key):
+                self._key, self._view_key = record.get("key"), record.get("view_key")
+                self._changed()
 
 
 def _helper_environment() -> dict[str, str]:

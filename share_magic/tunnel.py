@@ -8,6 +8,9 @@ Nothing about the tunnel is readable by other local users. The agent gets its se
 ``--authtoken`` flag pyngrok would put on its command line; the file is deleted once the agent has read it. The
 agent's request inspection, which keeps every forwarded request (keys, cookies, bodies) at its unauthenticated local
 web address, is off for the whole agent and for the endpoint.
+
+The private folder holds an owner file naming its helper, so that the next share can tell the folder of a helper
+that was killed (and could not clean up) from a live share's, and remove only the former.
 """
 from __future__ import annotations
 
@@ -15,11 +18,19 @@ import logging
 import os
 import re
 import shutil
+import stat
 import tempfile
+import time
+import uuid
 from typing import Any
 
 from .errors import TunnelError
 
+TOKEN_SHAPE = re.compile(r"^[A-Za-z0-9_]{20,}$")  # what ngrok's authtokens look like
+FOLDER_PREFIX = "share_magic-ngrok-"
+OWNER_FILE = "helper.pid"  # in each private folder: "<pid> <start time>" of the helper that made it
+UNOWNED_GRACE = 600.0  # seconds: a folder without an owner file younger than this may be a helper starting up
+UPSTREAM_HOST = "127.0.0.1"  # where the gateway listens (gateway.py)
 DASHBOARD = "https://dashboard.ngrok.com/get-started/your-authtoken"
 
 # What each ngrok error means for the person running %share, and what they should do.
@@ -74,10 +85,9 @@ def private_config(path: str, authtoken: str | None) -> None:
     """Write the agent's config to ``path`` (created 0600): the user's own ngrok config (where `ngrok config
     add-authtoken` saved their token) with ``authtoken`` (if given) and inspection turned off."""
     import yaml
-    from pyngrok import conf
 
     try:
-        with open(conf.get_config_path(conf.PyngrokConfig()), encoding="utf-8") as f:
+        with open(user_config_path(), encoding="utf-8") as f:
             user: Any = yaml.safe_load(f) or {}
     except (OSError, yaml.YAMLError):
         user = {}
@@ -95,6 +105,59 @@ def private_config(path: str, authtoken: str | None) -> None:
         yaml.safe_dump({"version": "3", "agent": agent}, f)
 
 
+def _started(pid: int) -> str:
+    """When ``pid`` started (clock ticks since boot, from /proc); "" where there is no /proc to tell."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="latin-1") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def _owner_alive(owner: str) -> bool:
+    """Whether the process an owner file names is still the one that wrote it (not dead, not a recycled pid)."""
+    pid_text, _, started = owner.strip().partition(" ")
+    try:
+        pid = int(pid_text)
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (ValueError, OverflowError):
+        return False
+    except PermissionError:  # someone else's process now: ours is gone
+        return False
+    return not started or not _started(pid) or _started(pid) == started
+
+
+def remove_stale_folders(root: str | None = None) -> list[str]:
+    """Remove the private folders that helpers killed before they could clean up left in the temp folder; return
+    them. Only folders of this user, not symlinks, whose owner file names a process that is gone -- or, with no
+    owner file (an older share_magic, or a helper between making it and writing the file), that are older than
+    :data:`UNOWNED_GRACE`. A live share's folder is never touched."""
+    root = root or tempfile.gettempdir()
+    removed = []
+    try:
+        entries = [entry for entry in os.scandir(root) if entry.name.startswith(FOLDER_PREFIX)]
+    except OSError:
+        return removed
+    for entry in entries:
+        try:
+            info = entry.stat(follow_symlinks=False)
+            if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+                continue
+            descriptor = os.open(os.path.join(entry.path, OWNER_FILE), os.O_RDONLY | os.O_NOFOLLOW)
+            with os.fdopen(descriptor, encoding="utf-8") as f:
+                stale = not _owner_alive(f.read(100))
+        except FileNotFoundError:
+            stale = time.time() - info.st_mtime > UNOWNED_GRACE
+        except OSError:
+            continue
+        if stale:
+            shutil.rmtree(entry.path, ignore_errors=True)
+            removed.append(entry.path)
+    return removed
+
+
 class Tunnel:
     """One ngrok agent with one endpoint forwarding to a local port."""
 
@@ -103,7 +166,11 @@ class Tunnel:
 
         _quiet_pyngrok()
         self._authtoken = authtoken
-        self._folder = tempfile.mkdtemp(prefix="share_magic-ngrok-")  # 0700
+        remove_stale_folders()
+        self._folder = tempfile.mkdtemp(prefix=FOLDER_PREFIX)  # 0700
+        descriptor = os.open(os.path.join(self._folder, OWNER_FILE), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w", encoding="utf-8") as f:
+            f.write(f"{os.getpid()} {_started(os.getpid())}\n")
         self._config_path = os.path.join(self._folder, "ngrok.yml")
         # Reads PYNGROK_NGROK_PATH from the environment.
         self.config = conf.PyngrokConfig(config_path=self._config_path)
@@ -112,13 +179,15 @@ class Tunnel:
         self._process = None
 
     def open(self, port: int) -> str:
-        """Start the agent and an HTTP endpoint to ``localhost:port``; return the public URL (blocking)."""
+        """Start the agent and an HTTP endpoint to ``127.0.0.1:port`` (the address the gateway holds, never a name
+        that may resolve elsewhere); return the public URL (blocking)."""
         from pyngrok import ngrok
         from pyngrok.exception import PyngrokError, PyngrokNgrokHTTPError, PyngrokNgrokInstallError
 
         try:
             private_config(self._config_path, self._authtoken)
-            tunnel = ngrok.connect(str(port), "http", pyngrok_config=self.config, inspect=False)
+            tunnel = ngrok.connect(f"http://{UPSTREAM_HOST}:{port}", "http", name=f"share_magic-{port}-{uuid.uuid4()}",
+                                   pyngrok_config=self.config, inspect=False)
             self._process = ngrok.get_ngrok_process(self.config)
         except PyngrokNgrokInstallError as e:
             raise TunnelError(NOT_INSTALLED.format(reason=self._mask(str(e)).split("\n")[0])) from None
@@ -174,20 +243,57 @@ class Tunnel:
             f"`ngrok http 8888` in a terminal to see ngrok's own explanation, then run %share again.", code)
 
 
-def save_authtoken(authtoken: str) -> None:
-    """Save the authtoken in ngrok's own config file (where ``ngrok config add-authtoken`` puts it)."""
-    import subprocess
+def user_config_path() -> str:
+    """ngrok's own config file, where ``ngrok config add-authtoken`` saves the token (pyngrok's default path,
+    worked out now rather than when pyngrok was imported)."""
+    from pyngrok import installer
 
-    from pyngrok import conf, ngrok
-    from pyngrok.exception import PyngrokError, PyngrokNgrokInstallError
+    return os.path.join(installer.get_default_ngrok_dir(), "ngrok.yml")
 
-    _quiet_pyngrok()
+
+def save_authtoken(authtoken: str) -> str:
+    """Save the authtoken in ngrok's own config file, as ``ngrok config add-authtoken`` would, but without running
+    it: that command takes the token on its command line, which every local user can read in /proc. The file is
+    written whole (mode 0600, its folder 0700 if new) and then renamed over the old one, keeping every other
+    setting in it. Return the file's path."""
+    import yaml
+
+    path = user_config_path()
+    if not TOKEN_SHAPE.match(authtoken):
+        raise TunnelError("That does not look like an ngrok authtoken (letters, digits and _ only, no spaces). Fix: "
+                          f"copy it again, whole, from {DASHBOARD} and paste it here.")
     try:
-        ngrok.set_auth_token(authtoken, pyngrok_config=conf.PyngrokConfig())
-    except PyngrokNgrokInstallError as e:
-        raise TunnelError(NOT_INSTALLED.format(reason=str(e).split("\n")[0])) from None
-    except (PyngrokError, subprocess.CalledProcessError, OSError) as e:
-        # The failed command line holds the token: never let it through.
-        detail = str(e).replace(authtoken, "****")[:300]
-        raise TunnelError(f"ngrok could not save the authtoken ({detail}). Fix: run `ngrok config add-authtoken "
-                          "<TOKEN>` in a terminal to see why, then run %share again.") from None
+        with open(path, encoding="utf-8") as f:
+            config: Any = yaml.safe_load(f) or {}
+    except FileNotFoundError:
+        config = {}
+    except (OSError, yaml.YAMLError) as e:
+        raise TunnelError(f"ngrok's config file {path} cannot be read ({type(e).__name__}), so the authtoken was not "
+                          "saved. Fix: repair or remove that file, then paste the authtoken again.") from None
+    if not isinstance(config, dict):
+        raise TunnelError(f"ngrok's config file {path} is not a YAML mapping, so the authtoken was not saved. Fix: "
+                          "repair or remove that file, then paste the authtoken again.")
+    if str(config.get("version")) == "2":  # a version 2 file keeps the agent's settings at the top
+        config["authtoken"] = authtoken
+    else:
+        config["version"] = "3"
+        agent = config.get("agent")
+        config["agent"] = {**(agent if isinstance(agent, dict) else {}), "authtoken": authtoken}
+    folder = os.path.dirname(path)
+    try:
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        temporary = os.path.join(folder, f".ngrok.yml.{uuid.uuid4().hex}")
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(descriptor, "w", encoding="utf-8") as f:
+                yaml.safe_dump(config, f, default_flow_style=False)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(temporary, path)
+        except BaseException:
+            os.unlink(temporary)
+            raise
+    except OSError as e:
+        raise TunnelError(f"ngrok's config file {path} could not be written ({e.strerror}), so the authtoken was not "
+                          "saved. Fix: make that folder writable by you, then paste the authtoken again.") from None
+    return path

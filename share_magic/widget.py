@@ -265,8 +265,9 @@ class _Record:
 class AuthtokenForm(_OwnOutput, widgets.VBox):
     """Shown when ngrok has no authtoken: paste it once, it is saved to ngrok's own config, and the share starts.
 
-    The token goes from the password field straight to ``ngrok config add-authtoken``; the field is emptied at
-    once, so it is neither echoed nor kept in the notebook's saved widget state.
+    The token goes from the password field straight into ngrok's config file (written by share_magic, mode 0600,
+    where ``ngrok config add-authtoken`` would put it, but never on a command line); the field is emptied at once,
+    so it is neither echoed nor kept in the notebook's saved widget state.
     """
 
     def __init__(self, message: str, retry: Callable[[], Share], **kwargs: Any) -> None:

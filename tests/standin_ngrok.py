@@ -161,6 +161,14 @@ def add_authtoken(args: list[str]) -> None:
 # --- the "service": accounts, agent sessions, one domain per account ------------------------------------------
 
 
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="latin-1") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
+
+
 def state_root() -> str:
     return os.environ.get("STANDIN_NGROK_STATE") or os.path.join(tempfile.gettempdir(), "standin-ngrok-state")
 
@@ -189,6 +197,8 @@ class Service:
             pid = int(name.split("-")[1].split(".")[0])
             try:
                 os.kill(pid, 0)
+                if _zombie(pid):  # killed, not yet reaped (nobody reaps orphans here): its session is over
+                    raise ProcessLookupError
                 live.append(name)
             except ProcessLookupError:
                 try:

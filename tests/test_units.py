@@ -84,7 +84,14 @@ def test_locations_pointing_at_the_server_are_made_public() -> None:
     gw = gateway()
     assert gw.public_location("http://127.0.0.1:8888/a%40b/lab?x=1") == PUBLIC + "/a%40b/lab?x=1"
     assert gw.public_location("/a%40b/login?next=%2F") == "/a%40b/login?next=%2F"
-    assert gw.public_location("https://elsewhere.example/") == "https://elsewhere.example/"
+    assert gw.public_location(PUBLIC + "/a%40b/tree") == PUBLIC + "/a%40b/tree"
+
+
+@pytest.mark.parametrize("location", ["https://elsewhere.example/", "//evil.example/x", "/\\evil.example/x",
+                                      "\\\\evil.example", " \t//evil.example", "/\t/evil.example",
+                                      "javascript:alert(1)", "HTTPS://evil.example"])
+def test_locations_never_lead_off_the_share(location: str) -> None:
+    assert gateway().public_location(location) == "/a%40b/"
 
 
 def write(path, info: dict) -> str:
