@@ -151,7 +151,7 @@ class ShareMagics(Magics):
             links = " and ".join(filter(None, ["link" if share.link else "", "view link" if share.view_link else ""]))
             if links:
                 print(f"The share's own {links} changed too (an editor could have read them; people already in stay "
-                      "in): %share status shows the new ones.")
+                      "in): the widget shows the new ones, and %share links prints them.")
             return
         started = lifecycle.current() is None
         share = self._start(args, lifecycle)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from harness import link_in, processes_with, wait_for
+from harness import processes_with, share_links, wait_for
 from test_access import key_of, refused_by_the_gate, share
 from test_people import invited
 from test_units import PUBLIC, LetEveryoneIn, Upstream, echo, gateway_to, read_head
@@ -419,7 +419,7 @@ def test_revoking_a_person_retires_the_shares_own_links(jupyter, owner, visitor,
     in with them. Whoever is already in, and Ada with her own link, notice nothing; the new links work."""
     server = jupyter()
     notebook = owner(server)
-    personal = invited(notebook.execute("%load_ext share_magic\n%share invite Dave Ada"))
+    personal = invited(notebook, notebook.execute("%load_ext share_magic\n%share invite Dave Ada"))
     notebook.run("%share --view")
     dave = visitor(personal["Dave"])
     assert dave.get(dave.link).status_code == 200
@@ -435,16 +435,15 @@ def test_revoking_a_person_retires_the_shares_own_links(jupyter, owner, visitor,
     for link in (old_link, old_view):
         refused = visitor(link).get(link, headers={"Accept": "text/html"})
         assert refused_by_the_gate(refused) and "replaced this link" in refused.text
-    assert "changed too" in revoked["stdout"] and "%share status shows the new ones" in revoked["stdout"]
+    assert "changed too" in revoked["stdout"] and "%share links prints them" in revoked["stdout"]
     assert refused_by_the_gate(dave.get("/api/contents"))
 
     assert guests_kernel.execute("print('still in')")["stdout"] == "still in\n"
     assert guest.get("/api/contents").status_code == 200
     assert visitor(personal["Ada"]).get(personal["Ada"]).status_code == 200
 
-    status = notebook.run("%share status")
-    new_link = link_in(status.split("Anyone with this link: ", 1)[1])
-    new_view = link_in(status.split("View only (this notebook, nothing else): ", 1)[1])
+    links = share_links(notebook)
+    new_link, new_view = links["edit"], links["view"]
     assert {new_link, new_view}.isdisjoint({old_link, old_view})
     assert notebook.run("import share_magic; print(share_magic.current().link)").strip() == new_link
     newcomer = visitor(new_link)
@@ -461,11 +460,12 @@ def test_the_widget_shows_the_new_link_after_a_revocation(jupyter) -> None:
         share.invite("Dave")
         view = ShareView(share)
         old = share.link
-        assert old in view.link.value and old in view.copy.value
+        shown = [part.message()["link"] for part in (view.link, view.copy, view.qr)]
+        assert shown == [old] * 3
         share.revoke("Dave")  # the helper reports the new link before it answers
-        assert share.link != old and share.link in view.link.value and share.link in view.copy.value
-        assert old not in view.link.value + view.copy.value
-        assert share.link in share.describe() and old not in share.describe()
+        assert share.link != old
+        assert [part.message()["link"] for part in (view.link, view.copy, view.qr)] == [share.link] * 3
+        assert ("Anyone with this link", share.link) in share.links() and old not in str(share.links())
     finally:
         share_magic.stop()
 
