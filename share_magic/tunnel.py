@@ -111,14 +111,16 @@ class Tunnel:
         self.public_url: str | None = None
         self._process = None
 
-    def open(self, port: int) -> str:
-        """Start the agent and an HTTP endpoint to ``localhost:port``; return the public URL (blocking)."""
+    def open(self, port: int, traffic_policy: dict[str, Any] | None = None) -> str:
+        """Start the agent and an HTTP endpoint to ``localhost:port``, with ``traffic_policy`` if given (an endpoint
+        field pyngrok passes through to the agent's local API); return the public URL (blocking)."""
         from pyngrok import ngrok
         from pyngrok.exception import PyngrokError, PyngrokNgrokHTTPError, PyngrokNgrokInstallError
 
         try:
             private_config(self._config_path, self._authtoken)
-            tunnel = ngrok.connect(str(port), "http", pyngrok_config=self.config, inspect=False)
+            options: dict[str, Any] = {"traffic_policy": traffic_policy} if traffic_policy else {}
+            tunnel = ngrok.connect(str(port), "http", pyngrok_config=self.config, inspect=False, **options)
             self._process = ngrok.get_ngrok_process(self.config)
         except PyngrokNgrokInstallError as e:
             raise TunnelError(NOT_INSTALLED.format(reason=self._mask(str(e)).split("\n")[0])) from None
