@@ -15,7 +15,7 @@ import ipywidgets as widgets
 from IPython.display import DisplayHandle, display
 
 from .errors import ShareError
-from .sharing import Person, Share
+from .sharing import Person, Share, SignedIn
 
 MUTED = "color: var(--jp-ui-font-color2); font-size: var(--jp-ui-font-size1); line-height: 1.45"
 GRANTS = ("Anyone with this link has <b>full control of this server</b> — files, terminals, kernels — until the "
@@ -152,6 +152,8 @@ class ShareView(_OwnOutput, widgets.VBox):
                                           "share-magic-view-link") + " " + COPY_BUTTON.format(
                                     link=html.escape(share.view_link))) if share.link and share.view_link else ""
         notes = grants(share)
+        if share.sign_in_summary():
+            notes += f'<br><span class="share-magic-sign-in">{html.escape(share.sign_in_summary() or "")}</span>'
         if share.collaborative is False and share.link:
             notes += "<br>" + NO_COLLABORATION
         self.notes.value = f'<div style="{MUTED}; max-width: 46em">{notes}</div>'
@@ -184,15 +186,31 @@ class PeoplePanel(widgets.VBox):
         self.refresh()
 
     def refresh(self) -> None:
-        shown = tuple((p.name, p.link, p.state) for p in self.share.people.values())
+        visitors = [visitor for visitor in self.share.signed_in if visitor.invitation is None]
+        shown = (tuple((p.name, p.link, p.state, p.email) for p in self.share.people.values()),
+                 tuple(visitor.describe() for visitor in visitors))
         if shown != self._shown:
             self._shown = shown
-            self.rows.children = [self._row(person) for person in self.share.people.values()]
+            self.rows.children = [*(self._row(person) for person in self.share.people.values()),
+                                  *(self._visitor_row(visitor) for visitor in visitors)]
+
+    def _visitor_row(self, visitor: SignedIn) -> widgets.HBox:
+        """Someone signed in with the share's own link: who they are, and a Revoke that refuses their e-mail."""
+        who = widgets.HTML(f'<b class="share-magic-person">{html.escape(visitor.jupyter_name or "")}</b> '
+                           f'<span class="share-magic-identity" style="{MUTED}">'
+                           f"{html.escape(visitor.identity.describe())}</span>")
+        email = visitor.identity.email
+        revoke = widgets.Button(description="Revoke", icon="user-times", button_style="warning",
+                                tooltip=f"Cut {email} off now, on every link of this share")
+        revoke.on_click(lambda _: self._act(self.share.revoke, email))
+        return widgets.HBox([who, revoke])
 
     def _row(self, person: Person) -> widgets.HBox:
         colour = ("--jp-success-color1" if person.connected else
                   "--jp-error-color1" if person.revoked_at else "--jp-ui-font-color2")
-        name = widgets.HTML(f'<b class="share-magic-person">{html.escape(person.name)}</b>',
+        name = widgets.HTML(f'<b class="share-magic-person">{html.escape(person.name)}</b>'
+                            + (f' <span class="share-magic-identity" style="{MUTED}">&lt;{html.escape(person.email)}'
+                               "&gt;</span>" if person.email and person.connected else ""),
                             layout=widgets.Layout(min_width="8em"))
         state = widgets.HTML(f'<span style="color: var({colour})">●</span> <span style="{MUTED}">'
                              f"{html.escape(person.state)}</span>")
