@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Protocol, Union
 from urllib.parse import unquote
 
-from .identity import LOGOUT, EdgeTrust, Identity, Untrusted, is_email
+from .identity import LOGOUT, WRONG_ACCOUNT_PAGE, EdgeTrust, Identity, Untrusted, is_email
 
 KEY_PARAM = "share_key"
 COOKIE = "share_magic"
@@ -275,10 +275,15 @@ def jupyter_name(grant: Grant, identity: Identity | None) -> str | None:
 
 
 def _wrong_account(identity: Identity, headers: Headers) -> bytes:
-    why = "This link was made for another account, and you are signed in as {email}. {sign_out}, then open the " \
-          "link again with the account it was made for."
-    return _refusal(why.format(email=identity.email, sign_out=f"Sign out at {LOGOUT}"), headers,
-                    why.format(email=html.escape(identity.email), sign_out=f'<a href="{LOGOUT}">Sign out</a>'))
+    """The gate's page for a signed-in account the link was not made for: who they are, and how to switch."""
+    accept = next((value for name, value in headers if name.lower() == "accept"), "")
+    if "text/html" in accept:
+        return response(403, "Forbidden", [("Content-Type", "text/html; charset=utf-8")],
+                        WRONG_ACCOUNT_PAGE.format(email=html.escape(identity.email), logout=LOGOUT).encode())
+    return response(403, "Forbidden", [("Content-Type", "text/plain; charset=utf-8")],
+                    f"This link has ended or is not valid. This link was made for another account, and you are "
+                    f"signed in as {identity.email}. Sign out at {LOGOUT}, then open the link again with the "
+                    "account it was made for.\n".encode())
 
 
 def _cookies(headers: Headers) -> dict[str, str]:
@@ -314,11 +319,11 @@ def _without_key(target: str) -> tuple[str, list[str]]:
     return path + (question + "&".join(kept) if kept else ""), keys
 
 
-def _refusal(why: str, headers: Headers, why_html: str | None = None) -> bytes:
+def _refusal(why: str, headers: Headers) -> bytes:
     accept = next((value for name, value in headers if name.lower() == "accept"), "")
     if "text/html" in accept:
         return response(403, "Forbidden", [("Content-Type", "text/html; charset=utf-8")],
-                        REFUSED_PAGE.format(why=why_html or html.escape(why)).encode())
+                        REFUSED_PAGE.format(why=html.escape(why)).encode())
     return response(403, "Forbidden", [("Content-Type", "text/plain; charset=utf-8")],
                     f"This link has ended or is not valid. {why}\n".encode())
 

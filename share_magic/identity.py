@@ -34,6 +34,17 @@ EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
 
 Headers = list[tuple[str, str]]
 
+WRONG_ACCOUNT_PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Signed in with another account</title>
+<style>body{{font:16px/1.5 system-ui,sans-serif;max-width:34em;margin:15vh auto;padding:0 1em;color:#222}}
+@media (prefers-color-scheme: dark){{body{{background:#111;color:#ddd}} a{{color:#8ab4f8}}}}</style></head>
+<body><h1>This link was made for another account</h1>
+<p>You are signed in as <b>{email}</b>, and the person who shared this notebook made this link for someone else.</p>
+<p><a href="{logout}">Sign out</a>, then open the link again and sign in with the account it was made for.</p>
+</body></html>
+"""
+
 
 def is_email(text: str | None) -> bool:
     return bool(text) and EMAIL.match(text or "") is not None

@@ -15,6 +15,7 @@ import ipywidgets as widgets
 from IPython.display import DisplayHandle, display
 
 from .errors import ShareError
+from .identity import PROVIDER_NAMES
 from .sharing import Person, Share, SignedIn
 
 MUTED = "color: var(--jp-ui-font-color2); font-size: var(--jp-ui-font-size1); line-height: 1.45"
@@ -172,7 +173,8 @@ class PeoplePanel(widgets.VBox):
     def __init__(self, share: Share, **kwargs: Any) -> None:
         self.share = share
         self.rows = widgets.VBox()
-        self.name = widgets.Text(placeholder="a name, e.g. Ada", layout=widgets.Layout(width="16em"))
+        self.name = widgets.Text(placeholder="a name or e-mail, e.g. Ada" if share.sign_in else "a name, e.g. Ada",
+                                 layout=widgets.Layout(width="16em"))
         self.invite_button = widgets.Button(description="Invite", icon="user-plus",
                                             tooltip="Give this person a link of their own, which you can revoke")
         self.invite_button.on_click(lambda _: self.invite())
@@ -196,9 +198,12 @@ class PeoplePanel(widgets.VBox):
 
     def _visitor_row(self, visitor: SignedIn) -> widgets.HBox:
         """Someone signed in with the share's own link: who they are, and a Revoke that refuses their e-mail."""
-        who = widgets.HTML(f'<b class="share-magic-person">{html.escape(visitor.jupyter_name or "")}</b> '
-                           f'<span class="share-magic-identity" style="{MUTED}">'
-                           f"{html.escape(visitor.identity.describe())}</span>")
+        identity = visitor.identity
+        provider = PROVIDER_NAMES.get(identity.provider, identity.provider)
+        since = f"{visitor.connected_since:%H:%M:%S}" if visitor.connected_since else "?"
+        who = widgets.HTML(f'<b class="share-magic-person">{html.escape(identity.name or identity.email)}</b> '
+                           f'<span class="share-magic-identity">&lt;{html.escape(identity.email)}&gt;, signed in with '
+                           f'{html.escape(provider)}</span> <span style="{MUTED}">· connected since {since}</span>')
         email = visitor.identity.email
         revoke = widgets.Button(description="Revoke", icon="user-times", button_style="warning",
                                 tooltip=f"Cut {email} off now, on every link of this share")
