@@ -300,8 +300,8 @@ class Share:
             for visitor in self.signed_in:
                 lines.append(f"  Connected: {visitor.describe()}")
             if self.naming is False:
-                lines.append("  This Jupyter server cannot name visitors (it needs jupyter_server 2.17 or later): "
-                             "they show as Anonymous.")
+                lines.append("  This Jupyter server cannot name visitors (that needs jupyter_server 2.17 or later, "
+                             "with name among IdentityProvider.updatable_fields): they show as Anonymous.")
             if not self.link and not self.people:
                 return "\n".join([*lines, "Readers see the notebook as last saved, live, and reach nothing else.",
                                   self.cost_summary(), "Stop sharing with: %share stop"])

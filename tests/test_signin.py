@@ -195,6 +195,19 @@ def test_without_sign_in_claimed_identity_headers_count_for_nothing(jupyter, own
     assert me(someone)["name"].startswith("Anonymous")
 
 
+def test_a_server_that_cannot_name_visitors_says_so_once_and_carries_on(jupyter, owner, visitor) -> None:
+    """As on jupyter_server < 2.17 (no PATCH api/me), here because the server's configuration forbids it."""
+    notebook = owner(jupyter(extra=["--IdentityProvider.updatable_fields=color"]))
+    link = share(notebook, "%share --sign-in github")
+    ada = visitor(link)
+    assert sign_in(ada, "ada@example.com", "Ada Lovelace").status_code == 200
+    assert me(ada)["name"].startswith("Anonymous")
+    assert kernel_of(ada, notebook).execute("print('in')")["stdout"] == "in\n"
+    status = wait_for(lambda: (out := notebook.run("%share status")) and "Connected:" in out and out, 10,
+                      "the status")
+    assert status.count("cannot name visitors") == 1 and "they show as Anonymous" in status
+
+
 @pytest.mark.parametrize("line, expected", [
     ("%share --sign-in facebook", ["'facebook' is not a sign-in provider", "github"]),
     ("%share invite ada@example --sign-in github", ["'ada@example' is not an e-mail address"]),

@@ -78,3 +78,31 @@ def test_a_signed_in_visitor_in_jupyterlab_and_one_on_a_link_made_for_another(ju
     widget.get_by_role("button", name="Stop").click()
     owner.locator(".jp-OutputArea-output:has-text('Share stopped')").wait_for(timeout=20_000)
     wait_for(lambda: not share_processes(), 10, "the share to end")
+
+
+def test_the_collaborators_panel_shows_each_visitor_by_name(jupyter, owner, browsers) -> None:
+    """With jupyter-collaboration, each visitor sees the other in JupyterLab's collaborators panel by the name the
+    gateway gave them (an invitation's name, or the name verified at sign-in), not as "Anonymous ..."."""
+    from harness import link_in
+    from test_people import invited
+
+    _, visitor_browser = browsers
+    server = jupyter(app="jupyterlab")
+    if server.api("GET", "api/collaboration/session/probe").status_code != 405:
+        raise AssertionError("jupyter-collaboration is not running on the test server: pip install -e '.[test]'")
+    notebook = owner(server)
+    links = invited(notebook.execute("%load_ext share_magic\n%share invite Grace --sign-in github"))
+    link = link_in(notebook.run("%share status").split("Anyone with this link: ", 1)[1])
+    pages = {}
+    for who, (address, email, name) in {"ada": (link, "ada@example.com", "Ada Lovelace"),
+                                        "grace": (links["Grace"], "grace@example.com", "Grace B. M. Hopper")}.items():
+        context = visitor_browser.new_context(ignore_https_errors=True, viewport={"width": 1280, "height": 860})
+        pages[who] = signed_in_page(context, address, email, name)
+        wait_for_kernel(pages[who])
+    for who, other in (("ada", "Grace"), ("grace", "Ada Lovelace")):
+        page = pages[who]
+        page.locator("li[data-id='jp-collaboration-panel']").click()
+        header = page.locator("#jp-collaboration-panel .jp-CollaboratorHeader", has_text=other)
+        header.first.wait_for(timeout=30_000)
+        assert "Anonymous" not in page.locator("#jp-collaboration-panel .jp-CollaboratorsList").inner_text()
+        page.screenshot(path=SCREENSHOTS / f"signin-collaborators-seen-by-{who}.png")
