@@ -182,6 +182,10 @@ class Access:
             self._revoked_sessions.update(ended)
         return list(ended.values())
 
+    def refused_identities(self) -> list[str]:
+        """The e-mails revoked with sign-in on, refused on every link (lower-cased)."""
+        return sorted(self._revoked_identities)
+
     def people(self) -> list[Grant]:
         """Every person invited, in the order they were (a re-invited person once, with their latest grant)."""
         with self._lock:

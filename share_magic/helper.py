@@ -151,7 +151,7 @@ class Helper:
                            "connected_since": min(since, default=None), "revoked_at": grant.revoked_at,
                            "email": email})
         self.events.emit("people", visitors=len(connected), people=people, signed_in=signed_in(connected),
-                         naming=self.naming)
+                         naming=self.naming, refused=self.access.refused_identities())
 
     async def run(self) -> None:
         port = self.gateway.listen()

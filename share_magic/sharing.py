@@ -137,6 +137,7 @@ class Share:
         self.people: dict[str, Person] = {}  # invited by name, in the order they were
         self.signed_in: list[SignedIn] = []  # connected visitors who signed in at the edge
         self.naming: bool | None = None  # False: this Jupyter server cannot name visitors (older than 2.17)
+        self.refused: list[str] = []  # e-mails revoked with sign-in: refused on every link
         self.owner_notebook: str | None = None  # set on an attached share: the notebook that started it
         self.collaborative: bool | None = None  # jupyter-collaboration on the server? None: unknown
         self._key: str | None = None  # of the share's own edit link, if it has one
@@ -299,6 +300,8 @@ class Share:
                 lines.append(f"  {self.sign_in_summary()}")
             for visitor in self.signed_in:
                 lines.append(f"  Connected: {visitor.describe()}")
+            if self.refused:
+                lines.append(f"  Refused on every link (revoked): {', '.join(self.refused)}")
             if self.naming is False:
                 lines.append("  This Jupyter server cannot name visitors (that needs jupyter_server 2.17 or later, "
                              "with name among IdentityProvider.updatable_fields): they show as Anonymous.")
@@ -436,6 +439,7 @@ class Share:
                 self._people_from(event["people"])
                 self._signed_in_from(event.get("signed_in") or [])
                 self.naming = event.get("naming")
+                self.refused = event.get("refused") or []
                 self._changed()
             elif kind in ("invited", "revoked", "link"):
                 self._replies.put(event)

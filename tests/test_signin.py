@@ -175,7 +175,8 @@ def test_revoking_an_email_cuts_them_off_on_every_link_even_after_signing_in_aga
     assert kernels["ada"].execute("print('still here')")["stdout"] == "still here\n"
     assert ada.get("/api/contents").status_code == 200
     status = notebook.run("%share status")
-    assert "Ada Lovelace <ada@example.com>" in status and "eve@example.com" not in status
+    assert "Ada Lovelace <ada@example.com>" in status and "Eve Adams" not in status
+    assert "Refused on every link (revoked): eve@example.com" in status
 
     notebook.run("%share stop")
     wait_for(lambda: not share_processes(), 10, "the share to end")
