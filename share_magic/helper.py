@@ -171,7 +171,13 @@ class Helper:
         try:
             public_url = opening.result()
         except ShareError as e:
-            self.events.emit("failed", code=getattr(e, "code", None), message=str(e))
+            code = getattr(e, "code", None)
+            message = str(e)
+            if code == "ERR_NGROK_4026" and self.edge.on:
+                message = ("ngrok refused the sign-in policy: your plan has no credit for part of it (ERR_NGROK_4026; "
+                           "its remove-headers action costs credit on the free plan). Fix: add credit at "
+                           "https://dashboard.ngrok.com/billing, or share without --sign-in.")
+            self.events.emit("failed", code=code, message=message)
             return
         self.gateway.open_to(public_url)
         keys = {role: self.link_key(role) for role in ("edit", "view") if self.settings.get(role, role == "edit")}

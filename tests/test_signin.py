@@ -13,7 +13,7 @@ import pytest
 import requests
 import websocket
 from harness import command_lines, link_in, processes_with, share_processes, wait_for
-from test_access import REFUSED, key_of, refused_by_the_gate, share
+from test_access import REFUSED, refused_by_the_gate, share
 from test_failures import assert_one_calm_line
 from test_people import invited
 
@@ -90,10 +90,11 @@ def test_an_email_invitation_admits_only_that_account(jupyter, owner, visitor) -
     links = invited(notebook.execute("%load_ext share_magic\n%share invite ada@example.com Grace --sign-in github"))
     eve = visitor(links["ada@example.com"])
     answer = sign_in(eve, "eve@example.com", "Eve Adams")
-    assert refused_by_the_gate(answer)
+    assert answer.status_code == 403 and "Server" not in answer.headers  # the gate's answer, not Jupyter's
     assert "made for another account" in answer.text and "eve@example.com" in answer.text
     html = eve.get(links["ada@example.com"], headers={"Accept": "text/html"})
-    assert refused_by_the_gate(html) and '<a href="/ngrok/logout">Sign out</a>' in html.text
+    assert html.status_code == 403 and "Server" not in html.headers
+    assert "made for another account" in html.text and '<a href="/ngrok/logout">Sign out</a>' in html.text
     assert not any(cookie.name == "share_magic" for cookie in eve.http.cookies)
     # Eve switches account: the same browser, signed in as Ada (her address in another case), gets in.
     sign_out(eve)
@@ -217,6 +218,14 @@ def test_bad_sign_in_input_starts_nothing(jupyter, owner, line: str, expected: l
     notebook = owner(jupyter())
     assert_one_calm_line(notebook.execute(f"%load_ext share_magic\n{line}"), *expected)
     assert not share_processes()
+
+
+def test_a_plan_without_credit_for_the_policy_is_one_calm_line(jupyter, owner, monkeypatch) -> None:
+    monkeypatch.setenv("STANDIN_NGROK_MODE", "no-credit")
+    notebook = owner(jupyter())
+    assert_one_calm_line(notebook.execute("%load_ext share_magic\n%share --sign-in github"),
+                         "refused the sign-in policy", "ERR_NGROK_4026", "share without --sign-in")
+    wait_for(lambda: not share_processes(), 10, "nothing left running")
 
 
 def test_sign_in_cannot_be_added_to_a_live_share(jupyter, owner, visitor) -> None:

@@ -3,8 +3,12 @@ visitor, the page an account gets on a link made for another, signing out and in
 owner's widget naming each visitor."""
 from __future__ import annotations
 
-from harness import share_processes, wait_for
-from test_browser import SCREENSHOTS, browsers, run_cell, share_from, wait_for_kernel  # noqa: F401 (fixture)
+import test_browser
+from harness import link_in, share_processes, wait_for
+from test_browser import SCREENSHOTS, run_cell, share_from, wait_for_kernel
+from test_people import invited
+
+browsers = test_browser.browsers  # the owner's and the visitors' chromium, as a fixture of this module too
 
 
 def signed_in_page(context, link: str, email: str, name: str, warning: bool = True):
@@ -83,9 +87,6 @@ def test_a_signed_in_visitor_in_jupyterlab_and_one_on_a_link_made_for_another(ju
 def test_the_collaborators_panel_shows_each_visitor_by_name(jupyter, owner, browsers) -> None:
     """With jupyter-collaboration, each visitor sees the other in JupyterLab's collaborators panel by the name the
     gateway gave them (an invitation's name, or the name verified at sign-in), not as "Anonymous ..."."""
-    from harness import link_in
-    from test_people import invited
-
     _, visitor_browser = browsers
     server = jupyter(app="jupyterlab")
     if server.api("GET", "api/collaboration/session/probe").status_code != 405:
