@@ -20,8 +20,8 @@ __all__ = ["ShareError", "ServerNotFound", "TunnelError", "UnsafeServer", "Unsup
 def share(**options: Any) -> Share:
     """Share this kernel's Jupyter server and return the live :class:`~share_magic.sharing.Share`.
 
-    Options: ``duration``, ``port``, ``url``, ``token``, ``include_token``, ``authtoken``, ``insecure`` (see
-    ``%share?``).
+    Options: ``duration``, ``port``, ``url``, ``token``, ``include_token``, ``authtoken``, ``insecure``,
+    ``sign_in`` (see ``%share?``).
     """
     from . import sharing as lifecycle
 

@@ -19,16 +19,23 @@ path they name. Revoking a person's grant
 ends their sessions at once (the gateway then cuts their connections) and their key stays dead; inviting them again
 makes a new key. Revoking also retires the share's own links, which any editor could have read, and makes new ones;
 sessions those links admitted go on. Keys and session ids are looked up by their SHA-256 digests.
+
+With sign-in at the edge (see :mod:`share_magic.identity`) every request must also carry the edge's proof of who
+signed in: an e-mail-shaped invitation admits only that address, and a revoked e-mail is refused on every link. Each
+session is named in Jupyter when the gateway logs it in (:func:`jupyter_name`); visitors cannot rename themselves.
 """
 from __future__ import annotations
 
 import hashlib
+import html
 import secrets
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Protocol, Union
 from urllib.parse import unquote
+
+from .identity import LOGOUT, WRONG_ACCOUNT_PAGE, EdgeTrust, Identity, Untrusted, is_email
 
 KEY_PARAM = "share_key"
 COOKIE = "share_magic"
@@ -73,6 +80,8 @@ class Session:
     grant: Grant
     since: float = field(default_factory=time.time)
     jupyter_cookie: str | None = None  # "name=value" of Jupyter's login cookie, added upstream by the gateway
+    identity: Identity | None = None  # who signed in at the edge, when the share has sign-in
+    name: str | None = None  # what Jupyter calls this visitor, when the gateway named them
 
 
 @dataclass
@@ -123,10 +132,12 @@ class Access:
     credentials; ``cookie_path`` is the server's base URL; ``expires_at`` (epoch seconds) caps the cookie's life.
     """
 
-    def __init__(self, cookie_path: str, login: Callable[[], str | None] | None = None,
-                 expires_at: float | None = None) -> None:
+    def __init__(self, cookie_path: str, login: Callable[..., str | None] | None = None,
+                 expires_at: float | None = None, edge: EdgeTrust | None = None) -> None:
         self.cookie_path = cookie_path
-        self.login = login
+        self.login = login  # login() for an anonymous Jupyter user, login(name) for one Jupyter calls name
+        self.edge = edge or EdgeTrust()
+        self._revoked_identities: set[str] = set()  # lower-cased e-mails refused on every link
         self.expires_at = expires_at
         self._grants: dict[bytes, Grant] = {}
         self._sessions: dict[bytes, Session] = {}
@@ -139,7 +150,9 @@ class Access:
         return self._live_key(None, role)
 
     def invite(self, person: str) -> str:
-        """``person``'s key: the one they have while it is not revoked, else a new one."""
+        """``person``'s key: the one they have while it is not revoked, else a new one. Inviting a revoked e-mail
+        again lets that identity in again."""
+        self._revoked_identities.discard(person.lower())
         return self._live_key(person, "edit")
 
     def _live_key(self, person: str | None, role: str) -> str:
@@ -157,23 +170,30 @@ class Access:
 
         An editor runs code as the owner, so they could have read the share's own links (``share.link``, the
         private record, the notebook's outputs): those are retired too and replaced by new ones (see
-        :meth:`links`). Whoever is already in through them stays in; their old keys admit nobody new."""
+        :meth:`links`). Whoever is already in through them stays in; their old keys admit nobody new. With sign-in,
+        an e-mail is instead refused on every link from now on, invited or not: the links need not change."""
+        identity = person.lower() if self.edge.on and is_email(person) else None
         with self._lock:
-            grants = [grant for grant in self._grants.values() if grant.person == person and grant.revoked_at is None]
-            if not grants:
+            grants = [grant for grant in self._grants.values() if grant.revoked_at is None and (
+                grant.person == person or (identity is not None and (grant.person or "").lower() == identity))]
+            if not grants and identity is None:
                 raise KeyError(person)
             now = time.time()
             for grant in grants:
                 grant.revoked_at = now
-            ended = {sid: session for sid, session in self._sessions.items() if session.grant in grants}
+            if identity is not None:
+                self._revoked_identities.add(identity)
+            ended = {sid: session for sid, session in self._sessions.items() if session.grant in grants or (
+                identity is not None and session.identity is not None and session.identity.key == identity)}
             for sid in ended:
                 del self._sessions[sid]
             self._revoked_sessions.update(ended)
-            for grant in list(self._grants.values()):
-                if grant.person is None and grant.revoked_at is None and grant.retired_at is None:
-                    grant.retired_at = now
-                    key = new_key()
-                    self._grants[digest(key)] = Grant(key, None, role=grant.role)
+            if identity is None:  # a revoked e-mail is refused on every link: those need not change
+                for grant in list(self._grants.values()):
+                    if grant.person is None and grant.revoked_at is None and grant.retired_at is None:
+                        grant.retired_at = now
+                        key = new_key()
+                        self._grants[digest(key)] = Grant(key, None, role=grant.role)
         return list(ended.values())
 
     def links(self) -> dict[str, str]:
@@ -181,6 +201,10 @@ class Access:
         with self._lock:
             return {grant.role: grant.key for grant in self._grants.values()
                     if grant.person is None and grant.revoked_at is None and grant.retired_at is None}
+
+    def refused_identities(self) -> list[str]:
+        """The e-mails revoked with sign-in on, refused on every link (lower-cased)."""
+        return sorted(self._revoked_identities)
 
     def people(self) -> list[Grant]:
         """Every person invited, in the order they were (a re-invited person once, with their latest grant)."""
@@ -192,13 +216,27 @@ class Access:
 
     def check(self, method: str, target: str, headers: Headers) -> Verdict:
         """May this request pass, as whom?"""
+        raw_headers = headers
+        try:
+            identity, headers = self.edge.identify(headers)
+        except Untrusted:
+            return Reply(_refusal("This share needs you to sign in: open the link you were given.", headers))
         clean_target, keys = _without_key(target)
         cookies = _cookies(headers)
+        if identity is not None and identity.key in self._revoked_identities:
+            return Reply(_refusal(f"The person who shared this notebook has revoked your access "
+                                  f"(you are signed in as {identity.email}).", headers))
         navigation = method in ("GET", "HEAD") and not any(name.lower() == "upgrade" for name, _ in headers)
         grant = self._grants.get(digest(keys[-1])) if keys and navigation else None
         if grant is not None and grant.revoked_at is None and grant.retired_at is None:
-            return self._admit_and_redirect(grant, clean_target)  # a key opens pages; websockets need the cookie
+            # a key opens pages; websockets need the cookie
+            if identity is not None and is_email(grant.person) and (grant.person or "").lower() != identity.key:
+                return Reply(_wrong_account(identity, headers))
+            return self._admit_and_redirect(grant, clean_target, identity)
         session = self._session(cookies.get(COOKIE))
+        if session is not None and identity is not None and (session.identity is None
+                                                             or session.identity.key != identity.key):
+            return Reply(_wrong_account(identity, headers))  # signed in again, as someone else
         if session is None:
             if digest(cookies.get(COOKIE, "")) in self._revoked_sessions:
                 why = "The person who shared this notebook has revoked your access."
@@ -210,8 +248,18 @@ class Access:
                 why = "This page needs the link the notebook's owner shared."
             return Reply(_refusal(why, headers))
         if session.grant.role == "view" or clean_target.split("?", 1)[0] in self.local_paths:
-            return Local(session, method, clean_target, headers)
+            return Local(session, method, clean_target, raw_headers)  # answered here; the bridge re-asks the gate
+        if method == "PATCH" and self._is_me(clean_target):
+            return Reply(response(403, "Forbidden", [("Content-Type", "text/plain; charset=utf-8")],
+                                  b"Visitors cannot rename themselves: the person who shared this notebook "
+                                  b"names them.\n"))
         return self._admitted(session, clean_target, headers, cookies)
+
+    def _is_me(self, target: str) -> bool:
+        """Whether ``target`` is Jupyter's ``api/me`` (however a visitor spells the path)."""
+        path = "/" + "/".join(part for part in unquote(target.split("?", 1)[0]).split("/") if part)
+        base = "/" + "/".join(part for part in unquote(self.cookie_path).split("/") if part)
+        return path == base.rstrip("/") + "/api/me"
 
     def _session(self, session_id: str | None) -> Session | None:
         if not session_id or (self.expires_at is not None and time.time() >= self.expires_at):
@@ -219,9 +267,11 @@ class Access:
         session = self._sessions.get(digest(session_id))
         return session if session is not None and session.grant.revoked_at is None else None
 
-    def _admit_and_redirect(self, grant: Grant, target: str) -> Reply:
+    def _admit_and_redirect(self, grant: Grant, target: str, identity: Identity | None = None) -> Reply:
         session_id = secrets.token_urlsafe(32)
-        session = Session(grant, jupyter_cookie=self.login() if self.login else None)
+        name = jupyter_name(grant, identity)
+        cookie = None if self.login is None else self.login(name) if name else self.login()
+        session = Session(grant, jupyter_cookie=cookie, identity=identity, name=name)
         with self._lock:
             self._sessions[digest(session_id)] = session
         cookie = f"{COOKIE}={session_id}; Path={self.cookie_path}; Secure; HttpOnly; SameSite=Lax"
@@ -241,6 +291,28 @@ class Access:
         if kept:
             upstream.append(("Cookie", "; ".join(kept)))
         return Admitted(session, target, upstream, hidden)
+
+
+def jupyter_name(grant: Grant, identity: Identity | None) -> str | None:
+    """What Jupyter calls a new session's user: the invitation's name (unless it is an e-mail), else the verified
+    name, else the verified or invited e-mail; None (Jupyter's anonymous name) for anyone else."""
+    if grant.person and not is_email(grant.person):
+        return grant.person
+    if identity is not None:
+        return identity.name or identity.email
+    return grant.person
+
+
+def _wrong_account(identity: Identity, headers: Headers) -> bytes:
+    """The gate's page for a signed-in account the link was not made for: who they are, and how to switch."""
+    accept = next((value for name, value in headers if name.lower() == "accept"), "")
+    if "text/html" in accept:
+        return response(403, "Forbidden", [("Content-Type", "text/html; charset=utf-8")],
+                        WRONG_ACCOUNT_PAGE.format(email=html.escape(identity.email), logout=LOGOUT).encode())
+    return response(403, "Forbidden", [("Content-Type", "text/plain; charset=utf-8")],
+                    f"This link has ended or is not valid. This link was made for another account, and you are "
+                    f"signed in as {identity.email}. Sign out at {LOGOUT}, then open the link again with the "
+                    "account it was made for.\n".encode())
 
 
 def _cookies(headers: Headers) -> dict[str, str]:
@@ -280,7 +352,7 @@ def _refusal(why: str, headers: Headers) -> bytes:
     accept = next((value for name, value in headers if name.lower() == "accept"), "")
     if "text/html" in accept:
         return response(403, "Forbidden", [("Content-Type", "text/html; charset=utf-8")],
-                        REFUSED_PAGE.format(why=why).encode())
+                        REFUSED_PAGE.format(why=html.escape(why)).encode())
     return response(403, "Forbidden", [("Content-Type", "text/plain; charset=utf-8")],
                     f"This link has ended or is not valid. {why}\n".encode())
 

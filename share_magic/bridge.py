@@ -25,6 +25,7 @@ from typing import Any, BinaryIO, Callable, Optional
 
 from .access import Admitted, Gate, Local, response
 from .gateway import BadRequest, check_request
+from .identity import HEADERS as IDENTITY_HEADERS
 from .meter import MIN_SIZE
 
 PATH = "share_magic/bridge"
@@ -145,7 +146,7 @@ class Bridge:
         sending = threading.Lock()
         base_headers = [(name, value) for name, value in request.headers
                         if name.lower() in ("host", "user-agent", "accept-language", "x-forwarded-for",
-                                            "x-forwarded-proto", "x-forwarded-host")]
+                                            "x-forwarded-proto", "x-forwarded-host", *IDENTITY_HEADERS)]
         gate_cookie = fields.get("cookie", "")
         live(True)
         try:

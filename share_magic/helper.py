@@ -26,6 +26,7 @@ from .access import Access, Local, response
 from .bridge import Bridge, with_script
 from .errors import ShareError
 from .gateway import Gateway, Limits
+from .identity import EdgeTrust, new_secret, traffic_policy
 from .meter import Compression
 from .server import JupyterServer, pid_alive
 from .tunnel import Tunnel
@@ -57,8 +58,11 @@ class Helper:
         self.server = JupyterServer(**settings["server"])
         duration = settings.get("duration")
         self.expires_at = time.time() + duration if duration else None
-        self.access = Access(self.server.base_url, expires_at=self.expires_at,
-                             login=self.server.login_cookie if settings.get("include_token", True) else None)
+        provider = settings.get("sign_in")
+        self.edge = EdgeTrust(provider, new_secret()) if provider else EdgeTrust()  # the secret stays in here
+        self.naming: bool | None = None  # can the server name visitors? None: not asked yet
+        self.access = Access(self.server.base_url, expires_at=self.expires_at, edge=self.edge,
+                             login=self.login if settings.get("include_token", True) else None)
         economy = settings.get("economy", True)
         self.gateway = Gateway(self.server, self.access, on_change=self.report_people,
                                compression=Compression(enabled=economy), limits=Limits(**settings.get("limits", {})))
@@ -85,6 +89,17 @@ class Helper:
                 break
             self.obey(command)
         self.request_stop()
+
+    def login(self, name: str | None = None) -> str | None:
+        """Jupyter's login cookie for a new visitor session, named ``name`` where the server can name users."""
+        if name and self.naming is not False:
+            cookie = self.server.named_login_cookie(name)
+            if cookie is not None:
+                self.naming = True
+                return cookie
+            self.naming = False
+            self.report_people()  # says once that this server cannot name visitors
+        return self.server.login_cookie()
 
     def link_key(self, role: str) -> str:
         """The key of the share's own edit or view link; the view starts watching the notebook with the first."""
@@ -133,13 +148,18 @@ class Helper:
         people = []
         for grant in self.access.people():
             since = [moment for session, moment in connected.items() if session.grant is grant]
+            email = next((session.identity.email for session in connected
+                          if session.grant is grant and session.identity), None)
             people.append({"name": grant.person, "key": None if grant.revoked_at else grant.key,
-                           "connected_since": min(since, default=None), "revoked_at": grant.revoked_at})
-        self.events.emit("people", visitors=len(connected), people=people)
+                           "connected_since": min(since, default=None), "revoked_at": grant.revoked_at,
+                           "email": email})
+        self.events.emit("people", visitors=len(connected), people=people, signed_in=signed_in(connected),
+                         naming=self.naming, refused=self.access.refused_identities())
 
     async def run(self) -> None:
         port = self.gateway.listen()
-        opening = in_thread(self.tunnel.open, port)
+        policy = traffic_policy(self.edge.provider, self.edge.secret) if self.edge.on else None
+        opening = in_thread(self.tunnel.open, port, policy)
         stopped = asyncio.ensure_future(self.stopping.wait())
         timeout = float(self.settings.get("startup_timeout", 25))
         done, _ = await asyncio.wait({opening, stopped}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
@@ -154,7 +174,13 @@ class Helper:
         try:
             public_url = opening.result()
         except ShareError as e:
-            self.events.emit("failed", code=getattr(e, "code", None), message=str(e))
+            code = getattr(e, "code", None)
+            message = str(e)
+            if code == "ERR_NGROK_4026" and self.edge.on:
+                message = ("ngrok refused the sign-in policy: your plan has no credit for part of it (ERR_NGROK_4026; "
+                           "its remove-headers action costs credit on the free plan). Fix: add credit at "
+                           "https://dashboard.ngrok.com/billing, or share without --sign-in.")
+            self.events.emit("failed", code=code, message=message)
             return
         self.gateway.open_to(public_url)
         keys = {role: self.link_key(role) for role in ("edit", "view") if self.settings.get(role, role == "edit")}
@@ -195,6 +221,20 @@ class Helper:
             if server_pid and not pid_alive(server_pid):
                 return "the Jupyter server stopped"
         return None
+
+
+def signed_in(connected: dict[Any, float]) -> list[dict[str, Any]]:
+    """Each signed-in person connected right now (once, however many browsers), as the status names them."""
+    people: dict[str, dict[str, Any]] = {}
+    for session, since in connected.items():
+        identity = session.identity
+        if identity is None:
+            continue
+        entry = people.setdefault(identity.key, {"email": identity.email, "name": identity.name,
+                                                 "provider": identity.provider, "jupyter_name": session.name,
+                                                 "invitation": session.grant.person, "connected_since": since})
+        entry["connected_since"] = min(entry["connected_since"], since)
+    return list(people.values())
 
 
 def in_thread(function: Callable[..., Any], *args: Any) -> asyncio.Future:

@@ -11,7 +11,7 @@ from traitlets import Bool, Float, Unicode
 
 from .errors import ShareError, TunnelError
 
-USAGE = ("%share [stop | status | links | invite NAME... | revoke NAME] [--view] [--for DURATION] "
+USAGE = ("%share [stop | status | links | invite NAME... | revoke NAME] [--view] [--for DURATION] [--sign-in PROVIDER] "
          "[--port N | --url URL [--token T]] [--no-token] [--insecure]")
 
 
@@ -43,6 +43,9 @@ class ShareMagics(Magics):
                               "calls over one websocket. Off: plain HTTP, as Jupyter serves it.").tag(config=True)
     duration = Unicode("", help="How long a share lasts unless stopped, e.g. '2h' (also '90s', '30m', '1h30m', "
                                 "'1d'); empty: until stopped or the kernel ends. --for overrides it.").tag(config=True)
+    sign_in = Unicode("", help="Make every visitor sign in at ngrok's edge with this provider (google, github, "
+                               "microsoft, gitlab, linkedin, twitch) before anything reaches this machine; empty: "
+                               "no sign-in. --sign-in overrides it.").tag(config=True)
     startup_timeout = Float(20.0, help="Seconds to wait for the ngrok agent to start before giving up.").tag(
         config=True)
 
@@ -66,6 +69,11 @@ class ShareMagics(Magics):
     @argument("--for", dest="duration", metavar="DURATION",
               help="End the share by itself after this long: 90s, 30m, 2h, 1h30m, 1d (default: "
                    "ShareMagics.duration, or until stopped or the kernel ends).")
+    @argument("--sign-in", dest="sign_in", metavar="PROVIDER",
+              help="Visitors sign in with this provider at ngrok's edge first (google, github, microsoft, gitlab, "
+                   "linkedin, twitch): a forwarded link is useless to anyone else, an invitation to an e-mail "
+                   "address admits only that account, and every visitor is named in Jupyter. ngrok's free plan "
+                   "allows 3 signed-in users a month.")
     @argument("--port", type=_port, help="Share the Jupyter server on this local port instead of this kernel's.")
     @argument("--url", help="Share the Jupyter server at this URL (e.g. http://localhost:8888/) instead.")
     @argument("--token", help="That server's token (default: JUPYTER_TOKEN, or the server's runtime file).")
@@ -120,7 +128,7 @@ class ShareMagics(Magics):
         options = dict(port=args.port, url=args.url, token=args.token, authtoken=args.authtoken,
                        include_token=self.include_token and not args.no_token, insecure=args.insecure,
                        timeout=self.startup_timeout, duration=args.duration or self.duration, view=args.view,
-                       economy=self.economy)
+                       economy=self.economy, sign_in=self._sign_in(args))
         try:
             return lifecycle.share(**options)
         except TunnelError as e:
@@ -131,6 +139,13 @@ class ShareMagics(Magics):
             AuthtokenForm(str(e), retry=lambda: lifecycle.share(**options)).show()
             raise ShareError(f"{e} Or paste it in the form above.") from None
 
+    def _sign_in(self, args: argparse.Namespace) -> str | None:
+        """The provider asked for (checked), if any: --sign-in, else ShareMagics.sign_in."""
+        from .identity import check_provider
+
+        provider = args.sign_in or self.sign_in
+        return check_provider(provider) if provider else None
+
     def _people(self, args: argparse.Namespace, lifecycle: Any) -> None:
         """%share invite NAME... (starting the share if none is live) and %share revoke NAME."""
         if not args.names:
@@ -138,6 +153,9 @@ class ShareMagics(Magics):
                              "'Grace Hopper' (quote names with spaces).")
         # IPython splits magic lines without removing quotes; all names are checked before anything changes.
         names = [lifecycle.check_name(_unquoted(name)) for name in args.names]
+        live = lifecycle.current()
+        if self._sign_in(args) or (live is not None and live.sign_in):
+            names = [lifecycle.check_email(name) for name in names]
         if args.action == "revoke":
             share = lifecycle.current()
             if share is None:
@@ -145,13 +163,17 @@ class ShareMagics(Magics):
                                  "%share.")
             for name in names:
                 share.check_invited(name)
+            before = (share.link, share.view_link)
             for name in names:
                 share.revoke(name)
-                print(f"{name} is cut off: their link no longer works and their connections are closed.")
-            links = " and ".join(filter(None, ["link" if share.link else "", "view link" if share.view_link else ""]))
-            if links:
-                print(f"The share's own {links} changed too (an editor could have read them; people already in stay "
-                      "in): the widget shows the new ones, and %share links prints them.")
+                print(f"{name} is cut off: their link no longer works and their connections are closed."
+                      + (" Signed in as this address, they are refused on every link of this share."
+                         if share.sign_in and "@" in name else ""))
+            changed = [label for label, old, new in (("link", before[0], share.link),
+                                                     ("view link", before[1], share.view_link)) if old != new]
+            if changed:
+                print(f"The share's own {' and '.join(changed)} changed too (an editor could have read them; people "
+                      "already in stay in): the widget shows the new ones, and %share links prints them.")
             return
         started = lifecycle.current() is None
         share = self._start(args, lifecycle)

@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 
 from .access import KEY_PARAM
 from .errors import ShareError, TunnelError, UnsafeServer
+from .identity import FREE_PLAN_USERS, PROVIDER_NAMES, Identity, check_provider, is_email
 from .meter import FREE_BYTES, FREE_REQUESTS
 from .server import JupyterServer, find_server, kernel_id, pid_alive, runtime_dir, server_at
 from .view import VIEW_PAGE
@@ -56,6 +57,7 @@ class Person:
     link: str | None  # None once revoked
     connected_since: datetime.datetime | None = None
     revoked_at: datetime.datetime | None = None
+    email: str | None = None  # verified at the edge, while they are connected with sign-in
 
     @property
     def connected(self) -> bool:
@@ -68,8 +70,33 @@ class Person:
         return f"connected since {_clock(self.connected_since)}" if self.connected else "invited, not connected"
 
 
+@dataclasses.dataclass
+class SignedIn:
+    """Someone connected right now who signed in at the edge."""
+
+    identity: Identity
+    jupyter_name: str | None  # what Jupyter calls them
+    invitation: str | None  # the invitation they came with; None: the share's own link
+    connected_since: datetime.datetime | None = None
+
+    def describe(self) -> str:
+        came = f"invited as {self.invitation}" if self.invitation else "with the share's link"
+        return f"{self.identity.describe()} ({came}, connected since {_clock(self.connected_since)})"
+
+
+def check_email(name: str) -> str:
+    """With sign-in, a name with an @ must be an e-mail address: it is matched against the signed-in one."""
+    if "@" in name and not is_email(name):
+        raise ShareError(f"{name!r} is not an e-mail address, and with sign-in a name with an @ is matched against "
+                         "the visitor's verified e-mail. Give the whole address, e.g. %share invite ada@example.com, "
+                         "or a name without @.")
+    return name
+
+
 def check_name(name: str) -> str:
     """``name`` if it is one a person can be invited by, else a :class:`ShareError` saying what names may be."""
+    if is_email(name) and len(name) <= 254 and name.strip() == name:
+        return name
     if not (isinstance(name, str) and 1 <= len(name) <= 40 and name.strip() == name
             and all(ch.isalnum() or ch in NAME_CHARACTERS for ch in name)):
         raise ShareError(f"{name!r} cannot name a person: use {NAME_RULE}, e.g. %share invite Ada "
@@ -92,8 +119,9 @@ class Share:
 
     def __init__(self, server: JupyterServer, notebook_path: str | None = None, include_token: bool = True,
                  authenticated: bool = True, duration: float | None = None, view: bool = False,
-                 economy: bool = True) -> None:
+                 economy: bool = True, sign_in: str | None = None) -> None:
         self.server = server
+        self.sign_in = sign_in  # ngrok's sign-in provider at the edge, if visitors must sign in
         self.notebook_path = notebook_path
         self.include_token = include_token
         self.authenticated = authenticated
@@ -109,6 +137,9 @@ class Share:
         self.ended_at: datetime.datetime | None = None
         self.reason: str | None = None
         self.people: dict[str, Person] = {}  # invited by name, in the order they were
+        self.signed_in: list[SignedIn] = []  # connected visitors who signed in at the edge
+        self.naming: bool | None = None  # False: this Jupyter server cannot name visitors (older than 2.17)
+        self.refused: list[str] = []  # e-mails revoked with sign-in: refused on every link
         self.owner_notebook: str | None = None  # set on an attached share: the notebook that started it
         self.collaborative: bool | None = None  # jupyter-collaboration on the server? None: unknown
         self._key: str | None = None  # of the share's own edit link, if it has one
@@ -162,7 +193,10 @@ class Share:
 
     def invite(self, name: str) -> str:
         """A link of ``name``'s own (the same one while they have a live one), which :meth:`revoke` ends alone."""
-        reply = self._command("invite", name=check_name(name))
+        name = check_name(name)
+        if self.sign_in:
+            check_email(name)
+        reply = self._command("invite", name=name)
         link = self._link_with(reply["key"])
         assert link is not None
         return link
@@ -176,7 +210,10 @@ class Share:
             raise RuntimeError(f"share_magic's helper had no live invitation for {name!r}, though this kernel did")
 
     def check_invited(self, name: str) -> None:
-        """A :class:`ShareError` unless ``name`` has a live invitation."""
+        """A :class:`ShareError` unless ``name`` has a live invitation (with sign-in, any e-mail address can be
+        revoked: that identity is then refused on every link)."""
+        if self.sign_in and is_email(name):
+            return
         person = self.people.get(name)
         if person is None or person.revoked_at is not None:
             live = [p.name for p in self.people.values() if p.revoked_at is None]
@@ -219,8 +256,21 @@ class Share:
 
     def _people_from(self, people: list[dict[str, Any]]) -> None:
         self.people = {entry["name"]: Person(entry["name"], self._link_with(entry["key"]),
-                                             _from_epoch(entry["connected_since"]), _from_epoch(entry["revoked_at"]))
+                                             _from_epoch(entry["connected_since"]), _from_epoch(entry["revoked_at"]),
+                                             entry.get("email"))
                        for entry in people}
+
+    def _signed_in_from(self, entries: list[dict[str, Any]]) -> None:
+        self.signed_in = [SignedIn(Identity(entry["email"], entry.get("name") or "", entry.get("provider") or ""),
+                                   entry.get("jupyter_name"), entry.get("invitation"),
+                                   _from_epoch(entry.get("connected_since"))) for entry in entries]
+
+    def sign_in_summary(self) -> str | None:
+        """That visitors sign in, with whom, and what it costs on ngrok's free plan; None without sign-in."""
+        if not self.sign_in:
+            return None
+        return (f"Visitors sign in with {PROVIDER_NAMES.get(self.sign_in, self.sign_in)} before anything reaches "
+                f"this machine; ngrok's free plan allows {FREE_PLAN_USERS} signed-in users a month.")
 
     def cost_summary(self) -> str:
         """What visitors have cost the owner's ngrok plan, in ngrok's units, with the free plan's month for scale."""
@@ -244,7 +294,17 @@ class Share:
         """The state in plain text, as ``%share status`` prints it."""
         if self.live:
             lines = [f"Sharing this Jupyter server ({', '.join(self.live_summary())}):",
-                     *(f"  {line}" for line in self.link_summary()), LINKS_KEPT_OUT]
+                     *(f"  {line}" for line in self.link_summary())]
+            if self.sign_in_summary():
+                lines.append(f"  {self.sign_in_summary()}")
+            for visitor in self.signed_in:
+                lines.append(f"  Connected: {visitor.describe()}")
+            if self.refused:
+                lines.append(f"  Refused on every link (revoked): {', '.join(self.refused)}")
+            if self.naming is False:
+                lines.append("  This Jupyter server cannot name visitors (that needs jupyter_server 2.17 or later, "
+                             "with name among IdentityProvider.updatable_fields): they show as Anonymous.")
+            lines.append(LINKS_KEPT_OUT)
             if not self.link and not self.people:
                 return "\n".join([*lines, "Readers see the notebook as last saved, live, and reach nothing else.",
                                   self.cost_summary(), "Stop sharing with: %share stop"])
@@ -307,7 +367,7 @@ class Share:
         """Start the helper and wait until the link is live; raise :class:`ShareError` if it cannot be."""
         settings = {"server": dataclasses.asdict(self.server), "startup_timeout": timeout,
                     "edit": not self.view_first, "view": self.view_first, "notebook_path": self.notebook_path,
-                    "economy": self.economy,
+                    "economy": self.economy, "sign_in": self.sign_in,
                     "authtoken": authtoken or os.environ.get("NGROK_AUTHTOKEN"), "include_token": self.include_token,
                     "duration": self.duration, "record": _record_path(self.server)}
         self._process = subprocess.Popen(
@@ -391,6 +451,9 @@ class Share:
             elif kind == "people":
                 self.visitors = event["visitors"]
                 self._people_from(event["people"])
+                self._signed_in_from(event.get("signed_in") or [])
+                self.naming = event.get("naming")
+                self.refused = event.get("refused") or []
                 self._changed()
             elif kind == "links":  # a revocation retired the share's own links: these replace them
                 self._key, self._view_key = event["key"], event["view_key"]
@@ -435,7 +498,8 @@ class Share:
                   "key": self._key, "view_key": self._view_key, "notebook": self.notebook_path or "a console",
                   "started_at": self.started_at.isoformat() if self.started_at else None,
                   "expires_at": self.expires_at.isoformat() if self.expires_at else None,
-                  "authenticated": self.authenticated, "include_token": self.include_token}
+                  "authenticated": self.authenticated, "include_token": self.include_token,
+                  "sign_in": self.sign_in}
         path = _record_path(self.server)
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(descriptor, "w", encoding="utf-8") as f:
@@ -450,6 +514,7 @@ class Share:
         share.public_url = record["public_url"]
         share._key = record.get("key")
         share._view_key = record.get("view_key")
+        share.sign_in = record.get("sign_in")
         share.owner_notebook = record.get("notebook") or "another notebook"
         share._helper_pid = record["helper_pid"]
         for name in ("started_at", "expires_at"):
@@ -583,18 +648,20 @@ def parse_duration(text: str | float | None) -> float | None:
 def share(*, port: int | None = None, url: str | None = None, token: str | None = None,
           include_token: bool = True, authtoken: str | None = None, insecure: bool = False,
           timeout: float = STARTUP_TIMEOUT, duration: str | float | None = None, view: bool = False,
-          economy: bool = True) -> Share:
+          economy: bool = True, sign_in: str | None = None) -> Share:
     """Share the Jupyter server behind this kernel (or the one at ``port``/``url``) and return the live share.
 
     ``duration`` (``"30m"``, ``"1h30m"``, or seconds) ends the share by itself after that long. With ``view``, the
     share gets a view-only link of this notebook (its ``view_link``); without, its edit ``link``. ``economy`` (on by
     default) compresses what visitors get and carries their pages' API calls over one websocket, to spare the
-    owner's ngrok plan. Calling it again
+    owner's ngrok plan. ``sign_in`` (an ngrok-managed provider: google, github, ...) makes every visitor sign in at
+    ngrok's edge first. Calling it again
     while a share is live returns that share, with the link asked for added; so does calling it from another
     notebook of the same server.
     """
     global _current
     seconds = parse_duration(duration)
+    provider = check_provider(sign_in) if sign_in else None
     if os.name != "posix":
         raise ShareError("%share runs on Linux and macOS only for now: its helper relies on POSIX sessions and "
                          "process groups to stay alive through interrupts and die with the kernel.")
@@ -605,6 +672,8 @@ def share(*, port: int | None = None, url: str | None = None, token: str | None 
                 raise ShareError(f"This kernel already shares {existing.server.url} at "
                                  f"{existing.public_url}. Run %share stop first to share another "
                                  "server.")
+            if provider and existing.sign_in != provider:
+                raise ShareError(_sign_in_mismatch(existing, provider))
             existing.enable("view" if view else "edit")
             return existing
         kernel = kernel_id()
@@ -616,6 +685,8 @@ def share(*, port: int | None = None, url: str | None = None, token: str | None 
         if record is not None:
             _current = Share.attach(server, record, notebook)
             _current.collaborative = server.has_collaboration()
+            if provider and _current.sign_in != provider:
+                raise ShareError(_sign_in_mismatch(_current, provider))
             if (_current.view_link if view else _current.link) is None:
                 raise ShareError(f"The share of this server, started from {_current.owner_notebook}, has no "
                                  f"{'view' if view else 'edit'} link: run %share{' --view' if view else ''} there.")
@@ -627,10 +698,18 @@ def share(*, port: int | None = None, url: str | None = None, token: str | None 
                 "anyone on the internet run code on this machine. Fix: restart Jupyter with its default token, "
                 "or set a password with `jupyter server password`. To share it anyway, run %share --insecure.")
         _current = Share(server, notebook, include_token=include_token, authenticated=authenticated,
-                         duration=seconds, view=view, economy=economy)
+                         duration=seconds, view=view, economy=economy, sign_in=provider)
         _current.collaborative = server.has_collaboration()
         _current.start(authtoken, timeout)
         return _current
+
+
+def _sign_in_mismatch(share: Share, provider: str) -> str:
+    now = (f"with sign-in through {PROVIDER_NAMES.get(share.sign_in, share.sign_in)}" if share.sign_in
+           else "without sign-in")
+    return (f"This server is already shared {now}, and a live share's sign-in cannot change (ngrok fixes an "
+            f"endpoint's policy when it starts). Fix: %share stop, then %share --sign-in {provider} (links made so far "
+            "stop working).")
 
 
 def stop(*, owned_only: bool = False) -> bool:

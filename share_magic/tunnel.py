@@ -178,16 +178,18 @@ class Tunnel:
         self.public_url: str | None = None
         self._process = None
 
-    def open(self, port: int) -> str:
+    def open(self, port: int, traffic_policy: dict[str, Any] | None = None) -> str:
         """Start the agent and an HTTP endpoint to ``127.0.0.1:port`` (the address the gateway holds, never a name
-        that may resolve elsewhere); return the public URL (blocking)."""
+        that may resolve elsewhere), with ``traffic_policy`` if given (an endpoint field pyngrok passes through to
+        the agent's local API); return the public URL (blocking)."""
         from pyngrok import ngrok
         from pyngrok.exception import PyngrokError, PyngrokNgrokHTTPError, PyngrokNgrokInstallError
 
         try:
             private_config(self._config_path, self._authtoken)
+            options: dict[str, Any] = {"traffic_policy": traffic_policy} if traffic_policy else {}
             tunnel = ngrok.connect(f"http://{UPSTREAM_HOST}:{port}", "http", name=f"share_magic-{port}-{uuid.uuid4()}",
-                                   pyngrok_config=self.config, inspect=False)
+                                   pyngrok_config=self.config, inspect=False, **options)
             self._process = ngrok.get_ngrok_process(self.config)
         except PyngrokNgrokInstallError as e:
             raise TunnelError(NOT_INSTALLED.format(reason=self._mask(str(e)).split("\n")[0])) from None

@@ -25,7 +25,8 @@ from IPython.display import DisplayHandle, display
 
 from . import sharing as lifecycle
 from .errors import ShareError
-from .sharing import Person, Share
+from .identity import PROVIDER_NAMES
+from .sharing import Person, Share, SignedIn
 
 MUTED = "color: var(--jp-ui-font-color2); font-size: var(--jp-ui-font-size1); line-height: 1.45"
 GRANTS = ("Anyone with this link has <b>full control of this server</b> — files, terminals, kernels — until the "
@@ -182,6 +183,8 @@ class ShareView(_OwnOutput, widgets.VBox):
         for live_link in (self.link, self.copy, self.view_link, self.qr):
             live_link.push()
         notes = grants(share)
+        if share.sign_in_summary():
+            notes += f'<br><span class="share-magic-sign-in">{html.escape(share.sign_in_summary() or "")}</span>'
         if share.collaborative is False and share.link:
             notes += "<br>" + NO_COLLABORATION
         self.notes.value = f'<div style="{MUTED}; max-width: 46em">{notes}</div>'
@@ -199,7 +202,8 @@ class PeoplePanel(widgets.VBox):
     def __init__(self, share: Share, **kwargs: Any) -> None:
         self.share = share
         self.rows = widgets.VBox()
-        self.name = widgets.Text(placeholder="a name, e.g. Ada", layout=widgets.Layout(width="16em"))
+        self.name = widgets.Text(placeholder="a name or e-mail, e.g. Ada" if share.sign_in else "a name, e.g. Ada",
+                                 layout=widgets.Layout(width="16em"))
         self.invite_button = widgets.Button(description="Invite", icon="user-plus",
                                             tooltip="Give this person a link of their own, which you can revoke")
         self.invite_button.on_click(lambda _: self.invite())
@@ -213,15 +217,34 @@ class PeoplePanel(widgets.VBox):
         self.refresh()
 
     def refresh(self) -> None:
-        shown = tuple((p.name, p.link, p.state) for p in self.share.people.values())
+        visitors = [visitor for visitor in self.share.signed_in if visitor.invitation is None]
+        shown = (tuple((p.name, p.link, p.state, p.email) for p in self.share.people.values()),
+                 tuple(visitor.describe() for visitor in visitors))
         if shown != self._shown:
             self._shown = shown
-            self.rows.children = [self._row(person) for person in self.share.people.values()]
+            self.rows.children = [*(self._row(person) for person in self.share.people.values()),
+                                  *(self._visitor_row(visitor) for visitor in visitors)]
+
+    def _visitor_row(self, visitor: SignedIn) -> widgets.HBox:
+        """Someone signed in with the share's own link: who they are, and a Revoke that refuses their e-mail."""
+        identity = visitor.identity
+        provider = PROVIDER_NAMES.get(identity.provider, identity.provider)
+        since = f"{visitor.connected_since:%H:%M:%S}" if visitor.connected_since else "?"
+        who = widgets.HTML(f'<b class="share-magic-person">{html.escape(identity.name or identity.email)}</b> '
+                           f'<span class="share-magic-identity">&lt;{html.escape(identity.email)}&gt;, signed in with '
+                           f'{html.escape(provider)}</span> <span style="{MUTED}">· connected since {since}</span>')
+        email = visitor.identity.email
+        revoke = widgets.Button(description="Revoke", icon="user-times", button_style="warning",
+                                tooltip=f"Cut {email} off now, on every link of this share")
+        revoke.on_click(lambda _: self._act(self.share.revoke, email))
+        return widgets.HBox([who, revoke])
 
     def _row(self, person: Person) -> widgets.HBox:
         colour = ("--jp-success-color1" if person.connected else
                   "--jp-error-color1" if person.revoked_at else "--jp-ui-font-color2")
-        name = widgets.HTML(f'<b class="share-magic-person">{html.escape(person.name)}</b>',
+        name = widgets.HTML(f'<b class="share-magic-person">{html.escape(person.name)}</b>'
+                            + (f' <span class="share-magic-identity" style="{MUTED}">&lt;{html.escape(person.email)}'
+                               "&gt;</span>" if person.email and person.connected else ""),
                             layout=widgets.Layout(min_width="8em"))
         state = widgets.HTML(f'<span style="color: var({colour})">●</span> <span style="{MUTED}">'
                              f"{html.escape(person.state)}</span>")

@@ -171,6 +171,7 @@ class JupyterServer:
              "--ServerApp.port_retries=0", f"--ServerApp.base_url={base_url}", f"--IdentityProvider.token={self.token}",
              f"--ServerApp.root_dir={root}", *extra],
             stdout=subprocess.DEVNULL, stderr=self.log,
+            cwd=root.parent,  # files a server leaves in its working folder (jupyter-collaboration's) stay here
             start_new_session=True)
         runtime = Path(os.environ["JUPYTER_RUNTIME_DIR"]) / f"jpserver-{self.process.pid}.json"
         try:

@@ -22,6 +22,18 @@ Knobs a test may set (all optional):
   STANDIN_NGROK_MAX_AGENTS   agents one account may run at once (default 3, the free plan's)
   STANDIN_NGROK_INTERSTITIAL 0 to skip the free plan's warning page for browsers (as a paid plan does)
   STANDIN_NGROK_DOMAIN       the account's domain suffix (default ngrok-free.app)
+  STANDIN_NGROK_SKIP_ACTIONS comma-separated Traffic Policy action types to leave out when running a policy (to test
+                             what a gateway does if, say, the edge did not remove a header)
+
+Traffic Policy (the endpoint's ``traffic_policy`` field, an object or a YAML/JSON string): ``on_http_request`` rules,
+each with optional ``expressions`` (only ``[!](actions.ngrok.oauth.identity.email in [...])``) and actions run in
+order: ``oauth`` (a managed provider), ``remove-headers``, ``add-headers`` (appending, except ``host``; values
+interpolate ``${actions.ngrok.oauth.identity.email|name|id|provider_user_id}``) and ``deny``. Anything else makes
+the endpoint fail to start with a 400, as an invalid policy does. The oauth action keeps the edge's own session
+cookie on the endpoint's host; without one it sends the visitor to a sign-in page of the stand-in's own
+(``/ngrok/standin/sign-in``, where a test or a browser chooses the e-mail and name to sign in as) and back to the
+address first asked for. ``/ngrok/login`` starts a sign-in, ``/ngrok/logout`` clears the edge's cookie only. Nothing
+about the visitor's identity, the edge's cookie included, reaches the upstream unless the policy adds it.
 
 The edge counts what ngrok bills -- HTTP requests (a websocket is one) and bytes sent to visitors -- and the agent
 serves the counts at GET /api/standin/meter (the stand-in's own route, for tests and benchmarks).
@@ -282,6 +294,66 @@ sent the link to you.</p>
 </button></body></html>"""
 
 
+OAUTH_PROVIDERS = ("google", "github", "microsoft", "gitlab", "linkedin", "twitch")
+OAUTH_COOKIE = "ngrok_oauth_session"  # ngrok's real cookie name is not documented
+IDENTITY_VARIABLES = ("email", "name", "id", "provider_user_id")
+INTERPOLATION = re.compile(r"\$\{([^}]*)\}")
+EMAIL_EXPRESSION = re.compile(r"^(!?)\(?\s*actions\.ngrok\.oauth\.identity\.email\s+in\s+\[(.*)\]\s*\)?$")
+SIGN_IN_PATH = "/ngrok/standin/sign-in"
+SIGN_IN_PAGE = """<!DOCTYPE html><html><head><title>Sign in with {provider}</title></head><body>
+<h1>Sign in with {provider}</h1><p>(the stand-in's own page: choose who you are)</p>
+<form method="post" action="{path}"><input type="hidden" name="next" value="{next}">
+<label>E-mail <input id="email" name="email" type="email" required></label>
+<label>Name <input id="name" name="name"></label>
+<button id="sign-in" type="submit">Sign in</button></form></body></html>"""
+
+
+class PolicyError(ValueError):
+    """A traffic policy the edge would not accept."""
+
+
+def parse_policy(policy) -> list[dict]:
+    """The ``on_http_request`` rules of a policy, checked; a PolicyError for anything the stand-in cannot run."""
+    if isinstance(policy, str):
+        import yaml
+
+        policy = yaml.safe_load(policy) or {}
+    if not isinstance(policy, dict) or set(policy) - {"on_http_request", "on_http_response", "on_tcp_connect"}:
+        raise PolicyError("the policy must be an object with on_http_request rules")
+    rules = policy.get("on_http_request") or []
+    for rule in rules:
+        for expression in rule.get("expressions") or []:
+            if not EMAIL_EXPRESSION.match(expression.strip()):
+                raise PolicyError(f"the stand-in cannot evaluate the expression {expression!r}")
+        for action in rule.get("actions") or []:
+            kind, config = action.get("type"), action.get("config") or {}
+            if kind == "oauth":
+                if config.get("provider") not in OAUTH_PROVIDERS:
+                    raise PolicyError(f"unknown oauth provider {config.get('provider')!r}")
+            elif kind == "add-headers":
+                headers = config.get("headers") or {}
+                if not 1 <= len(headers) <= 10:
+                    raise PolicyError("add-headers takes 1 to 10 headers")
+                for value in headers.values():
+                    for variable in INTERPOLATION.findall(str(value)):
+                        if variable.rsplit(".", 1)[-1] not in IDENTITY_VARIABLES or \
+                                not variable.startswith("actions.ngrok.oauth.identity."):
+                            raise PolicyError(f"unknown variable ${{{variable}}}")
+            elif kind == "remove-headers":
+                if not config.get("headers"):
+                    raise PolicyError("remove-headers needs headers")
+            elif kind != "deny":
+                raise PolicyError(f"the stand-in does not run {kind!r} actions")
+    return rules
+
+
+def email_expression_holds(expression: str, identity: dict | None) -> bool:
+    negated, listed = EMAIL_EXPRESSION.match(expression.strip()).groups()
+    emails = [item.strip().strip("'\"") for item in listed.split(",") if item.strip()]
+    found = identity is not None and identity.get("email") in emails
+    return found != bool(negated)
+
+
 def simple_response(status: str, body: bytes, headers: dict[str, str] | None = None) -> bytes:
     lines = [f"HTTP/1.1 {status}", f"Content-Length: {len(body)}", "Connection: close"]
     lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
@@ -321,6 +393,9 @@ class Endpoint:
         self.server: asyncio.AbstractServer | None = None
         self.public_url = ""
         self.open_writers: set[asyncio.StreamWriter] = set()
+        self.rules = parse_policy(fields["traffic_policy"]) if fields.get("traffic_policy") else []
+        self.oauth = next((action["config"]["provider"] for rule in self.rules for action in rule.get("actions") or []
+                           if action.get("type") == "oauth"), None)
 
     def as_json(self, metrics: bool = False) -> dict:
         data = {
@@ -392,6 +467,11 @@ class Endpoint:
             self.reply(writer, simple_response("200 OK", INTERSTITIAL.format(host=lower.get("host", "")).encode(),
                                          {"Content-Type": "text/html", "ngrok-error-code": "ERR_NGROK_6024"}))
             return
+        if self.rules:
+            answer, headers = await self.apply_policy(request_line, headers, reader)
+            if answer is not None:
+                self.reply(writer, answer)
+                return
         peer = writer.get_extra_info("peername")[0]
         upgrade = "upgrade" in lower.get("connection", "").lower()
         kept = [(k, v) for k, v in headers if k.lower() not in ("connection", "x-forwarded-for",
@@ -422,6 +502,94 @@ class Endpoint:
             self.open_writers.discard(up_writer)
             up_writer.close()
 
+    # -- the endpoint's traffic policy ------------------------------------------------------------------------------
+
+    async def apply_policy(self, request_line: str, headers: list, reader: asyncio.StreamReader) -> tuple:
+        """Run the policy on a request: (the edge's own answer, or None to forward; the headers to forward)."""
+        method, target = request_line.split(" ")[:2]
+        path = target.split("?", 1)[0]
+        cookies = {}
+        for name, value in headers:
+            if name.lower() == "cookie":
+                for pair in value.split(";"):
+                    key, _, val = pair.strip().partition("=")
+                    cookies[key] = val
+        session_id = cookies.get(OAUTH_COOKIE, "")
+        identity = self.agent.oauth_sessions.get(session_id) if self.oauth else None
+        if identity is not None and identity.get("provider") != self.oauth:
+            identity = None
+        if self.oauth and path.startswith("/ngrok/"):
+            return await self.special_path(method, target, path, headers, reader, session_id), headers
+        skipped = set(filter(None, os.environ.get("STANDIN_NGROK_SKIP_ACTIONS", "").split(",")))
+        for rule in self.rules:
+            if not all(email_expression_holds(e, identity) for e in rule.get("expressions") or []):
+                continue
+            for action in rule.get("actions") or []:
+                kind, config = action["type"], action.get("config") or {}
+                if kind in skipped:
+                    continue
+                if kind == "oauth" and identity is None:
+                    return self.to_sign_in(target), headers
+                if kind == "remove-headers":
+                    doomed = {name.lower() for name in config["headers"]}
+                    headers = [(k, v) for k, v in headers if k.lower() not in doomed]
+                elif kind == "add-headers":
+                    for name, value in config["headers"].items():
+                        value = INTERPOLATION.sub(lambda m: str((identity or {}).get(m.group(1).rsplit(".", 1)[-1],
+                                                                                     "")), str(value))
+                        if name.lower() == "host":
+                            headers = [(k, v) for k, v in headers if k.lower() != "host"]
+                        headers.append((name.lower(), value))
+                elif kind == "deny":
+                    return simple_response(f"{int(config.get('status_code', 403))} Forbidden", b""), headers
+        if self.oauth and OAUTH_COOKIE in cookies:  # the edge's own cookie is the edge's business
+            rest = "; ".join(f"{k}={v}" for k, v in cookies.items() if k != OAUTH_COOKIE)
+            headers = [(k, v) for k, v in headers if k.lower() != "cookie"] + ([("Cookie", rest)] if rest else [])
+        return None, headers
+
+    def to_sign_in(self, target: str) -> bytes:
+        from urllib.parse import quote
+
+        return simple_response("302 Found", b"", {"Location": f"{SIGN_IN_PATH}?next={quote(target, safe='')}",
+                                                   "Cache-Control": "no-store"})
+
+    async def special_path(self, method: str, target: str, path: str, headers: list, reader: asyncio.StreamReader,
+                           session_id: str) -> bytes:
+        from urllib.parse import parse_qs, urlsplit
+
+        query = parse_qs(urlsplit(target).query)
+        expire = f"{OAUTH_COOKIE}=; Path=/; Max-Age=0; Secure; HttpOnly"
+        if path == "/ngrok/logout":
+            self.agent.oauth_sessions.pop(session_id, None)
+            return simple_response("200 OK", b"<!DOCTYPE html><title>Signed out</title><h1>You are signed out</h1>",
+                                   {"Content-Type": "text/html", "Set-Cookie": expire})
+        if path == "/ngrok/login":
+            return self.to_sign_in((query.get("next") or ["/"])[0])
+        if path == SIGN_IN_PATH and method == "GET":
+            from html import escape
+
+            page = SIGN_IN_PAGE.format(provider=self.oauth, path=SIGN_IN_PATH,
+                                       next=escape((query.get("next") or ["/"])[0]))
+            return simple_response("200 OK", page.encode(), {"Content-Type": "text/html; charset=utf-8"})
+        if path == SIGN_IN_PATH and method == "POST":
+            length = int(next((v for k, v in headers if k.lower() == "content-length"), "0"))
+            form = parse_qs((await reader.readexactly(length)).decode())
+            email = (form.get("email") or [""])[0].strip()
+            if "@" not in email:
+                return simple_response("400 Bad Request", b"An e-mail address, please.\n")
+            new_id = uuid.uuid4().hex + uuid.uuid4().hex
+            user_id = hashlib.sha256(email.lower().encode()).hexdigest()[:16]
+            self.agent.oauth_sessions[new_id] = {"email": email, "name": (form.get("name") or [""])[0].strip(),
+                                                 "id": user_id, "provider_user_id": user_id,
+                                                 "provider": self.oauth}
+            back = (form.get("next") or ["/"])[0]
+            if not back.startswith("/") or back.startswith("//"):
+                back = "/"
+            return simple_response("302 Found", b"", {
+                "Location": back, "Cache-Control": "no-store",
+                "Set-Cookie": f"{OAUTH_COOKIE}={new_id}; Path=/; Secure; HttpOnly; SameSite=Lax"})
+        return simple_response("404 Not Found", b"Not found\n")
+
     def sent(self, size: int) -> None:
         self.bytes_out += size
 
@@ -451,6 +619,7 @@ class Agent:
         self.endpoints: dict[str, Endpoint] = {}
         self.certificate = make_certificate(f"*.{service.domain.split('.', 1)[1]}", folder)
         self.interstitial = os.environ.get("STANDIN_NGROK_INTERSTITIAL", "1") != "0"
+        self.oauth_sessions: dict[str, dict] = {}  # the edge's sign-in sessions, by the id in its cookie
 
     async def api(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -516,7 +685,12 @@ class Agent:
                    "Either\\n1. stop your existing endpoint first, or\\n2. start both endpoints with "
                    "`--pooling-enabled` to load balance between them.\\r\\n\\r\\nERR_NGROK_334\\r\\n")
             return "502 Bad Gateway", error(103, 502, "failed to start tunnel", err)
-        endpoint = Endpoint(self, name, request["upstream"]["url"], request)
+        try:
+            endpoint = Endpoint(self, name, request["upstream"]["url"], request)
+        except (PolicyError, ValueError, TypeError, KeyError, AttributeError) as e:
+            self.service.release_domain()
+            return "400 Bad Request", error(102, 400, "invalid tunnel configuration",
+                                            f"invalid traffic policy: {e}")
         note("endpoints.jsonl", request)
         await endpoint.start()
         self.endpoints[name] = endpoint

@@ -112,7 +112,8 @@ def test_jupyterlab_owner_and_visitor(jupyter, browsers) -> None:
     assert stop.is_visible() and copy.is_visible()
     assert widget.locator("svg").first.is_visible()  # the QR code
     assert "full control of this server" in widget.inner_text() and "Visit Site" in widget.inner_text()
-    assert "jupyter-collaboration is not installed" in widget.inner_text()
+    collaborating = server.api("GET", "api/collaboration/session/probe").status_code == 405  # a test extra
+    assert ("jupyter-collaboration is not installed" in widget.inner_text()) is not collaborating
     # Theme colours, not hard-coded ones: the muted text takes the dark theme's --jp-ui-font-color2.
     muted, themed = owner.evaluate("""() => {
         const note = document.querySelector('.share-magic div[style*="--jp-ui-font-color2"]');
@@ -135,7 +136,8 @@ def test_jupyterlab_owner_and_visitor(jupyter, browsers) -> None:
     assert "share_key" not in page.url  # the key does not stay in the address bar
     run_cell(page, "print('visitor says', 6 * 7)")
     page.wait_for_selector(".jp-OutputArea-output:has-text('visitor says 42')", timeout=60_000)
-    page.locator(".jp-DirListing-item:has-text('shared.ipynb')").wait_for(timeout=20_000)  # the owner's files
+    # The owner's files (in the file browser; jupyter-collaboration lists open files of collaborators too)
+    page.locator(".jp-DirListing-item[data-isdir]:has-text('shared.ipynb')").wait_for(timeout=20_000)
     page.screenshot(path=SCREENSHOTS / "lab-visitor-ran-a-cell.png")
     wait_for(lambda: "1 visitor connected" in widget.inner_text(), 15, "the owner's widget to count the visitor")
     owner.screenshot(path=SCREENSHOTS / "lab-owner-one-visitor.png")

@@ -43,7 +43,10 @@ def test_the_view_shows_the_link_copy_qr_stop_and_what_it_grants(python_share, v
     assert view.view_link.message()["link"] is None  # no view link yet
     assert "live since" in view.status.value and "0 visitors connected" in view.status.value
     assert "full control of this server" in view.notes.value and "Visit Site" in view.notes.value
-    assert share.collaborative is False and "jupyter-collaboration" in view.notes.value
+    # The test extras install jupyter-collaboration (for the collaborators panel); without it, the view says so.
+    collaborating = python_share.api("GET", "api/collaboration/session/probe").status_code == 405
+    assert share.collaborative is collaborating
+    assert ("pip install jupyter-collaboration" in view.notes.value) is not collaborating
     assert "var(--jp-" in view.status.value + view.notes.value and "var(--jp-" in view.link._css
 
     guest, second_tab = visitor(share.link), visitor(share.link)

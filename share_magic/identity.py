@@ -1,0 +1,135 @@
+"""Who a visitor is, when the share has sign-in at ngrok's edge (``%share --sign-in PROVIDER``).
+
+The share's endpoint runs a Traffic Policy (:func:`traffic_policy`): ngrok's ``oauth`` action on every request, then
+``remove-headers`` of the identity headers below (whatever the visitor sent), then ``add-headers`` with the verified
+e-mail, the verified name and a random secret of this share. ngrok documents no identity headers of its own, so
+these are the only ones the gateway learns identity from, and it believes them only with the secret: a request must
+carry exactly one secret header equal to the share's and exactly one e-mail header (:meth:`EdgeTrust.identify`).
+``add-headers`` appends, so a visitor's forged header would make two even if the edge did not remove it.
+
+Without sign-in the same headers are stripped and ignored: a visitor cannot claim to be anyone.
+
+The secret guards against visitors, not against other local accounts: ngrok's local API (like the agent itself) is
+readable by local processes and returns the endpoint's policy.
+"""
+from __future__ import annotations
+
+import hmac
+import re
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+PROVIDERS = ("google", "github", "microsoft", "gitlab", "linkedin", "twitch")
+PROVIDER_NAMES = {"google": "Google", "github": "GitHub", "microsoft": "Microsoft", "gitlab": "GitLab",
+                  "linkedin": "LinkedIn", "twitch": "Twitch"}
+FREE_PLAN_USERS = 3  # signed-in users a month on ngrok's free plan (mid-2026)
+PREFIX = "x-share-magic-"
+EMAIL_HEADER = PREFIX + "email"
+NAME_HEADER = PREFIX + "name"
+SECRET_HEADER = PREFIX + "secret"
+HEADERS = (EMAIL_HEADER, NAME_HEADER, SECRET_HEADER)
+LOGOUT = "/ngrok/logout"
+EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
+
+Headers = list[tuple[str, str]]
+
+WRONG_ACCOUNT_PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Signed in with another account</title>
+<style>body{{font:16px/1.5 system-ui,sans-serif;max-width:34em;margin:15vh auto;padding:0 1em;color:#222}}
+@media (prefers-color-scheme: dark){{body{{background:#111;color:#ddd}} a{{color:#8ab4f8}}}}</style></head>
+<body><h1>This link was made for another account</h1>
+<p>You are signed in as <b>{email}</b>, and the person who shared this notebook made this link for someone else.</p>
+<p><a href="{logout}">Sign out</a>, then open the link again and sign in with the account it was made for.</p>
+</body></html>
+"""
+
+
+def is_email(text: str | None) -> bool:
+    return bool(text) and EMAIL.match(text or "") is not None
+
+
+def check_provider(provider: str) -> str:
+    """``provider`` lower-cased, if it is one of ngrok's managed sign-in providers."""
+    from .errors import ShareError
+
+    name = (provider or "").strip().lower()
+    if name not in PROVIDERS:
+        raise ShareError(f"{provider!r} is not a sign-in provider ngrok manages. Use one of: {', '.join(PROVIDERS)}; "
+                         "e.g. %share --sign-in github.")
+    return name
+
+
+def new_secret() -> str:
+    """The share's secret between edge and gateway: 256 bits."""
+    return secrets.token_urlsafe(32)
+
+
+def traffic_policy(provider: str, secret: str) -> dict[str, Any]:
+    """The endpoint's policy: sign in, drop what the visitor claims, then say who they are (and prove it's us)."""
+    return {"on_http_request": [{"actions": [
+        {"type": "oauth", "config": {"provider": provider}},
+        {"type": "remove-headers", "config": {"headers": list(HEADERS)}},
+        {"type": "add-headers", "config": {"headers": {
+            EMAIL_HEADER: "${actions.ngrok.oauth.identity.email}",
+            NAME_HEADER: "${actions.ngrok.oauth.identity.name}",
+            SECRET_HEADER: secret,
+        }}},
+    ]}]}
+
+
+@dataclass(frozen=True)
+class Identity:
+    """A visitor as the edge verified them."""
+
+    email: str
+    name: str = ""
+    provider: str = ""
+
+    @property
+    def key(self) -> str:
+        return self.email.lower()
+
+    def describe(self) -> str:
+        """"Ada Lovelace <ada@example.com>, signed in with GitHub"."""
+        who = f"{self.name} <{self.email}>" if self.name else self.email
+        return f"{who}, signed in with {PROVIDER_NAMES.get(self.provider, self.provider)}"
+
+
+class Untrusted(Exception):
+    """Identity headers that did not come from this share's edge."""
+
+
+class EdgeTrust:
+    """What the gateway believes about identity headers: with a ``secret`` (sign-in on) only the edge's; without
+    one, nothing."""
+
+    def __init__(self, provider: str | None = None, secret: str | None = None) -> None:
+        self.provider = provider
+        self.secret = secret
+
+    @property
+    def on(self) -> bool:
+        return self.secret is not None
+
+    def identify(self, headers: Headers) -> tuple[Identity | None, Headers]:
+        """The verified identity (None without sign-in) and the headers without any identity header. Raise
+        :class:`Untrusted` when sign-in is on and the request does not carry the edge's proof."""
+        found: dict[str, list[str]] = {name: [] for name in HEADERS}
+        rest: Headers = []
+        for name, value in headers:
+            lower = name.lower()
+            if lower.startswith(PREFIX):
+                if lower in found:
+                    found[lower].append(value)
+            else:
+                rest.append((name, value))
+        if self.secret is None:
+            return None, rest
+        proofs, emails, names = found[SECRET_HEADER], found[EMAIL_HEADER], found[NAME_HEADER]
+        if len(proofs) != 1 or not hmac.compare_digest(proofs[0].encode(), self.secret.encode()):
+            raise Untrusted("no proof from the edge")
+        if len(emails) != 1 or not is_email(emails[0]) or len(names) > 1:
+            raise Untrusted("no single verified e-mail")
+        return Identity(emails[0], names[0] if names else "", self.provider or ""), rest
