@@ -54,8 +54,9 @@ def kill_group(process: subprocess.Popen) -> None:
 
 
 def share_processes() -> list[int]:
-    """Every process a share of this test starts: the helper and the (stand-in) ngrok agent."""
-    return processes_with("share_magic.helper") + processes_with("standin_ngrok.py")
+    """Every process a share of this test starts: the helper, its lifeline and the (stand-in) ngrok agent."""
+    return processes_with("share_magic.helper") + processes_with("share_magic.lifeline") + processes_with(
+        "standin_ngrok.py")
 
 
 def processes_with(marker: str) -> list[int]:
