@@ -231,3 +231,23 @@ def connect():
         s.connect(address)
 attempt("socket", connect)
 """
+
+
+def test_jupyter_giving_up_on_a_crashing_kernel_ends_the_share(jupyter, owner, visitor) -> None:
+    server = jupyter()
+    notebook = owner(server)
+    guest = visitor(link_in(notebook.execute("%load_ext share_magic\n%share")["text"]))
+    assert guest.reaches_jupyter()
+    pid = int(notebook.run(PID))
+    # A kernel that keeps dying: Jupyter restarts it a few times (restart_limit), then removes its id.
+    while server.api("GET", f"api/kernels/{notebook.kernel_id}").status_code == 200:
+        os.kill(pid, signal.SIGKILL)
+        pid = wait_for(lambda old=pid: [p for p in kernel_pids(notebook.kernel_id) if p != old]
+                       or server.api("GET", f"api/kernels/{notebook.kernel_id}").status_code == 404,
+                       60, "Jupyter to restart the kernel or give up")
+        if pid is True:
+            break
+        pid = pid[0]
+        assert processes_with("share_magic.helper") and guest.reaches_jupyter()  # each restart keeps the share
+    wait_for(lambda: not share_processes(), GONE_WITHIN, "every share process to end")
+    assert not guest.reaches_jupyter()
