@@ -61,7 +61,9 @@ class ShareMagics(Magics):
     @argument("--for", dest="duration", metavar="DURATION",
               help="End the share by itself after this long: 90s, 30m, 2h, 1h30m, 1d (default: "
                    "ShareMagics.duration, or until stopped or its kernel is shut down).")
-    @argument("--port", type=_port, help="Share the Jupyter server on this local port instead of this kernel's.")
+    @argument("--port", type=_port, help="Share the Jupyter server on this local port instead of this kernel's. "
+                                         "A share of another server ends with this kernel process (a restart "
+                                         "ends it).")
     @argument("--url", help="Share the Jupyter server at this URL (e.g. http://localhost:8888/) instead.")
     @argument("--token", help="That server's token (default: JUPYTER_TOKEN, or the server's runtime file).")
     @argument("--no-token", action="store_true",

@@ -110,6 +110,12 @@ def test_a_second_notebook_runs_the_share_and_every_widget_stays_current(jupyter
              "the first notebook's widget to show Ada revoked")
     assert len(share_processes()) == 3  # one helper, its lifeline, one agent
 
+    # A view link added from the second shows the share's notebook, and the first sees it too.
+    assert second.execute("%share --view")["error"] is None
+    view_link = link_in(second.run("%share status").split("View only (first.ipynb, nothing else): ", 1)[1])
+    assert visitor(view_link).get(view_link).status_code == 200
+    wait_for(lambda: view_link in first.run("%share status"), 10, "the first notebook to show the view link")
+
     # Stopped from the second, it ends in the first too, and its widget says so.
     assert "stopped" in second.run("%share stop")
     wait_for(lambda: not share_processes(), GONE_WITHIN, "every share process to end")
