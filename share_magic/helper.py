@@ -1,14 +1,20 @@
-"""The share's helper process: the gateway and the ngrok agent, tied to the kernel by a pipe.
+"""The share's helper process: it owns the share (the gateway and the ngrok agent); kernels are its clients.
 
 Run as ``python -m share_magic.helper`` by :mod:`share_magic.sharing`, in a session of its own, so that
 interrupting the kernel (SIGINT to the kernel's process group) does not reach it, and a busy kernel never stalls
-the visitors' traffic. Its standard input is the lifeline: the kernel writes one JSON line of settings, may later
-write ``{"cmd": "invite" | "revoke", "name": ...}`` and ``{"cmd": "stop"}``, and when the kernel dies -- however it
-dies -- the pipe closes and the helper takes the tunnel down and exits. Its standard output carries JSON events back:
-ready (with the share's key), people (who is invited and connected), links (the share's new keys, after a
-revocation retired the old ones), invited / revoked (the answers to those commands, after the people and links
-they changed), failed, lost, expired, stopped. Secrets (the authtoken, the server's
-token, keys) travel only on these pipes.
+the visitors' traffic. The kernel that starts it writes one JSON line of settings on its standard input and reads
+how the start went on its standard output (ready, failed or crashed); secrets (the authtoken, the server's token)
+travel only on these pipes. From then on any kernel of the server talks to it through its control channel
+(:mod:`share_magic.control`): ``watch`` (a snapshot of the share, then its events: people, cost, links -- new keys
+after a revocation retired the share's own --, ended), ``invite`` / ``revoke`` / ``link`` (answered with the people
+they changed) and ``stop``.
+
+What ends it: a stop, the share's time running out, the agent or the server going away, and the share's kernel
+ending. A share *bound to a kernel id* (the server runs the kernel that started it, and answers for it) survives
+that kernel's restarts and ends when the id leaves the server's ``api/kernels`` (shut down, or Jupyter gave up
+restarting it). Any other share is bound to the kernel process that started it, by the standard input pipe: when
+the pipe closes -- however the kernel died -- the share ends. A lifeline process in the helper's group ends the agent
+if the helper itself is killed.
 """
 from __future__ import annotations
 
@@ -16,14 +22,18 @@ import asyncio
 import json
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
 import traceback
+from multiprocessing.connection import Connection
 from typing import IO, Any, Callable
+from urllib.parse import quote
 
 from .access import Access, Local, response
 from .bridge import Bridge, with_script
+from .control import ControlListener, remove_record, write_record
 from .errors import ShareError
 from .gateway import Gateway, Limits
 from .identity import EdgeTrust, new_secret, traffic_policy
@@ -33,22 +43,49 @@ from .tunnel import Tunnel
 from .view import NotebookSource, NotebookView
 
 WATCH_INTERVAL = 0.5
+KERNEL_CHECK_INTERVAL = 1.0
 
 
 class Events:
-    """JSON lines to the kernel; a kernel that is gone is not an error."""
+    """Events to every kernel that watches the share, and the start's outcome to the kernel that started it (JSON
+    lines on its pipe); a kernel that is gone is not an error."""
 
     def __init__(self, stream: IO[str]) -> None:
-        self.stream = stream
+        self.stream: IO[str] | None = stream
         self.lock = threading.Lock()
+        self.watchers: list[Connection] = []
+
+    def started(self, event: str, **fields: Any) -> None:
+        """The start's outcome, the last thing the starting kernel reads on the pipe."""
+        with self.lock:
+            stream, self.stream = self.stream, None
+            if stream is None:
+                return
+            try:
+                stream.write(json.dumps({"event": event, **fields}) + "\n")
+                stream.close()
+            except (BrokenPipeError, OSError, ValueError):
+                pass
+
+    def watch(self, connection: Connection, snapshot: Callable[[], dict[str, Any]]) -> None:
+        """Send a new watcher the share as it is, then every event after that (none can slip in between)."""
+        with self.lock:
+            connection.send({"event": "state", **snapshot()})
+            self.watchers.append(connection)
+
+    def forget(self, connection: Connection) -> None:
+        with self.lock:
+            if connection in self.watchers:
+                self.watchers.remove(connection)
+        connection.close()
 
     def emit(self, event: str, **fields: Any) -> None:
         with self.lock:
-            try:
-                self.stream.write(json.dumps({"event": event, **fields}) + "\n")
-                self.stream.flush()
-            except (BrokenPipeError, OSError, ValueError):
-                pass
+            for connection in list(self.watchers):
+                try:
+                    connection.send({"event": event, **fields})
+                except (OSError, ValueError):
+                    self.watchers.remove(connection)
 
 
 class Helper:
@@ -75,20 +112,66 @@ class Helper:
             self.bridge = Bridge(self.server.base_url, self.access, self.gateway.fetch, self.gateway.is_public)
             self.access.local_paths.add(self.bridge.path)
         self.tunnel = Tunnel(settings.get("authtoken"))
+        self.kernel_id: str | None = settings.get("kernel_id")  # the share is bound to this id, else to the pipe
         self.stopping = asyncio.Event()
+        self.ending: str | None = None  # why the share ended by itself, if it did
         self.loop = asyncio.get_running_loop()
+        self.control = ControlListener()
+        self.public_url: str | None = None
+        self.keys: dict[str, str] = {}
+        self.started_at: float | None = None
+        self.cost = (0, 0)
+        self.people_version = 0
+        self.reporting = threading.Lock()
+        self.commands = threading.Lock()
 
-    def request_stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.stopping.set)
+    def request_stop(self, ending: str | None = None) -> None:
+        def stop() -> None:
+            if not self.stopping.is_set():
+                self.ending = ending
+                self.stopping.set()
 
-    def watch_kernel(self, stdin: IO[str]) -> None:
-        """Runs in a thread: the kernel's commands; its pipe closing, or a stop command, ends the share."""
-        for line in stdin:
-            command = json.loads(line or "{}")
-            if command.get("cmd") == "stop":
-                break
-            self.obey(command)
-        self.request_stop()
+        self.loop.call_soon_threadsafe(stop)
+
+    def watch_pipe(self, stdin: IO[str]) -> None:
+        """Runs in a thread: the starting kernel's pipe closes when that kernel process ends, however it ends. That
+        ends a share bound to the process, and any share still starting; a live one bound to a kernel id lives on,
+        for that kernel's next process."""
+        for _ in stdin:
+            pass
+        if self.kernel_id is None or self.public_url is None:  # nobody would ever get a link still starting
+            self.request_stop("the kernel that started it ended")
+
+    def serve_control(self) -> None:
+        """Runs in a thread: every kernel that proves it knows the control key gets a thread of its own."""
+        while True:
+            connection = self.control.accept()
+            if connection is not None:
+                threading.Thread(target=self.serve_client, args=(connection,), daemon=True).start()
+
+    def serve_client(self, connection: Connection) -> None:
+        try:
+            command = connection.recv()
+            if command.get("cmd") == "watch":
+                self.events.watch(connection, self.snapshot)
+                while True:  # a watcher only listens: this returns when it hangs up
+                    connection.recv()
+            with self.commands:
+                reply = self.obey(command)
+            connection.send(reply)
+        except (OSError, EOFError, ValueError, AttributeError):
+            pass
+        finally:
+            self.events.forget(connection)
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything a kernel shows of the share (no secret of the server's; the link keys it shows anyway)."""
+        return {"public_url": self.public_url, "gateway_port": self.gateway.port, "key": self.keys.get("edit"),
+                "view_key": self.keys.get("view"), "sign_in": self.edge.provider, "started_at": self.started_at,
+                "expires_at": self.expires_at, "kernel_id": self.kernel_id,
+                "notebook": self.settings.get("notebook_path"), "include_token": self.settings.get("include_token"),
+                "authenticated": self.settings.get("authenticated", True), "cost": list(self.cost),
+                **self.people()}
 
     def login(self, name: str | None = None) -> str | None:
         """Jupyter's login cookie for a new visitor session, named ``name`` where the server can name users."""
@@ -122,28 +205,35 @@ class Helper:
             return
         service.respond(request, reader, out, live)
 
-    def obey(self, command: dict[str, Any]) -> None:
-        name = command.get("name")
-        if command.get("cmd") == "link" and command.get("role") in ("edit", "view"):
-            self.events.emit("link", role=command["role"], key=self.link_key(command["role"]))
-        elif command.get("cmd") == "invite" and name:
+    def obey(self, command: dict[str, Any]) -> dict[str, Any]:
+        """A command from a kernel, and the answer to it (with the people it changed, as they are now)."""
+        name, cmd = command.get("name"), command.get("cmd")
+        if cmd == "stop":
+            self.request_stop()
+            return {"stopping": True}
+        if cmd == "link" and command.get("role") in ("edit", "view"):
+            self.keys[command["role"]] = self.link_key(command["role"])
+            self.events.emit("links", key=self.keys.get("edit"), view_key=self.keys.get("view"))
+            return {"key": self.keys[command["role"]]}
+        if cmd == "invite" and name:
             key = self.access.invite(name)
-            self.report_people()
-            self.events.emit("invited", name=name, key=key)
-        elif command.get("cmd") == "revoke" and name:
+            return {"key": key, **self.report_people()}
+        if cmd == "revoke" and name:
             try:
                 sessions = self.access.revoke(name)
             except KeyError:
-                self.events.emit("revoked", name=name, found=False)
-                return
+                return {"found": False, **self.people()}
             self.gateway.cut(sessions)
             links = self.access.links()
-            self.events.emit("links", key=links.get("edit"), view_key=links.get("view"))
-            self.report_people()
-            self.events.emit("revoked", name=name, found=True)
+            if any(self.keys.get(role) != key for role, key in links.items()):  # retired: these replace them
+                self.keys.update(links)
+                self.events.emit("links", key=self.keys.get("edit"), view_key=self.keys.get("view"))
+            return {"found": True, **self.report_people()}
+        return {"error": f"unknown command {cmd!r}"}
 
-    def report_people(self) -> None:
-        """Who is invited, connected (since when) or revoked, and how many browsers are connected in all."""
+    def people(self) -> dict[str, Any]:
+        """Who is invited, connected (since when) or revoked, and how many browsers are connected in all; the
+        version orders these reports (a kernel may get one as an answer before an older one as an event)."""
         connected = self.gateway.connected()
         people = []
         for grant in self.access.people():
@@ -153,8 +243,16 @@ class Helper:
             people.append({"name": grant.person, "key": None if grant.revoked_at else grant.key,
                            "connected_since": min(since, default=None), "revoked_at": grant.revoked_at,
                            "email": email})
-        self.events.emit("people", visitors=len(connected), people=people, signed_in=signed_in(connected),
-                         naming=self.naming, refused=self.access.refused_identities())
+        return {"visitors": len(connected), "people": people, "version": self.people_version,
+                "signed_in": signed_in(connected), "naming": self.naming,
+                "refused": self.access.refused_identities()}
+
+    def report_people(self) -> dict[str, Any]:
+        with self.reporting:
+            self.people_version += 1
+            people = self.people()
+            self.events.emit("people", **people)
+        return people
 
     async def run(self) -> None:
         port = self.gateway.listen()
@@ -164,7 +262,7 @@ class Helper:
         timeout = float(self.settings.get("startup_timeout", 25))
         done, _ = await asyncio.wait({opening, stopped}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         if not done:  # pyngrok waits forever on an agent that prints nothing
-            self.events.emit("failed", code=None, message=(
+            self.events.started("failed", code=None, message=(
                 f"The ngrok agent did not start within {timeout:g} s: it printed nothing. Fix: run "
                 f"`{self.tunnel.config.ngrok_path} start --none --log stdout` in a terminal to see what it is "
                 "waiting for (a proxy? a firewall?), then run %share again."))
@@ -180,33 +278,39 @@ class Helper:
                 message = ("ngrok refused the sign-in policy: your plan has no credit for part of it (ERR_NGROK_4026; "
                            "its remove-headers action costs credit on the free plan). Fix: add credit at "
                            "https://dashboard.ngrok.com/billing, or share without --sign-in.")
-            self.events.emit("failed", code=code, message=message)
+            self.events.started("failed", code=code, message=message)
             return
         self.gateway.open_to(public_url)
-        keys = {role: self.link_key(role) for role in ("edit", "view") if self.settings.get(role, role == "edit")}
-        self.events.emit("ready", public_url=public_url, gateway_port=port, key=keys.get("edit"),
-                         view_key=keys.get("view"), expires_at=self.expires_at)
+        self.public_url, self.started_at = public_url, time.time()
+        self.keys = {role: self.link_key(role) for role in ("edit", "view") if self.settings.get(role, role == "edit")}
+        threading.Thread(target=self.serve_control, daemon=True, name="control").start()
+        record = {"helper_pid": os.getpid(), "address": self.control.address,
+                  "authkey": self.control.authkey.hex(), "server_url": self.server.url, "kernel_id": self.kernel_id}
+        write_record(self.settings["record"], record)
+        self.events.started("ready", gateway_port=port, address=self.control.address,
+                            authkey=self.control.authkey.hex())
         ending = await self.watch()
+        remove_record(self.settings["record"], os.getpid())  # no kernel may find a share that is ending
         self.gateway.close()
         if self.view is not None:
             self.view.close()
         await in_thread(self.tunnel.close)
         if ending == "expired":
-            self.events.emit("expired")
+            self.events.emit("ended", status="expired", reason=None)
         elif ending:
-            self.events.emit("lost", reason=ending)
+            self.events.emit("ended", status="lost", reason=ending)
         else:
-            self.events.emit("stopped")
+            self.events.emit("ended", status="stopped", reason=None)
 
     async def watch(self) -> str | None:
         """Wait for a stop; return why the share ended by itself ("expired", or what went away), if it did."""
         server_pid = self.server.pid
-        cost = (0, 0)
+        kernel_checked = time.monotonic()
         while not self.stopping.is_set():
             meter = self.gateway.meter
-            if (meter.requests, meter.bytes_out) != cost:
-                cost = (meter.requests, meter.bytes_out)
-                self.events.emit("cost", requests=cost[0], bytes=cost[1])
+            if (meter.requests, meter.bytes_out) != self.cost:
+                self.cost = (meter.requests, meter.bytes_out)
+                self.events.emit("cost", requests=self.cost[0], bytes=self.cost[1])
             interval = WATCH_INTERVAL
             if self.expires_at is not None:
                 interval = min(interval, self.expires_at - time.time())
@@ -220,7 +324,24 @@ class Helper:
                 return "the ngrok agent exited (crash or lost network); run %share again for a new link"
             if server_pid and not pid_alive(server_pid):
                 return "the Jupyter server stopped"
-        return None
+            if self.kernel_id and time.monotonic() - kernel_checked >= KERNEL_CHECK_INTERVAL:
+                gone = await in_thread(self.kernel_gone)
+                if gone:
+                    return gone
+                kernel_checked = time.monotonic()
+        return self.ending
+
+    def kernel_gone(self) -> str | None:
+        """Why the share's kernel is gone, if it is: its id left the server (shut down, or Jupyter gave up
+        restarting it), or the server no longer listens. A restarting kernel keeps its id, and a server slow to
+        answer is not proof of anything."""
+        try:
+            status, _ = self.server.request("GET", f"api/kernels/{quote(self.kernel_id or '')}", timeout=3)
+        except (ConnectionRefusedError, FileNotFoundError):  # a server that runs never stops listening
+            return "the Jupyter server stopped"
+        except OSError:
+            return None
+        return "its kernel was shut down" if status == 404 else None
 
 
 def signed_in(connected: dict[Any, float]) -> list[dict[str, Any]]:
@@ -259,14 +380,23 @@ def in_thread(function: Callable[..., Any], *args: Any) -> asyncio.Future:
     return future
 
 
-def _remove_record(path: str | None) -> None:
-    """Other notebooks must not find a share that is gone; a record of another helper's share is not ours."""
-    try:
-        with open(path or "", encoding="utf-8") as f:
-            if json.load(f).get("helper_pid") == os.getpid():
-                os.unlink(path or "")
-    except (OSError, ValueError):
-        pass
+LIFELINE = """
+import os, signal, sys
+sys.stdin.buffer.read()  # returns when the helper is gone: it held the only write end
+os.killpg(os.getpgrp(), signal.SIGKILL)
+"""
+
+
+def start_lifeline() -> int:
+    """A tiny process in the helper's group that ends the group (the agent) when the helper ends, even when the
+    helper is killed outright and no kernel is left to notice. Being in the group, it keeps the group's id from
+    being reused until it has done so. Returns the write end the helper keeps (and never writes to)."""
+    read, write = os.pipe()
+    subprocess.Popen([sys.executable, "-c", LIFELINE, "share_magic.lifeline"], stdin=read,
+                     stdout=subprocess.DEVNULL, close_fds=True)
+    os.close(read)
+    os.set_inheritable(write, False)
+    return write
 
 
 def _end_process_group() -> None:
@@ -278,25 +408,29 @@ def _end_process_group() -> None:
 
 
 async def amain() -> None:
-    # Events go out on a private copy of stdout; anything else that prints lands on stderr.
+    # The start's outcome goes out on a private copy of stdout; anything else that prints lands on stderr.
     events = Events(os.fdopen(os.dup(1), "w", encoding="utf-8"))
     os.dup2(2, 1)
     settings = json.loads(sys.stdin.readline() or "{}")
     if not settings:
         return
+    if os.getpgrp() == os.getpid():
+        start_lifeline()
     helper = Helper(settings, events)
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, lambda *_: helper.request_stop())
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    threading.Thread(target=helper.watch_kernel, args=(sys.stdin,), daemon=True).start()
+    threading.Thread(target=helper.watch_pipe, args=(sys.stdin,), daemon=True).start()
     try:
         await helper.run()
     except Exception:
-        events.emit("crashed", traceback=traceback.format_exc())
+        events.started("crashed", traceback=traceback.format_exc())
+        events.emit("ended", status="lost", reason="the share's helper process failed (see the Jupyter server's log)")
         raise
     finally:
         helper.tunnel.remove_folder()
-        _remove_record(settings.get("record"))
+        remove_record(settings["record"], os.getpid())
+        helper.control.close()
 
 
 def main() -> None:

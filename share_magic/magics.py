@@ -42,7 +42,8 @@ class ShareMagics(Magics):
     economy = Bool(True, help="Spare the owner's ngrok plan: compress what visitors get and carry their pages' API "
                               "calls over one websocket. Off: plain HTTP, as Jupyter serves it.").tag(config=True)
     duration = Unicode("", help="How long a share lasts unless stopped, e.g. '2h' (also '90s', '30m', '1h30m', "
-                                "'1d'); empty: until stopped or the kernel ends. --for overrides it.").tag(config=True)
+                                "'1d'); empty: until stopped or its kernel is shut down. --for overrides it.").tag(
+                                    config=True)
     sign_in = Unicode("", help="Make every visitor sign in at ngrok's edge with this provider (google, github, "
                                "microsoft, gitlab, linkedin, twitch) before anything reaches this machine; empty: "
                                "no sign-in. --sign-in overrides it.").tag(config=True)
@@ -68,13 +69,15 @@ class ShareMagics(Magics):
                    "saved, and reach nothing else (no code, no files, no other notebook).")
     @argument("--for", dest="duration", metavar="DURATION",
               help="End the share by itself after this long: 90s, 30m, 2h, 1h30m, 1d (default: "
-                   "ShareMagics.duration, or until stopped or the kernel ends).")
+                   "ShareMagics.duration, or until stopped or its kernel is shut down).")
     @argument("--sign-in", dest="sign_in", metavar="PROVIDER",
               help="Visitors sign in with this provider at ngrok's edge first (google, github, microsoft, gitlab, "
                    "linkedin, twitch): a forwarded link is useless to anyone else, an invitation to an e-mail "
                    "address admits only that account, and every visitor is named in Jupyter. ngrok's free plan "
                    "allows 3 signed-in users a month.")
-    @argument("--port", type=_port, help="Share the Jupyter server on this local port instead of this kernel's.")
+    @argument("--port", type=_port, help="Share the Jupyter server on this local port instead of this kernel's. "
+                                         "A share of another server ends with this kernel process (a restart "
+                                         "ends it).")
     @argument("--url", help="Share the Jupyter server at this URL (e.g. http://localhost:8888/) instead.")
     @argument("--token", help="That server's token (default: JUPYTER_TOKEN, or the server's runtime file).")
     @argument("--no-token", action="store_true",
@@ -89,8 +92,19 @@ class ShareMagics(Magics):
         """Share this notebook's Jupyter server through an ngrok tunnel.
 
         The link gives whoever opens it full control of the server (files, terminals, kernels) until the share
-        ends: with ``%share stop``, the Stop button, ``--for`` running out, or when this kernel ends. The link
-        carries a key for this share only: once the share ends it never opens anything again.
+        ends. The link carries a key for this share only: once the share ends it never opens anything again.
+
+        A share survives interrupts and kernel restarts (the menu, ``%restart``, Jupyter restarting a crashed
+        kernel), and any notebook of the same server runs it: ``%share`` there shows it, and invite, revoke, stop
+        and status work from there. It ends, within seconds, at the first of:
+
+        - ``%share stop`` or the Stop button, in any notebook that shows it;
+        - ``--for`` running out;
+        - its kernel shut down (or Jupyter giving up restarting it);
+        - the Jupyter server stopping, or the ngrok agent dying.
+
+        A ``--port``/``--url`` share of another server, or a share of a server without a token, ends instead with
+        the kernel process that started it (a restart ends it): that server cannot say whether this kernel lives.
         """
         try:
             args = parse_argstring(self.share, line)

@@ -1,19 +1,23 @@
-"""The lifecycle of one share, seen from the kernel: find the server, start the helper, follow it, stop it.
+"""The lifecycle of one share, seen from a kernel: find the server, start the helper or find the one running, follow
+it, tell it what to do.
 
-The helper process (``helper.py``) holds the gateway and the ngrok agent. This side only starts it, reads its
-events, and tells it to stop. It keeps the write end of the helper's standard input open: that pipe is the
-helper's lifeline, so the share ends with this process however it ends.
+The helper process (``helper.py``) owns the share: the gateway, the ngrok agent, the keys and the people. This side
+is a thin client of it: it starts it (settings on a private pipe), then, like every other kernel of the server,
+talks to it through its control channel (``control.py``): a snapshot and events to stay current, and commands.
 
-A server has at most one share. The kernel that starts it records it in Jupyter's runtime folder
-(``share_magic-<hash of the server URL>.json``, removed by the helper when it exits), so that ``%share`` in
-another notebook of the same server shows that share instead of opening a second tunnel -- which a free ngrok
-account could not open anyway: all its endpoints get the same URL.
+A server has at most one share. The helper records it in Jupyter's runtime folder, so that ``%share`` in another
+notebook of the same server -- or in the same notebook after a restart -- shows and runs that share instead of
+opening a second tunnel, which a free ngrok account could not open anyway: all its endpoints get the same URL.
+
+The share is bound to its kernel's id where the server can say whether that kernel still exists (it runs this
+kernel and has a token): restarts keep it, a shutdown ends it. Otherwise (``--port``/``--url`` of another server,
+or a server without a token) it is bound to this kernel process by the helper's standard input: when the process
+ends, however it ends, the pipe closes and the share ends.
 """
 from __future__ import annotations
 
 import dataclasses
 import datetime
-import hashlib
 import json
 import os
 import queue
@@ -23,14 +27,15 @@ import subprocess
 import sys
 import threading
 import time
-from typing import IO, Any, Callable
+from typing import Any, Callable
 from urllib.parse import urlsplit
 
+from . import control
 from .access import KEY_PARAM
 from .errors import ShareError, TunnelError, UnsafeServer
 from .identity import FREE_PLAN_USERS, PROVIDER_NAMES, Identity, check_provider, is_email
 from .meter import FREE_BYTES, FREE_REQUESTS
-from .server import JupyterServer, find_server, kernel_id, pid_alive, runtime_dir, server_at
+from .server import JupyterServer, find_server, kernel_id, server_at
 from .view import VIEW_PAGE
 
 STARTUP_TIMEOUT = 20.0  # for the ngrok agent to come up (pyngrok itself would wait forever)
@@ -106,15 +111,17 @@ def check_name(name: str) -> str:
 
 class Share:
     """A public link to a Jupyter server, live until :meth:`stop`, until it expires (``duration`` seconds), or until
-    the kernel that started it ends.
+    its kernel ends: the kernel *id* when the server can tell the helper about it (a restart keeps the share), else
+    the kernel process that started it.
 
     The link carries a key made for this share only; the gateway admits nobody without it, and it dies with the
     share. With ``include_token`` the gateway also logs admitted visitors in with the server's token (which they
     never see); without it they must know the token or password as well.
 
-    ``status`` is ``starting``, ``live``, ``stopped`` (by someone), ``expired``, ``lost`` (the agent, the server or
-    the owning kernel went away) or ``failed`` (never went live). A share started by another notebook of the same
-    server is *attached*: it can be shown and stopped from here, but it lives and dies with its own kernel.
+    ``status`` is ``starting``, ``live``, ``stopped`` (by someone), ``expired``, ``lost`` (the agent, the server,
+    the share's kernel or its helper went away) or ``failed`` (never went live). The helper process owns the share;
+    this object is one kernel's view of it, kept current by the helper's events, and every kernel of the server
+    may show it, invite, revoke and stop. It is *attached* when another kernel started it.
     """
 
     def __init__(self, server: JupyterServer, notebook_path: str | None = None, include_token: bool = True,
@@ -122,7 +129,7 @@ class Share:
                  economy: bool = True, sign_in: str | None = None) -> None:
         self.server = server
         self.sign_in = sign_in  # ngrok's sign-in provider at the edge, if visitors must sign in
-        self.notebook_path = notebook_path
+        self.notebook_path = notebook_path  # of this kernel: the links shown here open it
         self.include_token = include_token
         self.authenticated = authenticated
         self.duration = duration
@@ -141,20 +148,21 @@ class Share:
         self.naming: bool | None = None  # False: this Jupyter server cannot name visitors (older than 2.17)
         self.refused: list[str] = []  # e-mails revoked with sign-in: refused on every link
         self.owner_notebook: str | None = None  # set on an attached share: the notebook that started it
+        self.share_notebook: str | None = notebook_path  # the notebook the share's view link shows
+        self.kernel_bound = False  # does the share outlive this kernel's process (bound to its kernel id)?
         self.collaborative: bool | None = None  # jupyter-collaboration on the server? None: unknown
         self._key: str | None = None  # of the share's own edit link, if it has one
         self._view_key: str | None = None  # of its view link, if it has one
         self.view_first = view
         self._helper_pid: int | None = None
-        self._process: subprocess.Popen[str] | None = None
+        self._control: dict[str, Any] | None = None  # where the helper listens, and its key
+        self._process: subprocess.Popen[str] | None = None  # the helper, when this process started it
+        self._watcher: threading.Thread | None = None
         self._helper_lock = threading.Lock()
         self._state_lock = threading.Lock()
+        self._people_version = -1
         self._stopping = False
-        self._settled = threading.Event()
-        self._failure: tuple[str, str | None, bool] | None = None  # message, ngrok code, is it a bug?
         self._observers: list[Callable[[Share], None]] = []
-        self._replies: queue.Queue[dict[str, Any]] = queue.Queue()
-        self._command_lock = threading.Lock()
 
     # -- what it is -------------------------------------------------------------------------------------------------
 
@@ -164,11 +172,6 @@ class Share:
 
     @property
     def live(self) -> bool:
-        if self.status == "live" and self.attached and not _helper_alive(self._helper_pid):
-            if self.expires_at is not None and datetime.datetime.now() >= self.expires_at:
-                self._set("expired")
-            else:
-                self._set("lost", f"the notebook that started it ({self.owner_notebook}) stopped it or ended")
         return self.status == "live"
 
     @property
@@ -179,7 +182,7 @@ class Share:
 
     @property
     def view_link(self) -> str | None:
-        """The view-only link of this notebook, if the share has one."""
+        """The view-only link of the share's notebook, if the share has one."""
         return self._link_with(self._view_key, VIEW_PAGE)
 
     def _link_with(self, key: str | None, page: str | None = None) -> str | None:
@@ -207,7 +210,8 @@ class Share:
         already in keep working."""
         self.check_invited(name)
         if not self._command("revoke", name=name)["found"]:
-            raise RuntimeError(f"share_magic's helper had no live invitation for {name!r}, though this kernel did")
+            raise ShareError(f"Nobody named {name!r} has a live invitation to this share any more (revoked from "
+                             "another notebook?). %share status shows who has.")
 
     def check_invited(self, name: str) -> None:
         """A :class:`ShareError` unless ``name`` has a live invitation (with sign-in, any e-mail address can be
@@ -225,45 +229,50 @@ class Share:
         """Add the share's own edit link (``"edit"``) or view link (``"view"``) to a live share, if it lacks it."""
         if (self._key if role == "edit" else self._view_key) is not None:
             return
-        if role == "view" and not self.notebook_path:
-            raise ShareError(NO_NOTEBOOK)
+        if role == "view" and not self.share_notebook:
+            raise ShareError(NO_NOTEBOOK if not self.attached else
+                             "This share was started from a console, which has no notebook for a view link to "
+                             "show. Stop it (%share stop) and run %share --view in the notebook to show.")
         key = self._command("link", role=role)["key"]
-        if role == "edit":
-            self._key = key
-        else:
-            self._view_key = key
-        self._write_record()
+        with self._state_lock:
+            if role == "edit":
+                self._key = key
+            else:
+                self._view_key = key
         self._changed()
 
     def _command(self, command: str, **fields: str) -> dict[str, Any]:
-        """Send the helper a command and wait for its answer (the people it changed are updated before)."""
-        if not self.live:
+        """Send the helper a command and wait for its answer (with the people it changed, applied before)."""
+        if not self.live or self._control is None:
             raise ShareError("Nothing is shared from this kernel right now. Start a share with %share, or "
                              f"%share {command} NAME starts one for you.")
-        if self.attached:
-            raise ShareError(f"This share was started from {self.owner_notebook}: invite and revoke people, and "
-                             "add links, from there.")
-        with self._command_lock:
-            process = self._process
-            assert process is not None and process.stdin is not None
-            process.stdin.write(json.dumps({"cmd": command, **fields}) + "\n")
-            process.stdin.flush()
-            try:
-                return self._replies.get(timeout=COMMAND_TIMEOUT)
-            except queue.Empty:
-                raise RuntimeError(f"share_magic's helper did not answer {command!r} within "
-                                   f"{COMMAND_TIMEOUT:g} s") from None
+        try:
+            reply = control.request(self._control, {"cmd": command, **fields}, COMMAND_TIMEOUT)
+        except (OSError, EOFError):  # the helper went away meanwhile: its watcher says so
+            self._wait_for_watcher(STOP_TIMEOUT)
+            raise ShareError(f"The share ended before it could {command}: {self.describe()}") from None
+        if "people" in reply:
+            self._people_from(reply)
+        return reply
 
-    def _people_from(self, people: list[dict[str, Any]]) -> None:
-        self.people = {entry["name"]: Person(entry["name"], self._link_with(entry["key"]),
-                                             _from_epoch(entry["connected_since"]), _from_epoch(entry["revoked_at"]),
-                                             entry.get("email"))
-                       for entry in people}
-
-    def _signed_in_from(self, entries: list[dict[str, Any]]) -> None:
-        self.signed_in = [SignedIn(Identity(entry["email"], entry.get("name") or "", entry.get("provider") or ""),
-                                   entry.get("jupyter_name"), entry.get("invitation"),
-                                   _from_epoch(entry.get("connected_since"))) for entry in entries]
+    def _people_from(self, report: dict[str, Any]) -> None:
+        """Apply a report of the people, unless a newer one was applied already (answers and events cross)."""
+        with self._state_lock:
+            if report["version"] < self._people_version:
+                return
+            self._people_version = report["version"]
+            self.visitors = report["visitors"]
+            self.people = {entry["name"]: Person(entry["name"], self._link_with(entry["key"]),
+                                                 _from_epoch(entry["connected_since"]),
+                                                 _from_epoch(entry["revoked_at"]), entry.get("email"))
+                           for entry in report["people"]}
+            self.signed_in = [SignedIn(Identity(entry["email"], entry.get("name") or "", entry.get("provider") or ""),
+                                       entry.get("jupyter_name"), entry.get("invitation"),
+                                       _from_epoch(entry.get("connected_since")))
+                              for entry in report.get("signed_in") or []]
+            self.naming = report.get("naming")
+            self.refused = report.get("refused") or []
+        self._changed()
 
     def sign_in_summary(self) -> str | None:
         """That visitors sign in, with whom, and what it costs on ngrok's free plan; None without sign-in."""
@@ -274,17 +283,16 @@ class Share:
 
     def cost_summary(self) -> str:
         """What visitors have cost the owner's ngrok plan, in ngrok's units, with the free plan's month for scale."""
-        if self.attached:
-            return f"Cost to your ngrok plan: shown in {self.owner_notebook}."
         requests, sent = self.cost
         return (f"Cost to your ngrok plan so far: {requests:,} requests, {_size(sent)} sent (a free plan has "
                 f"{FREE_REQUESTS:,} requests and {FREE_BYTES / 1e9:g} GB a month).")
 
     def live_summary(self) -> tuple[str, str]:
-        """Since (and until) when it is live, and who: the notebook that started it, or how many visitors are
-        connected."""
-        who = (f"started from {self.owner_notebook}" if self.attached
-               else f"{self.visitors} visitor{'' if self.visitors == 1 else 's'} connected")
+        """Since (and until) when it is live, and who: how many visitors are connected (and the notebook that
+        started it, when another one did)."""
+        who = f"{self.visitors} visitor{'' if self.visitors == 1 else 's'} connected"
+        if self.attached:
+            who += f", started from {self.owner_notebook}"
         when = f"live since {_clock(self.started_at)}"
         if self.expires_at is not None:
             when += f", ends at {_clock(self.expires_at)}"
@@ -335,14 +343,18 @@ class Share:
         notebook shows ends up in its saved file."""
         lines = ["Edit link: this notebook in Jupyter, for anyone who has it"] if self.link else []
         if self.view_link:
-            lines.append("View-only link: this notebook, nothing else")
+            lines.append(f"View-only link: {self._view_shows()}, nothing else")
         return lines + [f"{person.name} ({person.state})" for person in self.people.values()]
 
     def links(self) -> list[tuple[str, str]]:
         """Every live link of the share, labelled: what ``%share links`` prints."""
-        labelled = [("Anyone with this link", self.link), ("View only (this notebook, nothing else)", self.view_link),
+        labelled = [("Anyone with this link", self.link), (f"View only ({self._view_shows()}, nothing else)",
+                                                           self.view_link),
                     *((f"{person.name} (personal link)", person.link) for person in self.people.values())]
         return [(label, link) for label, link in labelled if link]
+
+    def _view_shows(self) -> str:
+        return "this notebook" if self.share_notebook == self.notebook_path else str(self.share_notebook)
 
     def __repr__(self) -> str:
         return f"<Share {self.status} {self.public_url or ''}>"
@@ -363,13 +375,15 @@ class Share:
 
     # -- start and stop ---------------------------------------------------------------------------------------------
 
-    def start(self, authtoken: str | None = None, timeout: float = STARTUP_TIMEOUT) -> None:
-        """Start the helper and wait until the link is live; raise :class:`ShareError` if it cannot be."""
+    def start(self, authtoken: str | None = None, timeout: float = STARTUP_TIMEOUT, kernel: str | None = None) -> None:
+        """Start the helper and wait until the link is live; raise :class:`ShareError` if it cannot be. With
+        ``kernel`` (an id the server answers for), the share is bound to that id rather than to this process."""
         settings = {"server": dataclasses.asdict(self.server), "startup_timeout": timeout,
                     "edit": not self.view_first, "view": self.view_first, "notebook_path": self.notebook_path,
-                    "economy": self.economy, "sign_in": self.sign_in,
+                    "economy": self.economy, "authenticated": self.authenticated, "kernel_id": kernel,
+                    "sign_in": self.sign_in,
                     "authtoken": authtoken or os.environ.get("NGROK_AUTHTOKEN"), "include_token": self.include_token,
-                    "duration": self.duration, "record": _record_path(self.server)}
+                    "duration": self.duration, "record": control.record_path(self.server.url)}
         self._process = subprocess.Popen(
             [sys.executable, "-m", "share_magic.helper"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             text=True, env=_helper_environment(), start_new_session=True)
@@ -377,47 +391,73 @@ class Share:
         assert self._process.stdin is not None and self._process.stdout is not None
         self._process.stdin.write(json.dumps(settings) + "\n")
         self._process.stdin.flush()
-        threading.Thread(target=self._follow, args=(self._process.stdout,), daemon=True,
-                         name="share_magic events").start()
+        outcome: queue.Queue[dict[str, Any]] = queue.Queue()
+        stdout = self._process.stdout
+        threading.Thread(target=lambda: outcome.put(json.loads(stdout.readline() or '{"event": "exited"}')),
+                         daemon=True, name="share_magic start").start()
         try:
-            settled = self._settled.wait(timeout + REPORT_GRACE)
+            event = outcome.get(timeout=timeout + REPORT_GRACE)
+        except queue.Empty:
+            event = {"event": "silent"}
         except KeyboardInterrupt:
             self._end_helper()
             self._set("failed", "interrupted while starting")
             raise
-        if settled and self._failure is None and self.status == "live":
-            self._write_record()
-            return
+        if event["event"] == "ready":
+            stdout.close()  # all it had to say is said (its reader is done)
+            self.gateway_port = event["gateway_port"]
+            try:
+                self._watch({"address": event["address"], "authkey": event["authkey"],
+                             "helper_pid": self._helper_pid})
+            except (OSError, EOFError) as e:
+                event = {"event": "crashed", "traceback": f"its control channel did not answer: {e!r}"}
+            if self.status == "live":
+                return
         self._end_helper()
-        message, code, is_bug = self._failure or (
-            "The share's helper exited without a word (its error, if any, is in the Jupyter server's log)."
-            if settled else f"The share's helper did not report back within {timeout + REPORT_GRACE:g} s.",
-            None, True)
+        message, code, is_bug = {
+            "failed": (event.get("message"), event.get("code"), False),
+            "crashed": (event.get("traceback"), None, True),
+            "silent": (f"The share's helper did not report back within {timeout + REPORT_GRACE:g} s.", None, True),
+        }.get(event["event"], ("The share's helper exited without a word (its error, if any, is in the Jupyter "
+                               "server's log).", None, True))
         self._set("failed", message)
         if is_bug:
             raise RuntimeError(f"share_magic's helper process failed:\n{message}")
         raise TunnelError(message, code)
 
     def stop(self) -> None:
-        """Close the tunnel and the gateway, cutting every visitor connection. Safe to call more than once."""
+        """Close the tunnel and the gateway, cutting every visitor connection, for every notebook that shows the
+        share. Safe to call more than once."""
         if self.status not in ("starting", "live"):
             return
         self._stopping = True
-        if self.attached:
-            _stop_foreign_helper(self._helper_pid, _record_path(self.server))
-        else:
+        if self._control is not None:
+            try:
+                control.request(self._control, {"cmd": "stop"}, COMMAND_TIMEOUT)
+            except (OSError, EOFError):
+                pass  # gone already
+            self._wait_for_watcher(STOP_TIMEOUT)
+        if self._process is not None:
             self._end_helper()
+        elif self._watcher is not None and self._watcher.is_alive() and control.helper_alive(self._helper_pid):
+            assert self._helper_pid is not None
+            os.kill(self._helper_pid, signal.SIGTERM)  # deaf to commands: its signal handler stops it
+            self._wait_for_watcher(STOP_TIMEOUT)
         self._set("stopped")
 
+    def _wait_for_watcher(self, timeout: float) -> None:
+        watcher = self._watcher
+        if watcher is not None and watcher is not threading.current_thread():
+            watcher.join(timeout)
+
     def _end_helper(self) -> None:
-        """Ask the helper to stop, give it time to take the tunnel down, then end its whole process group."""
+        """Give the helper this process started time to take the tunnel down, then end its whole process group."""
         with self._helper_lock:
             process, self._process = self._process, None
         if process is None:
             return
         try:
             assert process.stdin is not None
-            process.stdin.write(json.dumps({"cmd": "stop"}) + "\n")
             process.stdin.close()
         except (BrokenPipeError, OSError, ValueError):
             pass
@@ -427,59 +467,73 @@ class Share:
         except (ProcessLookupError, PermissionError):
             pass
         process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
 
     # -- events from the helper -------------------------------------------------------------------------------------
 
-    def _follow(self, stream: IO[str]) -> None:
-        for line in stream:
-            event = json.loads(line)
-            kind = event.pop("event")
-            if kind == "ready":
-                self.public_url = event["public_url"]
-                self.gateway_port = event["gateway_port"]
-                self._key = event["key"]
-                self._view_key = event.get("view_key")
-                self.started_at = datetime.datetime.now()
-                if event.get("expires_at"):
-                    self.expires_at = datetime.datetime.fromtimestamp(event["expires_at"])
-                self.status = "live"
-                self._settled.set()
-                self._changed()
-            elif kind == "cost":
-                self.cost = (event["requests"], event["bytes"])
-                self._changed()
-            elif kind == "people":
-                self.visitors = event["visitors"]
-                self._people_from(event["people"])
-                self._signed_in_from(event.get("signed_in") or [])
-                self.naming = event.get("naming")
-                self.refused = event.get("refused") or []
-                self._changed()
-            elif kind == "links":  # a revocation retired the share's own links: these replace them
-                self._key, self._view_key = event["key"], event["view_key"]
-                self._write_record()
-                self._changed()
-            elif kind in ("invited", "revoked", "link"):
-                self._replies.put(event)
-            elif kind == "failed":
-                self._failure = (event["message"], event.get("code"), False)
-                self._settled.set()
-            elif kind == "crashed":
-                self._failure = (event["traceback"], None, True)
-                self._settled.set()
-            elif kind == "lost":
-                self._set("lost", event["reason"])
-            elif kind == "expired":
-                self._set("expired")
-            elif kind == "stopped":
-                self._set("stopped")
-        stream.close()
-        # The pipe closed: the helper is gone. If nobody stopped it, the share was lost.
+    def _watch(self, where: dict[str, Any]) -> None:
+        """Connect to the helper, take the share as it is now, and follow its events in a thread until it ends.
+        Raises OSError or EOFError if the helper cannot be reached."""
+        connection = control.connect(where)
+        try:
+            connection.send({"cmd": "watch"})
+            if not connection.poll(COMMAND_TIMEOUT):
+                raise TimeoutError(f"share_magic's helper did not answer within {COMMAND_TIMEOUT:g} s")
+            self._apply(connection.recv())
+            control.wait_forever(connection)
+        except BaseException:
+            connection.close()
+            raise
+        self._control, self._helper_pid = where, where.get("helper_pid")
+        self._watcher = threading.Thread(target=self._follow, args=(connection,), daemon=True,
+                                         name="share_magic events")
+        self._watcher.start()
+
+    def _apply(self, event: dict[str, Any]) -> None:
+        kind = event.pop("event")
+        if kind == "state":
+            self.public_url = event["public_url"]
+            self.gateway_port = event.get("gateway_port")
+            self._key, self._view_key = event["key"], event["view_key"]
+            self.started_at = _from_epoch(event["started_at"])
+            self.expires_at = _from_epoch(event["expires_at"])
+            self.share_notebook = event["notebook"]
+            self.include_token = bool(event["include_token"])
+            self.authenticated = bool(event["authenticated"])
+            self.sign_in = event.get("sign_in")
+            self.kernel_bound = bool(event["kernel_id"])
+            if event["kernel_id"] != kernel_id() and self._process is None:
+                self.owner_notebook = event["notebook"] or "a console"
+            self.cost = tuple(event["cost"])  # type: ignore[assignment]
+            self._people_from(event)
+            with self._state_lock:
+                if self.status == "starting":
+                    self.status = "live"
+            self._changed()
+        elif kind == "cost":
+            self.cost = (event["requests"], event["bytes"])
+            self._changed()
+        elif kind == "people":
+            self._people_from(event)
+        elif kind == "links":
+            self._key, self._view_key = event["key"], event["view_key"]
+            self._changed()
+        elif kind == "ended":
+            self._set(event["status"], event["reason"])
+
+    def _follow(self, connection: Any) -> None:
+        try:
+            while True:
+                self._apply(connection.recv())
+        except (EOFError, OSError):
+            pass  # the helper is gone
+        finally:
+            connection.close()
+        # If nobody stopped it and it did not say why it ended, the helper died.
         if self.status == "live" and not self._stopping:
             self._set("lost", "the share's helper process ended unexpectedly")
-        self._settled.set()
-        if self.status != "starting":  # start() cleans up after a failed start itself
-            self._end_helper()
+        self._end_helper()
 
     def _set(self, status: str, reason: str | None = None) -> None:
         """End the share (stopped, expired, lost or failed): the first ending sticks, and is announced once."""
@@ -491,48 +545,13 @@ class Share:
             self.visitors = 0
         self._changed()
 
-    # -- the record other notebooks read ----------------------------------------------------------------------------
-
-    def _write_record(self) -> None:
-        record = {"helper_pid": self._helper_pid, "public_url": self.public_url, "server_url": self.server.url,
-                  "key": self._key, "view_key": self._view_key, "notebook": self.notebook_path or "a console",
-                  "started_at": self.started_at.isoformat() if self.started_at else None,
-                  "expires_at": self.expires_at.isoformat() if self.expires_at else None,
-                  "authenticated": self.authenticated, "include_token": self.include_token,
-                  "sign_in": self.sign_in}
-        path = _record_path(self.server)
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(descriptor, "w", encoding="utf-8") as f:
-            json.dump(record, f)
-
     @classmethod
     def attach(cls, server: JupyterServer, record: dict[str, Any], notebook_path: str | None) -> Share:
-        """The share another kernel started (its record says how), shown from this notebook: the link opens this
-        notebook, with that share's key."""
-        share = cls(server, notebook_path, record.get("include_token", True),
-                    authenticated=record.get("authenticated", True))
-        share.public_url = record["public_url"]
-        share._key = record.get("key")
-        share._view_key = record.get("view_key")
-        share.sign_in = record.get("sign_in")
-        share.owner_notebook = record.get("notebook") or "another notebook"
-        share._helper_pid = record["helper_pid"]
-        for name in ("started_at", "expires_at"):
-            if record.get(name):
-                setattr(share, name, datetime.datetime.fromisoformat(record[name]))
-        share.status = "live"
-        threading.Thread(target=share._watch_owner, daemon=True, name="share_magic owner").start()
+        """The live share of ``server`` its helper's ``record`` points to, shown from this notebook: the links
+        open this notebook. Raises OSError or EOFError if the helper cannot be reached."""
+        share = cls(server, notebook_path)
+        share._watch(record)
         return share
-
-    def _watch_owner(self) -> None:
-        """An attached share has no events: it ends when the helper of the notebook that started it does, and
-        takes new links (after a revocation there) from its record."""
-        while self.live:
-            time.sleep(1)
-            record = _read_record(self.server)
-            if record is not None and (record.get("key"), record.get("view_key")) != (self._key, self._view_key):
-                self._key, self._view_key = record.get("key"), record.get("view_key")
-                self._changed()
 
 
 def _helper_environment() -> dict[str, str]:
@@ -543,43 +562,6 @@ def _helper_environment() -> dict[str, str]:
     if root not in {os.path.abspath(entry) for entry in sys.path}:  # imported through a path only we have
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
     return env
-
-
-def _record_path(server: JupyterServer) -> str:
-    digest = hashlib.sha256(server.url.encode()).hexdigest()[:16]
-    return os.path.join(runtime_dir(), f"share_magic-{digest}.json")
-
-
-def _read_record(server: JupyterServer) -> dict[str, Any] | None:
-    """The live share of ``server`` recorded by another kernel, if any (stale records are ignored)."""
-    try:
-        with open(_record_path(server), encoding="utf-8") as f:
-            record = json.load(f)
-    except (OSError, ValueError):
-        return None
-    return record if _helper_alive(record.get("helper_pid")) else None
-
-
-def _helper_alive(pid: int | None) -> bool:
-    """Whether ``pid`` is a running share_magic helper (and not a recycled pid, where /proc can tell)."""
-    if not pid_alive(pid):
-        return False
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return b"share_magic.helper" in f.read()
-    except OSError:
-        return not os.path.isdir("/proc/self")  # no /proc here (macOS): a live pid is all we can tell
-
-
-def _stop_foreign_helper(pid: int | None, record: str) -> None:
-    """Stop a share another kernel started: its helper takes the tunnel down on SIGTERM and removes its record."""
-    if not _helper_alive(pid):
-        return
-    assert pid is not None
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + STOP_TIMEOUT
-    while os.path.exists(record) and time.monotonic() < deadline:
-        time.sleep(0.05)
 
 
 def _wait_unreaped(pid: int, timeout: float) -> None:
@@ -612,18 +594,48 @@ def _clock(moment: datetime.datetime | None) -> str:
 # -- the share of this kernel ----------------------------------------------------------------------------------------
 
 _current: Share | None = None
-_lock = threading.Lock()
+_lock = threading.RLock()
 
 
 def current() -> Share | None:
-    """This kernel's share (started here, or attached to), if it is starting or live."""
+    """The share this kernel shows, if it is starting or live: the one it started or showed, else the live share
+    of this kernel's server, whichever kernel started it (a restarted kernel finds its own share this way)."""
+    global _current
     share = _current
-    return share if share is not None and (share.status == "starting" or share.live) else None
+    if share is not None and (share.status == "starting" or share.live):
+        return share
+    with _lock:
+        found = _find_live_share()
+        if found is not None:
+            _current = found
+        return found
 
 
 def latest() -> Share | None:
-    """This kernel's most recent share, whatever its status."""
-    return _current
+    """This kernel's share, or its most recent one, whatever its status."""
+    return current() or _current
+
+
+def _find_live_share(server: JupyterServer | None = None, notebook: str | None = None) -> Share | None:
+    """The live share of ``server`` (default: the server running this kernel), shown from this kernel."""
+    kernel = kernel_id()
+    if server is None:
+        if kernel is None:
+            return None
+        try:
+            server = find_server(kernel)
+        except ShareError:
+            return None
+        notebook = server.notebook_path(kernel)
+    record = control.read_record(control.record_path(server.url))
+    if record is None:
+        return None
+    try:
+        share = Share.attach(server, record, notebook)
+    except (OSError, EOFError):  # it ended meanwhile
+        return None
+    share.collaborative = server.has_collaboration()
+    return share
 
 
 def parse_duration(text: str | float | None) -> float | None:
@@ -670,8 +682,7 @@ def share(*, port: int | None = None, url: str | None = None, token: str | None 
         if existing is not None:
             if (port or url) and server_at(url, port, token).url != existing.server.url:
                 raise ShareError(f"This kernel already shares {existing.server.url} at "
-                                 f"{existing.public_url}. Run %share stop first to share another "
-                                 "server.")
+                                 f"{existing.public_url}. Run %share stop first to share another server.")
             if provider and existing.sign_in != provider:
                 raise ShareError(_sign_in_mismatch(existing, provider))
             existing.enable("view" if view else "edit")
@@ -681,16 +692,13 @@ def share(*, port: int | None = None, url: str | None = None, token: str | None 
         notebook = server.notebook_path(kernel)
         if view and not notebook:
             raise ShareError(NO_NOTEBOOK)
-        record = _read_record(server)
-        if record is not None:
-            _current = Share.attach(server, record, notebook)
-            _current.collaborative = server.has_collaboration()
-            if provider and _current.sign_in != provider:
-                raise ShareError(_sign_in_mismatch(_current, provider))
-            if (_current.view_link if view else _current.link) is None:
-                raise ShareError(f"The share of this server, started from {_current.owner_notebook}, has no "
-                                 f"{'view' if view else 'edit'} link: run %share{' --view' if view else ''} there.")
-            return _current
+        found = _find_live_share(server, notebook)
+        if found is not None:
+            _current = found
+            if provider and found.sign_in != provider:
+                raise ShareError(_sign_in_mismatch(found, provider))
+            found.enable("view" if view else "edit")
+            return found
         authenticated = server.has_authentication()
         if not authenticated and not insecure:
             raise UnsafeServer(
@@ -700,7 +708,10 @@ def share(*, port: int | None = None, url: str | None = None, token: str | None 
         _current = Share(server, notebook, include_token=include_token, authenticated=authenticated,
                          duration=seconds, view=view, economy=economy, sign_in=provider)
         _current.collaborative = server.has_collaboration()
-        _current.start(authtoken, timeout)
+        # Bound to the kernel id where the server answers for this kernel (a restart keeps the share); else to
+        # this process (another server's share, or one that cannot be asked without a token).
+        bound = kernel if kernel and server.owns_kernel(kernel) else None
+        _current.start(authtoken, timeout, kernel=bound)
         return _current
 
 
@@ -715,10 +726,11 @@ def _sign_in_mismatch(share: Share, provider: str) -> str:
 def stop(*, owned_only: bool = False) -> bool:
     """Stop this kernel's share; return whether there was one to stop.
 
-    With ``owned_only``, a share attached to from another notebook is left alone (it is that notebook's).
+    With ``owned_only``, only a share this kernel started (in this process or before a restart) and found already
+    is stopped: one another notebook started is that notebook's.
     """
-    share = current()
-    if share is None or (owned_only and share.attached):
+    share = _current if owned_only else current()
+    if share is None or share.status not in ("starting", "live") or (owned_only and share.attached):
         return False
     share.stop()
     return True

@@ -157,7 +157,7 @@ class ShareView(_OwnOutput, widgets.VBox):
         details = widgets.VBox([self.link, widgets.HBox([self.copy, self.stop_button, self.status]), self.view_link,
                                 self.notes])
         self.people = PeoplePanel(share)
-        super().__init__([widgets.HBox([details, self.qr]), *([] if share.attached else [self.people])], **kwargs)
+        super().__init__([widgets.HBox([details, self.qr]), self.people], **kwargs)
         self.add_class("share-magic")
         share.observe(lambda _: self.refresh())
         self.refresh()

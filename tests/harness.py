@@ -53,8 +53,9 @@ def kill_group(process: subprocess.Popen) -> None:
 
 
 def share_processes() -> list[int]:
-    """Every process a share of this test starts: the helper and the (stand-in) ngrok agent."""
-    return processes_with("share_magic.helper") + processes_with("standin_ngrok.py")
+    """Every process a share of this test starts: the helper, its lifeline and the (stand-in) ngrok agent."""
+    return processes_with("share_magic.helper") + processes_with("share_magic.lifeline") + processes_with(
+        "standin_ngrok.py")
 
 
 def processes_with(marker: str) -> list[int]:
@@ -339,7 +340,7 @@ class PlainKernel:
         self.manager.shutdown_kernel(now=True)
 
 
-LINK_LABELS = {"Anyone with this link": "edit", "View only (this notebook, nothing else)": "view"}
+LINK_LABELS = {"Anyone with this link": "edit"}
 
 
 def share_links(kernel: KernelClient) -> dict[str, str]:
@@ -350,7 +351,8 @@ def share_links(kernel: KernelClient) -> dict[str, str]:
     for line in result["text"].splitlines():
         label, found, link = line.partition(": https://")
         if found:
-            links[LINK_LABELS.get(label, label.removesuffix(" (personal link)"))] = "https://" + link
+            name = "view" if label.startswith("View only (") else label.removesuffix(" (personal link)")
+            links[LINK_LABELS.get(label, name)] = "https://" + link
     return links
 
 

@@ -192,6 +192,15 @@ def note(name: str, line: dict) -> None:
         f.write(json.dumps(line) + "\n")
 
 
+def _zombie(pid: int) -> bool:
+    """A dead process nobody has reaped yet (an orphan, where init does not reap)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
+
+
 class Service:
     def __init__(self, token: str) -> None:
         self.token = token

@@ -1,4 +1,5 @@
-"""A share survives interrupts, dies with its kernel (however it dies), and notices when its agent or server goes."""
+"""A share survives interrupts and restarts, ends with its kernel (its id leaving the server; or, for a share of
+another server, the kernel process), and notices when its agent or server goes. Restarts: ``test_restart.py``."""
 from __future__ import annotations
 
 import os
@@ -28,7 +29,7 @@ def test_interrupting_the_kernel_does_not_end_the_share(jupyter, owner, visitor)
     notebook = owner(server)
     guest = visitor(start_share(notebook))
     before = sorted(share_processes())
-    assert len(before) == 2  # the helper and the agent
+    assert len(before) == 3  # the helper, its lifeline and the agent
     busy = notebook.submit("import time; time.sleep(30)")
     wait_for(lambda: server.api("GET", f"api/kernels/{notebook.kernel_id}").json()["execution_state"] == "busy",
              10, "the kernel to be busy")
@@ -40,20 +41,32 @@ def test_interrupting_the_kernel_does_not_end_the_share(jupyter, owner, visitor)
     assert "Sharing this Jupyter server" in notebook.run("%share status")
 
 
-@pytest.mark.parametrize("how", ["SIGKILL", "restart", "shutdown", "unload_ext", "reload_ext"])
+@pytest.mark.parametrize("how", ["shutdown", "unload_ext", "reload_ext"])
 def test_the_share_dies_with_its_kernel(jupyter, owner, visitor, how: str) -> None:
     server = jupyter()
     notebook = owner(server)
     guest = visitor(start_share(notebook))
     assert guest.reaches_jupyter()
-    if how == "SIGKILL":  # also what the OOM killer does
-        os.kill(int(notebook.run("import os; print(os.getpid())")), signal.SIGKILL)
-    elif how == "restart":
-        assert server.api("POST", f"api/kernels/{notebook.kernel_id}/restart").ok
-    elif how == "shutdown":
+    if how == "shutdown":  # the kernel id leaves the server
         assert server.api("DELETE", f"api/kernels/{notebook.kernel_id}").status_code == 204
     else:
         notebook.run(f"%{how} share_magic")
+    assert_share_gone(guest)
+
+
+@pytest.mark.parametrize("how", ["SIGKILL", "restart"])
+def test_a_share_of_another_server_dies_with_the_kernel_process(jupyter, owner, visitor, how: str) -> None:
+    """That server cannot say whether this kernel lives: its share keeps the old rule, the kernel process."""
+    here, there = jupyter(), jupyter(name="other")
+    notebook = owner(here)
+    result = notebook.execute(f"%load_ext share_magic\n%share --port {there.port}")
+    assert result["error"] is None, result
+    guest = visitor(share_links(notebook)["edit"])
+    assert guest.reaches_jupyter()
+    if how == "SIGKILL":  # also what the OOM killer does; Jupyter restarts the kernel, the share stays ended
+        os.kill(int(notebook.run("import os; print(os.getpid())")), signal.SIGKILL)
+    else:
+        assert here.api("POST", f"api/kernels/{notebook.kernel_id}/restart").ok
     assert_share_gone(guest)
 
 
@@ -91,14 +104,14 @@ def test_two_notebooks_of_one_server_share_one_tunnel(jupyter, owner, visitor) -
     assert second_link.split("/lab/")[0] == link.split("/lab/")[0]  # the same public URL...
     assert "/lab/tree/second.ipynb" in second_link  # ...opening the notebook it was asked from
     assert "started from first.ipynb" in shown["text"]
-    assert len(share_processes()) == 2  # still one helper and one agent
+    assert len(share_processes()) == 3  # still one helper (and its lifeline) and one agent
 
     # Stopping from the other notebook stops it for both.
     assert "stopped" in second.run("%share stop")
     assert_share_gone(visitor(link))
     assert "stopped" in first.run("%share status")
 
-    # A share still dies with the kernel that started it, whoever else shows it.
+    # A share still ends with the kernel that started it (shut down), whoever else shows it.
     guest = visitor(start_share(first))
     assert "started from first.ipynb" in second.execute("%share")["text"]
     assert server.api("DELETE", f"api/kernels/{first.kernel_id}").status_code == 204

@@ -1,0 +1,159 @@
+"""The share's control channel: how any kernel of the server finds the helper that owns the share and talks to it.
+
+The helper listens on a Unix socket (``multiprocessing.connection``) in a folder of its own that only its user may
+enter (0700, made by ``mkdtemp``; the socket itself is 0600). Its record in Jupyter's runtime folder
+(``share_magic-<hash of the server URL>.json``, 0600) says where, with the key a client must prove it knows (the HMAC
+challenge of ``multiprocessing.connection``, both ways). The key travels only in that record and on the helper's
+private pipes, never on a command line. The helper removes both when it ends; a record left by a helper that was
+killed is recognised (its pid is no longer a share_magic helper) and removed with its folder by whoever finds it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import socket
+import stat
+import struct
+import tempfile
+from multiprocessing.connection import Connection, Listener, answer_challenge, deliver_challenge
+from typing import Any
+
+from .server import pid_alive, runtime_dir
+
+FOLDER_PREFIX = "share_magic-control-"
+SOCKET_NAME = "control"
+MAX_SOCKET_PATH = 100  # sun_path holds 104 (macOS) to 108 (Linux) bytes
+CONNECT_TIMEOUT = 5.0
+
+
+def record_path(server_url: str) -> str:
+    digest = hashlib.sha256(server_url.encode()).hexdigest()[:16]
+    return os.path.join(runtime_dir(), f"share_magic-{digest}.json")
+
+
+def helper_alive(pid: int | None) -> bool:
+    """Whether ``pid`` is a running share_magic helper (and not a recycled pid, where /proc can tell)."""
+    if not pid_alive(pid):
+        return False
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"share_magic.helper" in f.read()
+    except OSError:
+        return not os.path.isdir("/proc/self")  # no /proc here (macOS): a live pid is all we can tell
+
+
+class ControlListener:
+    """The helper's end: a listener in a private folder, beside the record when the path fits in a socket name."""
+
+    def __init__(self) -> None:
+        self.authkey = secrets.token_bytes(32)
+        parent: str | None = runtime_dir()
+        os.makedirs(parent, mode=0o700, exist_ok=True)  # type: ignore[arg-type]
+        if len(os.path.join(parent, FOLDER_PREFIX + "x" * 8, SOCKET_NAME)) > MAX_SOCKET_PATH:  # type: ignore[arg-type]
+            parent = None  # the system's temporary folder: a deep runtime folder would not fit
+        self.folder = tempfile.mkdtemp(prefix=FOLDER_PREFIX, dir=parent)  # 0700, a name nobody could prepare
+        self.address = os.path.join(self.folder, SOCKET_NAME)
+        self.listener = Listener(self.address, family="AF_UNIX", authkey=self.authkey)
+        os.chmod(self.address, 0o600)
+
+    def accept(self) -> Connection | None:
+        """The next client that proved it knows the key; None for one that did not (or hung up)."""
+        try:
+            return self.listener.accept()
+        except (OSError, EOFError, Exception):  # AuthenticationError among them: that client is simply dropped
+            return None
+
+    def close(self) -> None:
+        try:
+            self.listener.close()
+        except OSError:
+            pass
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def write_record(path: str, record: dict[str, Any]) -> None:
+    """Write the record (0600) in one step: a reader finds the whole of it or none."""
+    temporary = f"{path}.{os.getpid()}.tmp"
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as f:
+        json.dump(record, f)
+    os.replace(temporary, path)
+
+
+def remove_record(path: str, pid: int) -> None:
+    """Remove the record if it is ``pid``'s (a newer share's record is not ours to remove)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            if json.load(f).get("helper_pid") == pid:
+                os.unlink(path)
+    except (OSError, ValueError):
+        pass
+
+
+def read_record(path: str) -> dict[str, Any] | None:
+    """The record of a live helper at ``path``; a stale one (its helper is gone) is cleaned up and gives None."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            record = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if helper_alive(record.get("helper_pid")):
+        return record
+    _clean_up(path, record)
+    return None
+
+
+def _clean_up(path: str, record: dict[str, Any]) -> None:
+    folder = os.path.dirname(str(record.get("address") or ""))
+    try:
+        info = os.lstat(folder)
+        if (os.path.basename(folder).startswith(FOLDER_PREFIX) and stat.S_ISDIR(info.st_mode)
+                and info.st_uid == os.getuid()):
+            shutil.rmtree(folder, ignore_errors=True)
+    except OSError:
+        pass
+    remove_record(path, record.get("helper_pid"))  # type: ignore[arg-type]
+
+
+def connect(record: dict[str, Any], timeout: float = CONNECT_TIMEOUT) -> Connection:
+    """A connection to the helper of ``record``, both sides authenticated. Reads time out after ``timeout`` seconds
+    (raising an OSError) until :func:`wait_forever` lifts that."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        _receive_timeout(sock, timeout)
+        sock.connect(record["address"])
+        connection = Connection(sock.detach())
+    finally:
+        sock.close()
+    try:
+        authkey = bytes.fromhex(record["authkey"])
+        answer_challenge(connection, authkey)
+        deliver_challenge(connection, authkey)
+    except BaseException:
+        connection.close()
+        raise
+    return connection
+
+
+def wait_forever(connection: Connection) -> None:
+    """Let reads on ``connection`` block for as long as it takes (a subscription waits for events)."""
+    with socket.socket(fileno=os.dup(connection.fileno())) as sock:
+        _receive_timeout(sock, 0)
+
+
+def _receive_timeout(sock: socket.socket, seconds: float) -> None:
+    # SO_RCVTIMEO keeps the socket blocking (what Connection expects) yet bounds every read.
+    whole = int(seconds)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", whole, int((seconds - whole) * 1e6)))
+
+
+def request(record: dict[str, Any], command: dict[str, Any], timeout: float) -> dict[str, Any]:
+    """Send one command to the helper and return its answer."""
+    with connect(record, timeout) as connection:
+        connection.send(command)
+        if not connection.poll(timeout):
+            raise TimeoutError(f"share_magic's helper did not answer {command.get('cmd')!r} within {timeout:g} s")
+        return connection.recv()
