@@ -692,6 +692,9 @@ class BadRequest(ValueError):
         self.status, self.reason = status, reason
 
 
+CONNECTION_TOKENS = frozenset({"", "close", "keep-alive", "upgrade", "te"})  # what browsers and proxies send
+
+
 def check_request(method: str, target: str, headers: Headers) -> None:
     """Raise :class:`BadRequest` unless this is a request every HTTP parser reads the same way: a token for a
     method, a clean origin-form target, header names that are tokens, values without control characters, and one
@@ -711,6 +714,10 @@ def check_request(method: str, target: str, headers: Headers) -> None:
             lengths.append(value)
         elif lower == "transfer-encoding":
             encodings.append(value.lower())
+        elif lower == "connection" and not {token.strip().lower() for token in value.split(",")} <= CONNECTION_TOKENS:
+            # A header named there is dropped on the way upstream: Content-Length dropped with its body relayed
+            # would be read by Jupyter as a second request the gate never saw.
+            raise BadRequest("a Connection header that names an end-to-end field")
     if len(lengths) > 1 or (lengths and not lengths[0].isdigit()) or (lengths and encodings):
         raise BadRequest("ambiguous Content-Length")
     if encodings and (len(encodings) > 1 or encodings[0] != "chunked"):

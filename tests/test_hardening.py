@@ -226,6 +226,11 @@ def test_smuggled_requests_never_reach_jupyter(jupyter, owner, visitor) -> None:
     b"POST /x HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nContent-Length: 30\r\n\r\nabc",  # ambiguous framing
     b"POST /x HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
     b"POST /x HTTP/1.1\r\nHost: h\r\nContent-Length: +3\r\n\r\nabc",
+    # a Connection header that would drop the framing (or the routing) before Jupyter reads the body
+    b"POST /x HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade, Content-Length\r\n"
+    b"Content-Length: 34\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: h\r\n\r\n",
+    b"POST /x HTTP/1.1\r\nHost: h\r\nConnection: Content-Length\r\nContent-Length: 3\r\n\r\nabc",
+    b"GET /x HTTP/1.1\r\nHost: h\r\nConnection: Host\r\n\r\n",
     b"G(ET /x HTTP/1.1\r\nHost: h\r\n\r\n",  # not a method
     b"GET //evil.example/x HTTP/1.1\r\nHost: h\r\n\r\n",  # not a path on this server
     b"GET http://evil.example/x HTTP/1.1\r\nHost: h\r\n\r\n",
@@ -233,7 +238,8 @@ def test_smuggled_requests_never_reach_jupyter(jupyter, owner, visitor) -> None:
     b"GET /x HTTP/2.0\r\nHost: h\r\n\r\n",
     b"GET /x HTTP/1.1\r\nHost: h\r\nX-Big: " + b"a" * 70_000,  # a head larger than any may be
 ], ids=["obs-fold", "control", "delete", "space-in-name", "space-before-colon", "nul-in-name", "bare-lf",
-        "bare-cr", "all-bare-lf", "two-lengths", "length-and-chunked", "signed-length", "bad-method",
+        "bare-cr", "all-bare-lf", "two-lengths", "length-and-chunked", "signed-length", "connection-drops-length-on-upgrade",
+        "connection-drops-length", "connection-drops-host", "bad-method",
         "scheme-relative-target", "absolute-target", "two-spaces", "version", "oversized"])
 def test_malformed_heads_get_the_gateways_own_400(head: bytes) -> None:
     upstream = Upstream(echo, script=lambda conn, req: "keep")
