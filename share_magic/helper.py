@@ -322,6 +322,9 @@ class Helper:
                 pass
             if not self.tunnel.agent_alive():
                 return "the ngrok agent exited (crash or lost network); run %share again for a new link"
+            if await in_thread(self.tunnel.tampered):
+                return ("another program changed the ngrok agent's endpoints (its local API takes changes from any "
+                        "program on this machine), so the share was ended before it could lead visitors elsewhere")
             if server_pid and not pid_alive(server_pid):
                 return "the Jupyter server stopped"
             if self.kernel_id and time.monotonic() - kernel_checked >= KERNEL_CHECK_INTERVAL:

@@ -177,6 +177,7 @@ class Tunnel:
         self.config.auth_token = None  # never on a command line: the private config carries it
         self.public_url: str | None = None
         self._process = None
+        self._endpoint: tuple[str, str] | None = None  # the endpoint's name and upstream, as this share made it
 
     def open(self, port: int, traffic_policy: dict[str, Any] | None = None) -> str:
         """Start the agent and an HTTP endpoint to ``127.0.0.1:port`` (the address the gateway holds, never a name
@@ -188,8 +189,9 @@ class Tunnel:
         try:
             private_config(self._config_path, self._authtoken)
             options: dict[str, Any] = {"traffic_policy": traffic_policy} if traffic_policy else {}
-            tunnel = ngrok.connect(f"http://{UPSTREAM_HOST}:{port}", "http", name=f"share_magic-{port}-{uuid.uuid4()}",
-                                   pyngrok_config=self.config, inspect=False, **options)
+            self._endpoint = (f"share_magic-{port}-{uuid.uuid4()}", f"http://{UPSTREAM_HOST}:{port}")
+            tunnel = ngrok.connect(self._endpoint[1], "http", name=self._endpoint[0], pyngrok_config=self.config,
+                                   inspect=False, **options)
             self._process = ngrok.get_ngrok_process(self.config)
         except PyngrokNgrokInstallError as e:
             raise TunnelError(NOT_INSTALLED.format(reason=self._mask(str(e)).split("\n")[0])) from None
@@ -205,6 +207,23 @@ class Tunnel:
 
     def agent_alive(self) -> bool:
         return self._process is not None and self._process.proc.poll() is None
+
+    def tampered(self) -> bool:
+        """Whether the agent serves anything but this share's one endpoint, to the gateway, as it was made. The
+        agent's local API takes changes from every program on this machine, another account's too: one could
+        point the public URL at a listener of its own and catch the next visitor's key."""
+        import json
+        import urllib.request
+
+        if self._process is None or self._endpoint is None:
+            return False
+        try:
+            with urllib.request.urlopen(f"{self._process.api_url}/api/endpoints", timeout=5) as answer:
+                endpoints = json.load(answer).get("endpoints") or []
+        except (OSError, ValueError):
+            return False  # a busy or dying agent: its death is noticed on its own
+        name, upstream = self._endpoint
+        return [(e.get("name"), (e.get("upstream") or {}).get("url")) for e in endpoints] != [(name, upstream)]
 
     def close(self) -> None:
         """Take the endpoint offline, then end the agent."""

@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import requests
 import yaml
 from harness import processes_with, share_links, wait_for
 from test_access import key_of, refused_by_the_gate, share
@@ -55,6 +56,32 @@ def test_the_agent_forwards_to_the_address_the_gateway_holds(jupyter, owner, vis
             squatter.accept()
     finally:
         squatter.close()
+
+
+def test_a_program_that_repoints_the_public_url_ends_the_share(jupyter, owner, visitor, sandbox) -> None:
+    """The agent's local API takes changes from any program on the machine, another account's too. One that swaps
+    the share's endpoint for its own (same public URL, its own listener) would catch the next visitor's key: the
+    helper notices the swap and ends the share, which kills every key it made."""
+    notebook = owner(jupyter())
+    link = share(notebook)
+    guest = visitor(link)
+    assert guest.get(link).status_code == 200
+    agent = json.loads(next((Path(sandbox["STANDIN_NGROK_STATE"]) / "agents").glob("*.json")).read_text())
+    api = f"http://{agent['web_addr']}/api/endpoints"
+    with requests.Session() as local:
+        (ours,) = local.get(api, timeout=5).json()["endpoints"]
+        assert local.delete(f"{api}/{ours['name']}", timeout=5).status_code == 204
+        squatter = socket.create_server(("127.0.0.1", 0))
+        try:
+            theirs = local.post(api, timeout=5, json={
+                "name": "squatter", "upstream": {"url": f"http://127.0.0.1:{squatter.getsockname()[1]}"}})
+            assert theirs.status_code == 201 and theirs.json()["url"] == ours["url"]  # the same public URL
+            wait_for(lambda: not processes_with("share_magic.helper"), 10, "the share to end")
+        finally:
+            squatter.close()
+    status = notebook.run("%share status")
+    assert "lost" in status and "another program changed the ngrok agent's endpoints" in status
+    assert not guest.reaches_jupyter()
 
 
 class CommandLineWatch:
@@ -238,8 +265,8 @@ def test_smuggled_requests_never_reach_jupyter(jupyter, owner, visitor) -> None:
     b"GET /x HTTP/2.0\r\nHost: h\r\n\r\n",
     b"GET /x HTTP/1.1\r\nHost: h\r\nX-Big: " + b"a" * 70_000,  # a head larger than any may be
 ], ids=["obs-fold", "control", "delete", "space-in-name", "space-before-colon", "nul-in-name", "bare-lf",
-        "bare-cr", "all-bare-lf", "two-lengths", "length-and-chunked", "signed-length", "connection-drops-length-on-upgrade",
-        "connection-drops-length", "connection-drops-host", "bad-method",
+        "bare-cr", "all-bare-lf", "two-lengths", "length-and-chunked", "signed-length",
+        "connection-drops-length-on-upgrade", "connection-drops-length", "connection-drops-host", "bad-method",
         "scheme-relative-target", "absolute-target", "two-spaces", "version", "oversized"])
 def test_malformed_heads_get_the_gateways_own_400(head: bytes) -> None:
     upstream = Upstream(echo, script=lambda conn, req: "keep")
