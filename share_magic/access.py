@@ -163,6 +163,11 @@ class Access:
             self._revoked_sessions.update(ended)
         return list(ended.values())
 
+    def keys(self) -> list[str]:
+        """Every key this share ever made, live or not: what no view may show."""
+        with self._lock:
+            return [grant.key for grant in self._grants.values()]
+
     def people(self) -> list[Grant]:
         """Every person invited, in the order they were (a re-invited person once, with their latest grant)."""
         with self._lock:

@@ -81,7 +81,7 @@ def test_the_view_in_a_browser_shows_the_notebook_and_follows_saves(viewed) -> N
             for shown in ("bold", "print('hello from the stream')", "hello from the stream", "html output cell",
                           "view only", "saved at", "shown.ipynb"):
                 assert shown in text, shown
-            assert "\\sum_i x_i" in page.content()  # the math, for MathJax to typeset where it can load
+            assert page.locator("#share-magic-notebook math").count() >= 1  # the math, as MathML
             assert page.locator("table.results-table").is_visible()
             image = page.locator("img").first
             assert image.is_visible() and image.evaluate("i => i.naturalWidth") == 120
@@ -193,3 +193,173 @@ def test_a_view_needs_a_notebook(jupyter, plain_kernel) -> None:
     result = plain_kernel.execute(f"%load_ext share_magic\n%share --view --port {server.port}")
     assert_one_calm_line(result, "has no notebook", "nothing to show")
     assert not share_processes()
+
+
+def key_of(link: str) -> str:
+    return link.split("share_key=", 1)[1]
+
+
+def first_event(reader, path: str) -> str:
+    """The first event the view's update stream sends ``reader`` on ``path`` (with its query), as raw text."""
+    with reader.get(path, stream=True, headers={"Accept": "text/event-stream"}) as answer:
+        received = b""
+        while data := answer.raw.read1(65536, decode_content=True):  # what has arrived, not a full buffer
+            received += data
+            for event in received.decode(errors="replace").split("\n\n")[:-1]:
+                if "\ndata:" in "\n" + event:
+                    return event
+    raise AssertionError("the stream ended before its first event")
+
+
+def test_no_key_of_the_share_reaches_a_view_reader(viewed, visitor) -> None:
+    """The owner's notebook holds every link of the share (printed by cells, in its own marked outputs, in widget
+    state, attachments, metadata), live, revoked or not: the view shows none of them, and no link on it opens
+    Jupyter."""
+    from playwright.sync_api import sync_playwright
+
+    server, kernel, view = viewed
+    links = json.loads(kernel.run(
+        "import json, share_magic\n%share\n%share invite ada\n"
+        "s = share_magic.current()\nbob = s.invite('bob')\ns.revoke('bob')\n"
+        "print(json.dumps({'edit': s.link, 'view': s.view_link, 'ada': s.invite('ada'), 'bob': bob}))"
+    ).splitlines()[-1])
+    every = list(links.values())
+    keys = [key_of(link) for link in every] + [server.token]
+    text = "\n".join(every) + f"\ntoken={server.token}\n"
+    attachment = base64.b64encode(text.encode()).decode()
+    cells = [
+        {"cell_type": "markdown", "id": "k1", "metadata": {"note": links["edit"]}, "attachments": {
+            "links.txt": {"text/plain": attachment}},
+         "source": f"KEPT-MARKDOWN [edit]({links['edit']}) [view]({links['view']}) [ada]({links['ada']}) "
+                   f"token {server.token}"},
+        {"cell_type": "code", "id": "k2", "metadata": {}, "execution_count": 5,
+         "source": "print(share_magic.current().link, share_magic.current().view_link)", "outputs": [
+             {"output_type": "stream", "name": "stdout", "text": "KEPT-STREAM " + text},
+             {"output_type": "display_data", "metadata": {}, "data": {
+                 "text/html": "KEPT-HTML " + "".join(f'<a href="{link}">link {n}</a> ' for n, link in
+                                                     enumerate(every)), "text/plain": text}},
+             {"output_type": "display_data", "metadata": {"share_magic": {"role": "links"}}, "data": {
+                 "text/html": "MARKED-OUTPUT", "text/plain": "MARKED-OUTPUT " + text}},
+             {"output_type": "display_data", "metadata": {}, "data": {
+                 "application/vnd.jupyter.widget-view+json": {"model_id": "abc", "version_major": 2,
+                                                              "version_minor": 0},
+                 "text/plain": "WIDGET-FALLBACK " + text}}]},
+    ]
+    content = notebook(*cells)
+    content["metadata"]["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {"abc": {
+        "model_name": "HTMLModel", "state": {"value": text}}}, "version_major": 2, "version_minor": 0}}
+    server.api("PUT", "api/contents/shown.ipynb", json={"type": "notebook", "content": content}).raise_for_status()
+
+    reader = visitor(view)
+    reader.get(view)
+    wait_for(lambda: "KEPT-MARKDOWN" in reader.get("/share_magic/view").text, 20, "the view to show the save")
+    page_text = reader.get("/share_magic/view").text
+    stream = first_event(reader, "/share_magic/view/events")
+    for shown in (page_text, stream):
+        assert "KEPT-STREAM" in shown and "KEPT-HTML" in shown
+        assert "MARKED-OUTPUT" not in shown and "WIDGET-FALLBACK" not in shown
+        assert [key for key in keys if key in shown] == []
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=VISITOR_ARGS)
+        try:
+            page = visit(browser, view)
+            page.locator("text=KEPT-HTML").wait_for(timeout=30_000)
+            hrefs = page.evaluate("[...document.querySelectorAll('#share-magic-notebook a[href]')]"
+                                  ".map(a => a.href).filter(h => h.includes('ngrok'))")
+            assert len(hrefs) >= 6, hrefs
+            # A person invited after the page opened, whose link a later save holds: not shown either.
+            cy = key_of(kernel.run("print(share_magic.current().invite('cy'))").strip())
+            save(server, *cells, {"cell_type": "markdown", "id": "k3", "metadata": {},
+                                  "source": f"LATER-CELL [cy](https://x.example/?share_key={cy})"})
+            page.locator("text=LATER-CELL").wait_for(timeout=20_000)
+            assert cy not in page.content() and [key for key in keys if key in page.content()] == []
+            for href in hrefs:
+                tab = page.context.new_page()
+                answer = tab.goto(href)
+                assert answer is not None and "server" not in answer.headers, href  # the gateway's, not Jupyter's
+                landed = tab.url.split("#")[0].split("?")[0]
+                assert answer.status in (403, 404) or landed.endswith("/share_magic/view"), href
+                tab.close()
+        finally:
+            browser.close()
+
+
+HOSTILE_HTML = (
+    '<script src="https://cdnjs.cloudflare.com/ajax/libs/angular.js/1.8.3/angular.min.js"></script>'
+    '<div ng-app ng-csp id="angular-trick">{{ "ANGULAR" + "-RAN" }}</div>'
+    '<meta http-equiv="refresh" content="0;url=https://elsewhere.example/landed">'
+    '<base href="https://elsewhere.example/">'
+    '<img src="https://tracker.example/pixel.gif?reader=1" alt="pixel">'
+    '<form action="https://elsewhere.example/collect"><input name="q" value="x"></form>'
+    '<a id="relative" href="relative/page">relative</a> HOSTILE-OUTPUT')
+
+
+def test_a_notebooks_outputs_cannot_run_load_or_navigate(viewed) -> None:
+    """An output loads AngularJS from the CDN the view once allowed, refreshes the page to another site, re-roots
+    links, posts a form and carries a tracking pixel: none of it runs, loads or navigates; math is MathML."""
+    from playwright.sync_api import sync_playwright
+
+    server, _, link = viewed
+    save(server, {"cell_type": "code", "id": "h1", "metadata": {}, "execution_count": 9, "source": "hostile()",
+                  "outputs": [{"output_type": "display_data", "metadata": {},
+                               "data": {"text/html": HOSTILE_HTML, "text/plain": "hostile"}}]})
+    share_host = link.split("/")[2]
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=VISITOR_ARGS)
+        try:
+            context = browser.new_context(ignore_https_errors=True)
+            # Chromium reports a request its policy refuses too, then fails it as "csp" (nothing left the
+            # browser); every other ending means the request went out.
+            went_out: list[str] = []
+            context.on("requestfinished", lambda request: went_out.append(request.url))
+            context.on("requestfailed", lambda request: request.failure == "csp" or went_out.append(request.url))
+            # Were the CDN reachable, this is what it would serve: a script that marks the page.
+            context.route("https://cdnjs.cloudflare.com/**", lambda route: route.fulfill(
+                status=200, content_type="application/javascript", body="window.cdnScriptRan = 1;"))
+            page = context.new_page()
+            page.goto(link)
+            with page.expect_response(lambda r: r.url.endswith("/share_magic/view") and r.status == 200) as shown:
+                page.get_by_role("button", name="Visit Site").click()
+            policy = shown.value.headers["content-security-policy"]
+            page.locator("text=HOSTILE-OUTPUT").wait_for(timeout=30_000)
+            page.wait_for_load_state("load")  # every image the page holds has been fetched or refused by now
+            directives = dict((part.strip().split(" ", 1) + [""])[:2] for part in policy.split(";") if part.strip())
+            assert directives["default-src"] == "'none'"
+            assert "https:" not in policy and "http:" not in policy and "cdnjs" not in policy and "*" not in policy
+            assert set(directives["img-src"].split()) <= {"data:", "'self'"}
+            assert "'unsafe-inline'" not in directives["script-src"] and "'self'" not in directives["script-src"]
+            assert page.evaluate("window.cdnScriptRan") is None and page.evaluate("window.angular") is None
+            assert "ANGULAR-RAN" not in page.inner_text("#share-magic-notebook")
+            assert page.evaluate("document.querySelectorAll('#share-magic-notebook meta, #share-magic-notebook base,"
+                                 " #share-magic-notebook form, base').length") == 0
+            assert page.evaluate("document.getElementById('relative').href").startswith(f"https://{share_host}/")
+            assert page.locator("#share-magic-notebook math").count() >= 1
+            assert page.url.split("#")[0].endswith("/share_magic/view")
+            elsewhere = [url for url in went_out if not url.startswith(f"https://{share_host}/")]
+            assert elsewhere == [], elsewhere
+            context.close()
+        finally:
+            browser.close()
+
+
+def test_a_markdown_image_embeds_only_an_image_file_of_the_notebooks_folder(viewed, visitor) -> None:
+    server, _, link = viewed
+    secret = "API_SECRET=do-not-show-1234567890"
+    (server.root / "credentials.env").write_text(secret)
+    (server.root / "fake.png").write_text(secret)  # an image by its name only
+    (server.root / "logo.png").write_bytes(base64.b64decode(png(7, 5, (0, 90, 200))))
+    (server.root.parent / "outside.png").write_bytes(base64.b64decode(png(9, 9, (0, 0, 0))))
+    save(server, {"cell_type": "markdown", "id": "e1", "metadata": {},
+                  "source": "EMBEDS ![c](credentials.env) ![f](fake.png) ![o](../outside.png) ![l](logo.png)\n\n"
+                            '<img src="credentials.env" alt="html-c"> <img src="logo.png" alt="html-l">'})
+    reader = visitor(link)
+    reader.get(link)
+    page = wait_for(lambda: (text := reader.get("/share_magic/view").text) and "EMBEDS" in text and text, 20,
+                    "the save to show")
+    encoded = base64.b64encode(secret.encode()).decode()
+    for leaked in (secret, encoded, encoded[:24], base64.b64encode(b"_SECRET=do-not").decode()[4:20]):
+        assert leaked not in page
+    logo = base64.b64encode((server.root / "logo.png").read_bytes()).decode()
+    assert page.count(f"data:image/png;base64,{logo}") == 2  # a real image beside the notebook is embedded
+    assert base64.b64encode((server.root.parent / "outside.png").read_bytes()).decode() not in page
