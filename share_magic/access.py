@@ -206,6 +206,11 @@ class Access:
         """The e-mails revoked with sign-in on, refused on every link (lower-cased)."""
         return sorted(self._revoked_identities)
 
+    def keys(self) -> list[str]:
+        """Every key this share ever made, live or not: what no view may show."""
+        with self._lock:
+            return [grant.key for grant in self._grants.values()]
+
     def people(self) -> list[Grant]:
         """Every person invited, in the order they were (a re-invited person once, with their latest grant)."""
         with self._lock:

@@ -187,8 +187,13 @@ class Helper:
     def link_key(self, role: str) -> str:
         """The key of the share's own edit or view link; the view starts watching the notebook with the first."""
         if role == "view" and self.view is None:
-            self.view = NotebookView(NotebookSource(self.server, self.settings["notebook_path"]), self.server.base_url)
+            self.view = NotebookView(NotebookSource(self.server, self.settings["notebook_path"]), self.server.base_url,
+                                     secrets_to_blank=self.secrets)
         return self.access.link_key(role)
+
+    def secrets(self) -> list[str]:
+        """What no view may show, wherever the notebook holds it: every key of the share and the server's token."""
+        return [*self.access.keys(), self.server.token or ""]
 
     def rewrite_page(self, page: bytes) -> bytes:
         """A Jupyter page as an editing visitor gets it: with the bridge's script. (The gateway has already blanked

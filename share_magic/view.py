@@ -1,54 +1,90 @@
 """The view-only page of one notebook: what a view link shows, and nothing else.
 
-A view session never reaches Jupyter. The gateway hands its requests here, and only two exist: the page
-(``<base_url>share_magic/view``) and its update stream (``.../events``). The page is the notebook as saved on the
-server, rendered by nbconvert's lab template and locked down by a Content-Security-Policy that lets only the page's
-own small script (and MathJax) run: no script or event handler from a notebook output runs, and the page can reach
-nothing but its own update stream. Light and dark follow the reader's system.
+A view session never reaches Jupyter. The gateway hands its requests here, and only three exist: the page
+(``<base_url>share_magic/view``), its stylesheet (``.../style-<digest>.css``) and its update stream (``.../events``).
+The page is the notebook as saved on the server, cleaned of the share's own secrets (see :func:`cleaned`), rendered by
+nbconvert's lab template cell by cell with math turned into MathML here, and locked down by a Content-Security-Policy
+that lets only the page's own small script run and loads nothing from another host: no script or event handler from a
+notebook output runs, no output's tag can navigate the reader or report them elsewhere (see :func:`defanged`), and
+the page can reach nothing but its own update stream. Light and dark follow the reader's system.
 
-The helper asks the server for the notebook's ``last_modified`` every second over loopback (free: no ngrok
-request); each new saved version is rendered once, whoever watches, and pushed to every open page over its one
-long-lived event stream, so an open view costs one ngrok request for as long as it stays open. The page swaps the
-notebook in place, keeping the reader's scroll position.
+What a reader costs the owner's ngrok plan: the helper asks the server for the notebook's ``last_modified`` every
+second over loopback (free); a new saved version re-renders only the cells whose content changed (renders are kept by
+content digest), whoever watches. A reader gets the notebook once: the page (gzipped, with a validator, so a reload of
+an unchanged view is a 304) names its version, the stylesheet is one immutable resource, and the update stream starts
+from the page's version (or, after a reconnect, from the last event it got) and carries only the cells added,
+changed, moved or removed since, keyed by cell id, gzipped and flushed per update. A reader too far behind gets a
+fresh copy. The page patches the notebook in place, keeping the reader's scroll position.
 """
 from __future__ import annotations
 
+import base64
+import binascii
+import copy
 import datetime
+import hashlib
 import html
 import json
+import mimetypes
 import os
 import re
 import secrets
 import threading
 import time
 import traceback
-from dataclasses import dataclass
+import zlib
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any, Callable
-from urllib.parse import quote
+from urllib.parse import parse_qs, quote
 
 from .access import Local, response
+from .meter import _accepts_gzip as accepts_gzip
 from .server import JupyterServer
 
 VIEW_PAGE = "share_magic/view"  # below the server's base URL
 POLL_INTERVAL = 1.0
 KEEPALIVE = 20.0  # seconds between comments on an idle stream, so that no proxy takes it for dead
-MATHJAX = "https://cdnjs.cloudflare.com/ajax/libs/mathjax/2.7.7/MathJax.js?config=TeX-AMS_CHTML-full,Safe"
-
-MATHJAX_CONFIG = ("window.MathJax = {tex2jax: {inlineMath: [['$', '$'], ['\\\\(', '\\\\)']], "
-                  "processEscapes: true}, messageStyle: 'none'};")
+HISTORY = 64  # versions a reader may be behind and still get only what changed; further behind, a fresh copy
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+SHARE_OUTPUT = "share_magic"  # the metadata key of every output the share's own display makes
+# Files a markdown image may embed from the notebook's folder: by extension, and only if the bytes agree.
+IMAGE_SIGNATURES = {".png": (b"\x89PNG\r\n\x1a\n",), ".jpg": (b"\xff\xd8\xff",), ".jpeg": (b"\xff\xd8\xff",),
+                    ".gif": (b"GIF87a", b"GIF89a"), ".webp": (b"RIFF",), ".bmp": (b"BM",)}
+# Tags an output may not bring: they navigate (meta refresh), re-root links (base), submit (form), or load or frame
+# other documents. Their "<" becomes "&lt;", so the browser reads text, not a tag, however the tag is spelled.
+DEFANGED_TAGS = re.compile(r"<(?=/?(?:meta|base|form|link|iframe|frame|frameset|object|embed|portal)[\s/>])", re.I)
 PAGE_SCRIPT = """
 (function () {
-  var current = %(version)s;
-  var stream = new EventSource(%(events)s);
+  var main = document.getElementById("share-magic-notebook");
+  var since = encodeURIComponent(main.getAttribute("data-version"));
+  var stream = new EventSource(main.getAttribute("data-events") + "?since=" + since);
+  function cell(id, markup) {
+    var element = document.createElement("div");
+    element.className = "share-magic-cell";
+    element.setAttribute("data-cell", id);
+    element.innerHTML = markup;
+    return element;
+  }
   stream.addEventListener("notebook", function (event) {
-    var update = JSON.parse(event.data);
-    if (update.version === current) { return; }
+    var update = JSON.parse(event.data), held = {}, order = [], i;
+    for (i = 0; i < main.children.length; i++) {
+      order.push(main.children[i].getAttribute("data-cell"));
+      if (!update.reset) { held[order[i]] = main.children[i]; }
+    }
+    order = update.order || order;
     var x = window.scrollX, y = window.scrollY;
-    document.getElementById("share-magic-notebook").innerHTML = update.body;
+    var next = order.map(function (id) {
+      return Object.prototype.hasOwnProperty.call(update.cells, id) ? cell(id, update.cells[id]) : held[id];
+    });
+    next.forEach(function (element, at) {
+      if (main.children[at] !== element) { main.insertBefore(element, main.children[at] || null); }
+    });
+    while (main.children.length > next.length) { main.removeChild(main.lastElementChild); }
+    main.setAttribute("data-version", update.version);
     document.getElementById("share-magic-saved").textContent = update.saved;
-    current = update.version;
     window.scrollTo(x, y);
-    if (window.MathJax && window.MathJax.Hub) { window.MathJax.Hub.Queue(["Typeset", window.MathJax.Hub]); }
   });
   var dark = window.matchMedia("(prefers-color-scheme: dark)");
   function theme() { document.body.setAttribute("data-jp-theme-light", dark.matches ? "false" : "true"); }
@@ -56,6 +92,24 @@ PAGE_SCRIPT = """
   if (dark.addEventListener) { dark.addEventListener("change", theme); }
 })();
 """
+CHUNK_LIMIT = 16 * 1024 * 1024  # the largest image file a markdown cell may embed
+VIEW_TEMPLATE = """{%- extends 'lab/index.html.j2' -%}
+{%- block header -%}{%- endblock header -%}
+{%- block body_header -%}{%- endblock body_header -%}
+{%- block body_footer -%}{%- endblock body_footer -%}
+{%- block footer -%}{%- endblock footer -%}
+{% block data_latex scoped %}
+<div class="jp-RenderedLatex jp-OutputArea-output {{ extra_class }}" data-mime-type="text/latex">
+{{ output.data['text/latex'] | latex_to_view }}
+</div>
+{%- endblock data_latex %}
+"""
+PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1.0">
+<title>{title}</title><link rel="stylesheet" href="{style}"></head>
+<body class="jp-Notebook" data-jp-theme-light="true" data-jp-theme-name="JupyterLab Light">
+{banner}<main id="share-magic-notebook" data-version="{version}" data-events="{events}">{cells}</main>
+<script>{script}</script></body></html>"""
 BANNER = """<div class="share-magic-banner" style="position: sticky; top: 0; z-index: 10; padding: 6px 12px;
 font: 13px/1.4 system-ui, sans-serif; background: var(--jp-layout-color2); color: var(--jp-ui-font-color1);
 border-bottom: 1px solid var(--jp-border-color2)"><b>{name}</b> · view only ·
@@ -63,11 +117,22 @@ border-bottom: 1px solid var(--jp-border-color2)"><b>{name}</b> · view only ·
 
 
 @dataclass(frozen=True)
-class Rendered:
-    version: str
-    head: str  # everything up to and including the opening <body> tag
-    body: str  # the notebook's cells
+class Version:
+    """One saved version as readers see it: its cells in order, each as (cell id, digest of its render)."""
+
+    name: str  # "<this view's instance>-<number>": a page of another share's view never matches
     saved: str  # "saved at HH:MM:SS"
+    cells: tuple[tuple[str, str], ...]
+    renders: dict[str, str] = field(compare=False, repr=False)  # digest -> the cell's render
+
+
+@dataclass(frozen=True)
+class Page:
+    """A version's whole page, plain and gzipped, and its validator."""
+
+    etag: str
+    plain: bytes
+    gzipped: bytes
 
 
 class NotebookSource:
@@ -105,128 +170,238 @@ class NotebookSource:
 
 
 class NotebookView:
-    """Serves the view of one notebook to view sessions; renders each saved version once."""
+    """Serves the view of one notebook to view sessions; renders each changed cell once, whoever reads."""
 
-    def __init__(self, source: NotebookSource, base_url: str) -> None:
+    def __init__(self, source: NotebookSource, base_url: str,
+                 secrets_to_blank: Callable[[], Iterable[str]] = tuple) -> None:
+        """``secrets_to_blank`` returns what no reader may see, wherever the notebook holds it: every key the share
+        ever made (live, revoked or retired) and the server's token."""
         self.source = source
+        self.secrets_to_blank = secrets_to_blank
         self.page_path = base_url + VIEW_PAGE
         self.events_path = self.page_path + "/events"
-        self._rendered: Rendered | None = None
+        self._instance = secrets.token_hex(4)
+        self._count = 0
+        self._current: Version | None = None
+        self._source_version: str | None = None
+        self._blanked: frozenset[str] = frozenset()
+        self._cells: dict[str, str] = {}  # digest -> the cell's render, for the latest version's cells
+        self._history: OrderedDict[str, Version] = OrderedDict()
+        self._page: Page | None = None
+        self._updates: OrderedDict[tuple[str, str], bytes] = OrderedDict()  # (since, version) -> the event
+        self._updates_lock = threading.Lock()
         self._render_lock = threading.Lock()
         self._changed = threading.Condition()
         self._closed = False
         self._exporter: Any = None
-        self._dark_css = ""
+        self._style: tuple[str, bytes, bytes] | None = None  # path, plain, gzipped
+        self.renders = 0  # cells rendered since the start: what a save costs the owner's CPU
         threading.Thread(target=self._watch, daemon=True, name="share_magic view").start()
 
     # -- rendering ----------------------------------------------------------------------------------------------
 
-    def current(self) -> Rendered:
-        """The latest saved version, rendered (once per version, however many readers ask)."""
+    def current(self) -> Version:
+        """The latest saved version, rendered (each changed cell once, however many readers ask)."""
         with self._render_lock:
-            version = self.source.version()
-            if self._rendered is None or (version is not None and version != self._rendered.version):
-                self._rendered = self._render(*self.source.read())
-            return self._rendered
+            source_version = self.source.version()
+            hidden = frozenset(secret for secret in self.secrets_to_blank() if secret)
+            if (self._current is None or hidden != self._blanked
+                    or (source_version is not None and source_version != self._source_version)):
+                version, content = self.source.read()
+                self._update(version, content, hidden)
+            assert self._current is not None
+            return self._current
 
-    def _render(self, version: str, content: dict[str, Any]) -> Rendered:
+    def _update(self, source_version: str, content: dict[str, Any], hidden: frozenset[str]) -> None:
+        notebook = cleaned(content, hidden)
+        metadata = notebook.get("metadata") or {}
+        frame = {key: notebook.get(key) for key in ("nbformat", "nbformat_minor")}
+        cells, renders, seen = [], {}, set()
+        for number, cell in enumerate(notebook.get("cells", [])):
+            cell_id = str(cell.get("id") or f"cell-{number}")
+            while cell_id in seen:  # ids are unique in a valid notebook; a hand-edited one may repeat them
+                cell_id += "+"
+            seen.add(cell_id)
+            digest = hashlib.sha256(json.dumps([frame, metadata, cell], sort_keys=True).encode()).hexdigest()[:24]
+            if digest not in renders:
+                renders[digest] = self._cells.get(digest) or self._render_cell(frame, metadata, cell)
+            cells.append((cell_id, digest))
+        self._cells = renders
+        self._source_version = source_version
+        self._blanked = hidden
+        saved = f"saved at {_saved_at(source_version)}"
+        if self._current is not None and self._current.cells == tuple(cells) and self._current.saved == saved:
+            return
+        self._count += 1
+        self._current = Version(f"{self._instance}-{self._count}", saved, tuple(cells), renders)
+        self._history[self._current.name] = self._current
+        while len(self._history) > HISTORY:
+            self._history.popitem(last=False)
+        self._page = None
+
+    def _render_cell(self, frame: dict[str, Any], metadata: dict[str, Any], cell: dict[str, Any]) -> str:
         import nbformat
 
         exporter = self._html_exporter()
-        notebook = nbformat.from_dict(content)
-        page, _ = exporter.from_notebook_node(notebook, resources={"metadata": {"name": self._title()}})
-        opening = re.search(r"<body[^>]*>", page)
-        closing = page.rfind("</body>")
-        if opening is None or closing < 0:
-            raise ValueError("nbconvert's page has no <body>")
-        # The template's own scripts (require.js, mermaid, MathJax with an eval'd config) go; the page brings
-        # MathJax itself, under its policy.
-        head = re.sub(r"<script\b.*?</script>", "", page[:opening.start()], flags=re.S)
-        head = head.replace("</head>", f"<style>@media (prefers-color-scheme: dark) {{\n{self._dark_css}\n}}"
-                                       "</style></head>", 1)
-        return Rendered(version, head + page[opening.start():opening.end()], page[opening.end():closing],
-                        f"saved at {_saved_at(version)}")
+        notebook = nbformat.from_dict({**frame, "metadata": metadata, "cells": [cell]})
+        markup, _ = exporter.from_notebook_node(notebook, resources={"metadata": {"name": self._title(),
+                                                                                  "path": self._folder()}})
+        self.renders += 1
+        return defanged(markup)
 
     def _html_exporter(self) -> Any:
         if self._exporter is None:
-            from nbconvert import HTMLExporter
-
             # Not nbconvert's sanitize_html: it escapes headings, paragraphs and tables too. The page's
             # Content-Security-Policy is what keeps a notebook's scripts and event handlers from running.
-            self._exporter = HTMLExporter(template_name="lab", theme="light", mathjax_url=MATHJAX,
-                                          embed_images=True)
-            static = os.path.join(os.path.dirname(self._exporter.template.filename or ""), "static")
-            with open(os.path.join(static, "theme-dark.css"), encoding="utf-8") as f:
-                self._dark_css = f.read()
+            self._exporter = view_exporter()
         return self._exporter
+
+    def style(self) -> tuple[str, bytes, bytes]:
+        """The template's stylesheet (light, and dark for readers who prefer it) as one resource: its path (named by
+        its digest, so it can be cached for good), its bytes, gzipped."""
+        if self._style is None:
+            from nbconvert import HTMLExporter
+
+            exporter = HTMLExporter(template_name="lab", theme="light")
+            empty, _ = exporter.from_notebook_node(_empty_notebook(), resources={"metadata": {"name": ""}})
+            found = [os.path.join(folder, "static", "theme-dark.css") for folder in exporter.template_paths]
+            with open(next(path for path in found if os.path.exists(path)), encoding="utf-8") as f:
+                dark = f.read()
+            head = empty[:empty.find("</head>")]
+            css = "\n".join(re.findall(r"<style[^>]*>(.*?)</style>", head, flags=re.S))
+            css += f"\n@media (prefers-color-scheme: dark) {{\n{dark}\n}}\n"
+            plain = css.encode()
+            path = f"{self.page_path}/style-{hashlib.sha256(plain).hexdigest()[:16]}.css"
+            self._style = (path, plain, gzip_bytes(plain))
+        return self._style
+
+    def _folder(self) -> str:
+        return os.path.dirname(self.source._file())
 
     def _title(self) -> str:
         return self.source.path.rsplit("/", 1)[-1].removesuffix(".ipynb")
 
-    def page(self) -> tuple[bytes, str]:
-        """The whole page for a new reader, and the nonce its script runs under. The watcher keeps the render
-        current; a save it has not seen yet reaches the page over its update stream."""
-        rendered = self._rendered or self.current()
-        nonce = secrets.token_urlsafe(16)
-        script = PAGE_SCRIPT % {"version": json.dumps(rendered.version), "events": json.dumps(self.events_path)}
-        banner = BANNER.format(name=html.escape(self.source.path), saved=html.escape(rendered.saved))
-        mathjax = (f'<script nonce="{nonce}">{MATHJAX_CONFIG}</script>'
-                   f'<script nonce="{nonce}" src="{html.escape(MATHJAX)}"></script>')
-        document = (rendered.head.replace("</head>", mathjax + "</head>", 1) + banner
-                    + f'<div id="share-magic-notebook">{rendered.body}</div>'
-                    f'<script nonce="{nonce}">{script}</script></body></html>')
-        return document.encode(), nonce
+    def page(self) -> Page:
+        """The whole page of the latest version. The watcher keeps it current; a save it has not seen yet reaches the
+        page over its update stream."""
+        version = self._current or self.current()
+        page = self._page
+        if page is not None and page.etag == f'"{version.name}"':
+            return page
+        cells = "".join(_cell_markup(cell_id, version.renders[digest]) for cell_id, digest in version.cells)
+        document = PAGE.format(
+            title=html.escape(self._title()), style=html.escape(self.style()[0]), version=html.escape(version.name),
+            events=html.escape(self.events_path), cells=cells, script=PAGE_SCRIPT,
+            banner=BANNER.format(name=html.escape(self.source.path), saved=html.escape(version.saved)))
+        plain = document.encode()
+        self._page = page = Page(f'"{version.name}"', plain, gzip_bytes(plain))
+        return page
+
+    def update_for(self, since: str | None) -> tuple[str, bytes] | None:
+        """The event that brings a reader holding version ``since`` to the latest (None if they hold it): the cells
+        added or re-rendered, the new order if it changed; a whole fresh copy if ``since`` is unknown."""
+        version = self._current or self.current()
+        if since == version.name:
+            return None
+        held = self._history.get(since or "")
+        key = (held.name if held else "", version.name)  # every reader too far behind shares one fresh copy
+        event = self._updates.get(key)
+        if event is None:
+            if held is None:
+                update = {"version": version.name, "saved": version.saved, "reset": True,
+                          "order": [cell_id for cell_id, _ in version.cells],
+                          "cells": {cell_id: version.renders[digest] for cell_id, digest in version.cells}}
+            else:
+                before = dict(held.cells)
+                update = {"version": version.name, "saved": version.saved,
+                          "cells": {cell_id: version.renders[digest] for cell_id, digest in version.cells
+                                    if before.get(cell_id) != digest}}
+                if [cell_id for cell_id, _ in held.cells] != [cell_id for cell_id, _ in version.cells]:
+                    update["order"] = [cell_id for cell_id, _ in version.cells]
+            event = f"id: {version.name}\nevent: notebook\ndata: {json.dumps(update)}\n\n".encode()
+            with self._updates_lock:
+                self._updates[key] = event
+                while len(self._updates) > HISTORY:
+                    self._updates.popitem(last=False)
+        return version.name, event
 
     # -- serving ------------------------------------------------------------------------------------------------
 
     def respond(self, request: Local, reader: Any, sock: Any, live: Callable[[bool], None]) -> None:
         """Answer a view session's request on ``sock`` (the gateway closes it after). ``live(True/False)`` marks
         the time an update stream is open."""
-        path = request.target.split("?", 1)[0]
+        path, _, query = request.target.partition("?")
         if request.method not in ("GET", "HEAD"):
             sock.sendall(_text(405, "Method Not Allowed", "A view link only reads."))
         elif path == self.page_path:
             try:
-                body, nonce = self.page()
+                page = self.page()
             except Exception as e:  # a notebook nbconvert cannot read: the reader is told, the log keeps the trace
                 traceback.print_exc()
                 sock.sendall(_text(503, "Service Unavailable", f"The notebook cannot be shown right now ({e})."))
                 return
-            sock.sendall(response(200, "OK", [("Content-Type", "text/html; charset=utf-8"),
-                                              ("Content-Security-Policy", _policy(nonce)),
-                                              ("Referrer-Policy", "no-referrer"),
-                                              ("X-Content-Type-Options", "nosniff")],
-                                  b"" if request.method == "HEAD" else body))
+            headers = [("Content-Type", "text/html; charset=utf-8"), ("Content-Security-Policy", _policy(PAGE_SCRIPT)),
+                       ("Referrer-Policy", "no-referrer"), ("X-Content-Type-Options", "nosniff"),
+                       ("ETag", page.etag), ("Cache-Control", "private, no-cache"), ("Vary", "Accept-Encoding")]
+            self._send(request, sock, headers, page.plain, page.gzipped, validator=page.etag)
+        elif path == self.style()[0]:
+            _, plain, gzipped = self.style()
+            self._send(request, sock, [("Content-Type", "text/css; charset=utf-8"), ("Vary", "Accept-Encoding"),
+                                       ("Cache-Control", "private, max-age=31536000, immutable"),
+                                       ("X-Content-Type-Options", "nosniff")], plain, gzipped)
         elif path == self.events_path:
+            since = _header(request.headers, "last-event-id") or (parse_qs(query).get("since") or [None])[0]
             live(True)
             try:
-                self._stream(sock)
+                self._stream(sock, since, _accepts_gzip(request.headers))
             finally:
                 live(False)
         else:
             sock.sendall(_text(404, "Not Found", "A view link shows one notebook and nothing else: "
                                                  f"{self.page_path}"))
 
-    def _stream(self, sock: Any) -> None:
+    @staticmethod
+    def _send(request: Local, sock: Any, headers: list[tuple[str, str]], plain: bytes, gzipped: bytes,
+              validator: str | None = None) -> None:
+        if validator is not None and _header(request.headers, "if-none-match") == validator:
+            sock.sendall(response(304, "Not Modified", [(name, value) for name, value in headers
+                                                        if name in ("ETag", "Cache-Control", "Vary")]))
+            return
+        body = plain
+        if _accepts_gzip(request.headers):
+            body, headers = gzipped, [*headers, ("Content-Encoding", "gzip")]
+        if request.method == "HEAD":
+            head = response(200, "OK", headers, body)
+            sock.sendall(head[:len(head) - len(body)])
+        else:
+            sock.sendall(response(200, "OK", headers, body))
+
+    def _stream(self, sock: Any, since: str | None, compressed: bool) -> None:
+        compressor = zlib.compressobj(6, zlib.DEFLATED, 16 + zlib.MAX_WBITS) if compressed else None
+
+        def send(data: bytes) -> None:
+            sock.sendall(compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH) if compressor else data)
+
         sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\n"
-                     b"X-Accel-Buffering: no\r\nConnection: close\r\n\r\nretry: 3000\n\n")
-        sent = None
+                     + (b"Content-Encoding: gzip\r\nVary: Accept-Encoding\r\n" if compressor else b"")
+                     + b"X-Accel-Buffering: no\r\nConnection: close\r\n\r\n")
+        send(b"retry: 3000\n\n")
         while not self._closed:
-            rendered = self._rendered or self.current()
-            if rendered.version != sent:
-                data = json.dumps({"version": rendered.version, "body": rendered.body, "saved": rendered.saved})
-                sock.sendall(f"event: notebook\ndata: {data}\n\n".encode())
-                sent = rendered.version
+            version = self._current or self.current()
+            update = self.update_for(since)
+            if update is not None:
+                since, event = update
+                send(event)
             with self._changed:
-                if self._rendered is rendered and not self._closed:
+                if self._current is version and not self._closed:
                     if not self._changed.wait(KEEPALIVE):
-                        sock.sendall(b": still here\n\n")
+                        send(b": still here\n\n")
 
     def _watch(self) -> None:
         """Render each new saved version as soon as it is saved, and wake every open stream."""
         while not self._closed:  # the first render starts at once, before any reader asks
+            before = self._current
             try:
-                before = self._rendered
                 after = self.current()
             except (OSError, ValueError):
                 after = before  # the server is busy or the notebook is mid-save: the next look will do
@@ -241,6 +416,174 @@ class NotebookView:
             self._changed.notify_all()
 
 
+def _cell_markup(cell_id: str, markup: str) -> str:
+    return f'<div class="share-magic-cell" data-cell="{html.escape(cell_id)}">{markup}</div>'
+
+
+def _empty_notebook() -> Any:
+    import nbformat
+
+    return nbformat.from_dict({"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": []})
+
+
+def gzip_bytes(data: bytes) -> bytes:
+    compressor = zlib.compressobj(6, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    return compressor.compress(data) + compressor.flush()
+
+
+def cleaned(content: dict[str, Any], hidden: Iterable[str]) -> dict[str, Any]:
+    """A copy of the notebook a view may show: without the share's own outputs (its links, its widget), without
+    widget views and saved widget state, and with every ``hidden`` secret blanked wherever it appears -- sources,
+    outputs, attachments, metadata. Inline binaries (figures, attachments) that hold a secret are dropped."""
+    secrets_ = sorted({secret for secret in hidden if secret}, key=len, reverse=True)
+    secret_bytes = [secret.encode() for secret in secrets_]
+
+    def blank(value: Any) -> Any:
+        if isinstance(value, str):
+            for secret in secrets_:
+                if secret in value:
+                    value = value.replace(secret, "")
+            return value
+        if isinstance(value, list):
+            return [blank(item) for item in value]
+        if isinstance(value, dict):
+            return {blank(key): blank(item) for key, item in value.items()}
+        return value
+
+    def holds_secret(encoded: Any) -> bool:
+        """Whether base64 data (a figure, an attachment) decodes to bytes that hold a secret."""
+        if not secret_bytes or not isinstance(encoded, (str, list)):
+            return False
+        try:
+            data = base64.b64decode("".join(encoded) if isinstance(encoded, list) else encoded)
+        except (binascii.Error, ValueError):
+            return False
+        return any(secret in data for secret in secret_bytes)
+
+    def mime_bundle(bundle: dict[str, Any], encoded: Callable[[str], bool]) -> dict[str, Any]:
+        return {mime: data for mime, data in bundle.items() if not (encoded(mime) and holds_secret(data))}
+
+    notebook = copy.deepcopy(content)
+    metadata = notebook.get("metadata") or {}
+    metadata.pop("widgets", None)
+    for cell in notebook.get("cells", []):
+        kept = []
+        for output in cell.get("outputs", []) or []:
+            data = output.get("data") or {}
+            if SHARE_OUTPUT in (output.get("metadata") or {}) or WIDGET_VIEW in data:
+                continue
+            if data:
+                output["data"] = mime_bundle(data, _is_binary)
+            kept.append(output)
+        if "outputs" in cell:
+            cell["outputs"] = kept
+        if "attachments" in cell:
+            cell["attachments"] = {name: mime_bundle(bundle, lambda mime: True)  # every attachment is base64
+                                   for name, bundle in (cell["attachments"] or {}).items()}
+    return blank(notebook)
+
+
+def _is_binary(mime: str) -> bool:
+    return mime.startswith(("image/", "audio/", "video/", "application/pdf")) and mime != "image/svg+xml"
+
+
+def defanged(markup: str) -> str:
+    """Rendered cells with every tag that could navigate, re-root, submit or frame turned into text."""
+    return DEFANGED_TAGS.sub("&lt;", markup)
+
+
+def mathml(tex: str, display: bool) -> str:
+    """TeX as MathML, rendered here (browsers show MathML natively); the TeX itself where it cannot be rendered."""
+    from latex2mathml.converter import convert
+
+    try:
+        return convert(tex, display="block" if display else "inline")
+    except Exception:  # latex2mathml knows most, not all, of TeX; the reader then sees the source
+        shown = html.escape(f"$${tex}$$" if display else f"${tex}$")
+        return f'<code class="share-magic-tex">{shown}</code>'
+
+
+def embeddable_image(folder: str, src: str) -> str | None:
+    """A markdown image's file as a data: URL -- only an image file (by name and by its first bytes) inside the
+    notebook's folder; anything else (``![x](credentials.env)``, ``../x.png``, a link) is not embedded."""
+    if not folder or "://" in src or src.startswith(("/", "data:")):
+        return None
+    root = os.path.realpath(folder)
+    path = os.path.realpath(os.path.join(root, src.split("?", 1)[0].split("#", 1)[0]))
+    extension = os.path.splitext(path)[1].lower()
+    if os.path.commonpath([root, path]) != root or extension not in IMAGE_SIGNATURES:
+        return None
+    try:
+        with open(path, "rb") as f:
+            data = f.read(CHUNK_LIMIT + 1)
+    except OSError:
+        return None
+    if len(data) > CHUNK_LIMIT or not data.startswith(IMAGE_SIGNATURES[extension]):
+        return None
+    if extension == ".webp" and data[8:12] != b"WEBP":
+        return None
+    mime = mimetypes.types_map.get(extension, "image/png")
+    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
+
+
+def view_exporter() -> Any:
+    """nbconvert's HTML exporter (lab template) with math rendered to MathML and images embedded only by
+    :func:`embeddable_image`."""
+    from jinja2 import pass_context as contextfilter
+    from nbconvert import HTMLExporter
+    from nbconvert.filters.markdown_mistune import IPythonRenderer, MarkdownWithMath
+
+    class ViewRenderer(IPythonRenderer):
+        def block_math(self, body: str) -> str:
+            return mathml(body, display=True)
+
+        def inline_math(self, body: str) -> str:
+            return mathml(body, display=False)
+
+        def latex_environment(self, name: str, body: str) -> str:
+            return mathml(f"\\begin{{{name}}}{body}\\end{{{name}}}", display=True)
+
+        def _src_to_base64(self, src: str) -> str | None:
+            return embeddable_image(self.path, src)
+
+    class ViewExporter(HTMLExporter):
+        @contextfilter
+        def markdown2html(self, context: Any, source: str) -> str:
+            cell = context.get("cell", {})
+            renderer = ViewRenderer(escape=False, attachments=cell.get("attachments", {}), embed_images=True,
+                                    path=context.get("resources", {}).get("metadata", {}).get("path", ""),
+                                    anchor_link_text=self.anchor_link_text,
+                                    exclude_anchor_links=self.exclude_anchor_links, **self.lexer_options)
+            return MarkdownWithMath(renderer=renderer).render(source)
+
+        def default_filters(self) -> Any:
+            yield from super().default_filters()
+            yield ("markdown2html", self.markdown2html)
+            yield ("latex_to_view", lambda tex: _latex_output(tex))
+
+    return ViewExporter(template_name="lab", theme="light", embed_images=True,
+                        extra_loaders=[_template_loader()], template_file="share_magic_view.html.j2")
+
+
+def _latex_output(tex: str) -> str:
+    """A text/latex output (sympy's, IPython.display.Math's): its $...$ or $$...$$ formulas as MathML."""
+    text = tex.strip()
+    for opening, closing, display in (("$$", "$$", True), ("\\[", "\\]", True), ("$", "$", False),
+                                      ("\\(", "\\)", False)):
+        if text.startswith(opening) and text.endswith(closing) and len(text) >= len(opening) + len(closing):
+            body = text[len(opening):len(text) - len(closing)]
+            return mathml(body.replace("\\displaystyle", "").strip(), display)
+    if text.startswith("\\begin{"):
+        return mathml(text, display=True)
+    return f'<code class="share-magic-tex">{html.escape(tex)}</code>'
+
+
+def _template_loader() -> Any:
+    from jinja2 import DictLoader
+
+    return DictLoader({"share_magic_view.html.j2": VIEW_TEMPLATE})
+
+
 def _saved_at(version: str) -> str:
     try:
         moment = datetime.datetime.fromisoformat(version.replace("Z", "+00:00")).astimezone()
@@ -249,11 +592,21 @@ def _saved_at(version: str) -> str:
     return moment.strftime("%H:%M:%S")
 
 
-def _policy(nonce: str) -> str:
-    """Only the page's own script (and MathJax) runs; the page reaches only its own update stream."""
-    return ("default-src 'none'; img-src data: https:; style-src 'unsafe-inline' https:; font-src data: https:; "
-            f"script-src 'nonce-{nonce}' https://cdnjs.cloudflare.com; connect-src 'self'; "
-            "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+def _accepts_gzip(headers: list[tuple[str, str]]) -> bool:
+    return accepts_gzip(_header(headers, "accept-encoding") or "")
+
+
+def _header(headers: list[tuple[str, str]], wanted: str) -> str | None:
+    return next((value for name, value in headers if name.lower() == wanted), None)
+
+
+def _policy(script: str) -> str:
+    """Only the page's own script runs (allowed by its digest); nothing loads from another host; images are inline
+    or the share's own; the page reaches only its own update stream."""
+    digest = base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
+    return ("default-src 'none'; img-src data: 'self'; style-src 'self' 'unsafe-inline'; font-src data: 'self'; "
+            f"script-src 'sha256-{digest}'; connect-src 'self'; base-uri 'none'; form-action 'none'; "
+            "frame-src 'none'; object-src 'none'; frame-ancestors 'none'")
 
 
 def _text(status: int, reason: str, text: str) -> bytes:
