@@ -173,14 +173,6 @@ def add_authtoken(args: list[str]) -> None:
 # --- the "service": accounts, agent sessions, one domain per account ------------------------------------------
 
 
-def _zombie(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", encoding="latin-1") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except (OSError, IndexError):
-        return False
-
-
 def state_root() -> str:
     return os.environ.get("STANDIN_NGROK_STATE") or os.path.join(tempfile.gettempdir(), "standin-ngrok-state")
 
