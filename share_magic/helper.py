@@ -233,7 +233,8 @@ class Helper:
             if any(self.keys.get(role) != key for role, key in links.items()):  # retired: these replace them
                 self.keys.update(links)
                 self.events.emit("links", key=self.keys.get("edit"), view_key=self.keys.get("view"))
-            return {"found": True, **self.report_people()}
+            return {"found": True, "links": {"key": self.keys.get("edit"), "view_key": self.keys.get("view")},
+                    **self.report_people()}
         return {"error": f"unknown command {cmd!r}"}
 
     def people(self) -> dict[str, Any]:

@@ -209,9 +209,19 @@ class Share:
         own links (:attr:`link`, :attr:`view_link`), which they could have read, are replaced by new ones; people
         already in keep working."""
         self.check_invited(name)
-        if not self._command("revoke", name=name)["found"]:
+        reply = self._command("revoke", name=name)
+        if not reply["found"]:
             raise ShareError(f"Nobody named {name!r} has a live invitation to this share any more (revoked from "
                              "another notebook?). %share status shows who has.")
+        self._links_from(reply["links"])  # the event saying so may come after this answer: it goes another way
+
+    def _links_from(self, links: dict[str, Any]) -> None:
+        """The share's own keys, as the helper has them now (a revocation replaces them)."""
+        with self._state_lock:
+            changed = (self._key, self._view_key) != (links["key"], links["view_key"])
+            self._key, self._view_key = links["key"], links["view_key"]
+        if changed:
+            self._changed()
 
     def check_invited(self, name: str) -> None:
         """A :class:`ShareError` unless ``name`` has a live invitation (with sign-in, any e-mail address can be
@@ -517,8 +527,7 @@ class Share:
         elif kind == "people":
             self._people_from(event)
         elif kind == "links":
-            self._key, self._view_key = event["key"], event["view_key"]
-            self._changed()
+            self._links_from(event)
         elif kind == "ended":
             self._set(event["status"], event["reason"])
 
