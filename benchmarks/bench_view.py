@@ -83,8 +83,9 @@ class Side:
         """A one-line edit, saved as JupyterLab saves."""
         self.edits += 1
         self.content["cells"][41]["source"] = f"Figure 20 shows run 20. {marker}"
-        self.server.api("PUT", "api/contents/shown.ipynb",
-                        json={"type": "notebook", "content": self.content}).raise_for_status()
+        answer = self.server.api("PUT", "api/contents/shown.ipynb", json={"type": "notebook", "content": self.content})
+        if not answer.ok:  # say what Jupyter said: a save refused mid-run has been seen, not yet explained
+            raise RuntimeError(f"saving edit {self.edits} on the {self.name} side: {answer.status_code} {answer.text}")
 
     def close(self) -> None:
         try:
