@@ -136,15 +136,23 @@ class Page:
 
 
 class NotebookSource:
-    """The saved notebook, as the server has it: through its contents API (with its token), else from disk."""
+    """The saved notebook, as the server has it: from its file, where the server keeps it on this disk, else
+    through its contents API (with its token).
+
+    The file is read directly where it exists, not through the contents API: a read that lands while Jupyter is
+    writing a save finds a half-written file, which Jupyter then takes for a corrupt one and swaps for its backup --
+    and the save under way fails ("No such file or directory", seen in the view benchmark). Read from the disk, a
+    half-written file is only invalid JSON: the next look reads the whole one.
+    """
 
     def __init__(self, server: JupyterServer, path: str) -> None:
         self.server = server
         self.path = path
 
     def version(self) -> str | None:
-        """The notebook's ``last_modified`` (None if it cannot be read now)."""
-        if self.server.token:
+        """The notebook's version: its file's modification time, or the API's ``last_modified`` (None if it cannot
+        be read now)."""
+        if self._through_api():
             status, body = self.server.request("GET", f"api/contents/{quote(self.path)}?content=0&type=notebook")
             return json.loads(body)["last_modified"] if status == 200 else None
         try:
@@ -154,16 +162,23 @@ class NotebookSource:
 
     def read(self) -> tuple[str, dict[str, Any]]:
         """The notebook's version and content."""
-        if self.server.token:
+        if self._through_api():
             status, body = self.server.request("GET", f"api/contents/{quote(self.path)}?content=1&type=notebook",
                                                timeout=30)
             if status != 200:
                 raise OSError(f"the server answered {status} for {self.path}")
             model = json.loads(body)
             return model["last_modified"], model["content"]
+        import nbformat
+
         with open(self._file(), encoding="utf-8") as f:
             version = str(os.fstat(f.fileno()).st_mtime_ns)
-            return version, json.load(f)
+            # As the contents API gives it: multi-line strings joined (a half-written file: NotJSONError, a ValueError)
+            return version, nbformat.reads(f.read(), as_version=4)
+
+    def _through_api(self) -> bool:
+        """A server whose notebooks are not files under its root folder here (another contents manager)."""
+        return bool(self.server.token) and not (self.server.root_dir and os.path.isfile(self._file()))
 
     def _file(self) -> str:
         return os.path.join(self.server.root_dir, *self.path.split("/"))
