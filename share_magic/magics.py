@@ -94,7 +94,7 @@ class ShareMagics(Magics):
         The link gives whoever opens it full control of the server (files, terminals, kernels) until the share
         ends. The link carries a key for this share only: once the share ends it never opens anything again.
 
-        A share survives interrupts and kernel restarts (the menu, ``%restart``, Jupyter restarting a crashed
+        A share survives interrupts and kernel restarts (Restart Kernel in the menu, or Jupyter restarting a crashed
         kernel), and any notebook of the same server runs it: ``%share`` there shows it, and invite, revoke, stop
         and status work from there. It ends, within seconds, at the first of:
 
