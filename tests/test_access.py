@@ -167,13 +167,15 @@ def test_stop_means_stop_even_at_the_same_public_url(jupyter, owner, visitor, ki
 def test_a_share_for_a_while_ends_by_itself_and_leaves_nothing(jupyter, owner, visitor) -> None:
     notebook = owner(jupyter())
     asked = time.monotonic()
-    result = notebook.execute("%load_ext share_magic\n%share --for 3s")
+    # Long enough for the visitor below to get in first on a loaded machine (a 3 s share once expired before the
+    # visitor's first request, with a benchmark's 30 browsers running beside the suite).
+    result = notebook.execute("%load_ext share_magic\n%share --for 10s")
     assert "ends at" in result["text"], result["text"]
     guest = visitor(share_links(notebook)["edit"])
     assert guest.get(guest.link).status_code == 200  # lower bound of the timing: asserted below, not assumed
-    status = wait_for(lambda: (out := notebook.run("%share status")) and "expired" in out and out, 30,
+    status = wait_for(lambda: (out := notebook.run("%share status")) and "expired" in out and out, 40,
                       "the share to expire")
-    assert time.monotonic() - asked >= 3
+    assert time.monotonic() - asked >= 10
     assert "Share expired at" in status and "Run %share for a new one" in status
     wait_for(lambda: not share_processes(), 10, "every share process to end")
     assert not guest.reaches_jupyter()
