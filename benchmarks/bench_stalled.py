@@ -24,8 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from harness import JupyterServer, sandbox_environment  # noqa: E402
 
-from share_magic.gateway import Limits  # noqa: E402
-from share_magic.server import server_at  # noqa: E402
+from share_magic.helper.gateway import Limits  # noqa: E402
+from share_magic.kernel.discovery import server_at  # noqa: E402
 
 NO_LIMITS = {"head_timeout": 3600.0, "body_timeout": 3600.0, "linger": 3600.0, "max_connections": 1_000_000}
 

@@ -5,7 +5,10 @@ enter (0700, made by ``mkdtemp``; the socket itself is 0600). Its record in Jupy
 (``share_magic-<hash of the server URL>.json``, 0600) says where, with the key a client must prove it knows (the HMAC
 challenge of ``multiprocessing.connection``, both ways). The key travels only in that record and on the helper's
 private pipes, never on a command line. The helper removes both when it ends; a record left by a helper that was
-killed is recognised (its pid is no longer a share_magic helper) and removed with its folder by whoever finds it.
+killed is recognised (:func:`share_magic.processes.helper_alive`) and removed with its folder by whoever finds it.
+
+Messages are JSON objects, one per ``send_bytes``: commands (``{"cmd": ...}``) from kernels, answers and events
+(``{"event": ...}``) from the helper. Nothing on this channel is unpickled.
 """
 from __future__ import annotations
 
@@ -13,17 +16,15 @@ import hashlib
 import json
 import os
 import secrets
-import shutil
 import socket
-import stat
 import struct
-import tempfile
 from multiprocessing.connection import Connection, Listener, answer_challenge, deliver_challenge
 from typing import Any
 
-from .server import pid_alive, runtime_dir
+from .jupyter import runtime_dir
+from .processes import PREFIX, helper_alive, me, private_folder, remove_folder
 
-FOLDER_PREFIX = "share_magic-control-"
+FOLDER_PREFIX = "control-"
 SOCKET_NAME = "control"
 MAX_SOCKET_PATH = 100  # sun_path holds 104 (macOS) to 108 (Linux) bytes
 CONNECT_TIMEOUT = 5.0
@@ -34,17 +35,6 @@ def record_path(server_url: str) -> str:
     return os.path.join(runtime_dir(), f"share_magic-{digest}.json")
 
 
-def helper_alive(pid: int | None) -> bool:
-    """Whether ``pid`` is a running share_magic helper (and not a recycled pid, where /proc can tell)."""
-    if not pid_alive(pid):
-        return False
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return b"share_magic.helper" in f.read()
-    except OSError:
-        return not os.path.isdir("/proc/self")  # no /proc here (macOS): a live pid is all we can tell
-
-
 class ControlListener:
     """The helper's end: a listener in a private folder, beside the record when the path fits in a socket name."""
 
@@ -52,9 +42,9 @@ class ControlListener:
         self.authkey = secrets.token_bytes(32)
         parent: str | None = runtime_dir()
         os.makedirs(parent, mode=0o700, exist_ok=True)  # type: ignore[arg-type]
-        if len(os.path.join(parent, FOLDER_PREFIX + "x" * 8, SOCKET_NAME)) > MAX_SOCKET_PATH:  # type: ignore[arg-type]
+        if len(os.path.join(parent, PREFIX + FOLDER_PREFIX + "x" * 8, SOCKET_NAME)) > MAX_SOCKET_PATH:  # type: ignore[arg-type]
             parent = None  # the system's temporary folder: a deep runtime folder would not fit
-        self.folder = tempfile.mkdtemp(prefix=FOLDER_PREFIX, dir=parent)  # 0700, a name nobody could prepare
+        self.folder = private_folder(FOLDER_PREFIX, parent)
         self.address = os.path.join(self.folder, SOCKET_NAME)
         self.listener = Listener(self.address, family="AF_UNIX", authkey=self.authkey)
         os.chmod(self.address, 0o600)
@@ -71,7 +61,7 @@ class ControlListener:
             self.listener.close()
         except OSError:
             pass
-        shutil.rmtree(self.folder, ignore_errors=True)
+        remove_folder(self.folder)
 
 
 def write_record(path: str, record: dict[str, Any]) -> None:
@@ -100,21 +90,14 @@ def read_record(path: str) -> dict[str, Any] | None:
             record = json.load(f)
     except (OSError, ValueError):
         return None
-    if helper_alive(record.get("helper_pid")):
+    if helper_alive(record.get("helper") or record.get("helper_pid")):
         return record
     _clean_up(path, record)
     return None
 
 
 def _clean_up(path: str, record: dict[str, Any]) -> None:
-    folder = os.path.dirname(str(record.get("address") or ""))
-    try:
-        info = os.lstat(folder)
-        if (os.path.basename(folder).startswith(FOLDER_PREFIX) and stat.S_ISDIR(info.st_mode)
-                and info.st_uid == os.getuid()):
-            shutil.rmtree(folder, ignore_errors=True)
-    except OSError:
-        pass
+    remove_folder(os.path.dirname(str(record.get("address") or "")))
     remove_record(path, record.get("helper_pid"))  # type: ignore[arg-type]
 
 
@@ -153,7 +136,23 @@ def _receive_timeout(sock: socket.socket, seconds: float) -> None:
 def request(record: dict[str, Any], command: dict[str, Any], timeout: float) -> dict[str, Any]:
     """Send one command to the helper and return its answer."""
     with connect(record, timeout) as connection:
-        connection.send(command)
+        send(connection, command)
         if not connection.poll(timeout):
             raise TimeoutError(f"share_magic's helper did not answer {command.get('cmd')!r} within {timeout:g} s")
-        return connection.recv()
+        return receive(connection)
+
+
+def send(connection: Connection, message: dict[str, Any]) -> None:
+    connection.send_bytes(json.dumps(message).encode())
+
+
+def receive(connection: Connection) -> dict[str, Any]:
+    message = json.loads(connection.recv_bytes())
+    if not isinstance(message, dict):
+        raise ValueError("a control message is a JSON object")
+    return message
+
+
+def record_of_this_helper(**fields: Any) -> dict[str, Any]:
+    """The record a helper writes: who it is (pid and start time, for :func:`read_record`) and ``fields``."""
+    return {"helper_pid": os.getpid(), "helper": me(), **fields}

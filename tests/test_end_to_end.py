@@ -13,7 +13,7 @@ import pytest
 import websocket
 from harness import KernelClient, kill_group, share_links, wait_for
 
-from share_magic.server import read_runtime_file
+from share_magic.kernel.discovery import read_runtime_file
 
 FOREIGN_ORIGIN = "https://attacker.example"
 

@@ -29,10 +29,10 @@ from test_people import invited
 from test_units import PUBLIC, LetEveryoneIn, Upstream, echo, gateway_to, read_head
 
 import share_magic
-from share_magic.access import Access, Reply
-from share_magic.gateway import Gateway, Limits, _Blanking
-from share_magic.server import JupyterServer
-from share_magic.widget import AuthtokenForm, ShareView
+from share_magic.helper.access import Access, Reply
+from share_magic.helper.gateway import Gateway, Limits, _Blanking
+from share_magic.jupyter import JupyterServer
+from share_magic.kernel.widget import AuthtokenForm, ShareView
 
 
 def gateway_port(notebook) -> int:

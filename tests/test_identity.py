@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from share_magic.access import Access, Admitted, Reply
-from share_magic.identity import EMAIL_HEADER, NAME_HEADER, SECRET_HEADER, EdgeTrust, traffic_policy
+from share_magic.helper.access import Access, Admitted, Reply
+from share_magic.helper.identity import EMAIL_HEADER, NAME_HEADER, SECRET_HEADER, EdgeTrust, traffic_policy
 
 SECRET = "s" * 43
 

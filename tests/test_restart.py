@@ -90,7 +90,8 @@ def test_a_second_notebook_runs_the_share_and_every_widget_stays_current(jupyter
     server = jupyter()
     first, second = owner(server, "first.ipynb"), owner(server, "second.ipynb")
     invited(first, first.execute("%load_ext share_magic\n%share invite Ada"))
-    first.run("import share_magic\nfrom share_magic.widget import ShareView\nview = ShareView(share_magic.current())")
+    first.run("import share_magic\nfrom share_magic.kernel.widget import ShareView\n"
+              "view = ShareView(share_magic.current())")
     rows = "print(sorted(row.children[0].value.split('>')[1].split('<')[0] for row in view.people.rows.children))"
     assert first.run(rows) == "['Ada']\n"
 

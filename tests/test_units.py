@@ -14,12 +14,13 @@ from typing import BinaryIO
 
 import pytest
 
-from share_magic.access import Access, Admitted, Grant, Reply, Session
 from share_magic.errors import ShareError
-from share_magic.gateway import Gateway, origin_of
-from share_magic.meter import Compression
-from share_magic.server import JupyterServer, read_runtime_file
-from share_magic.sharing import parse_duration
+from share_magic.helper.access import Access, Admitted, Grant, Reply, Session
+from share_magic.helper.gateway import Gateway, origin_of
+from share_magic.helper.meter import Compression
+from share_magic.jupyter import JupyterServer
+from share_magic.kernel.discovery import read_runtime_file
+from share_magic.kernel.share import parse_duration
 
 PUBLIC = "https://abc123.ngrok-free.app:8443"
 

@@ -566,7 +566,7 @@ def test_the_stream_starts_from_the_readers_version_and_never_repeats(viewed, vi
 
 def test_a_save_renders_only_the_cells_that_changed(tmp_path) -> None:
     """The owner's CPU: one render per changed cell, none for the others (nbconvert runs in the helper)."""
-    from share_magic.view import NotebookView
+    from share_magic.helper.view import NotebookView
 
     class Saved:
         path = "shown.ipynb"

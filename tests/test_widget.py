@@ -10,7 +10,7 @@ import pytest
 from harness import AUTHTOKEN, share_processes, wait_for
 
 import share_magic
-from share_magic.widget import AuthtokenForm, ShareView, _Record
+from share_magic.kernel.widget import AuthtokenForm, ShareView, _Record
 
 OWN_OUTPUT = {"share_magic": {"output": "share"}}  # on every output share_magic displays, for the view to drop
 
@@ -192,7 +192,7 @@ def test_no_key_in_what_the_kernel_sends_but_the_live_widgets_answers(jupyter, o
     # What a front-end does when it draws the widget: each live link asks for its link and gets it.
     opened = [json.loads(message) for result in results.values() for message in result["messages"]]
     live_links = [message["content"]["comm_id"] for message in opened if message["msg_type"] == "comm_open"
-                  and message["content"]["data"]["state"].get("_anywidget_id") == "share_magic.widget.LiveLink"]
+                  and message["content"]["data"]["state"].get("_anywidget_id") == "share_magic.kernel.widget.LiveLink"]
     delivered, codes = set(), 0
     for comm_id in live_links:
         answer = notebook.comm_send(comm_id, {"method": "custom", "content": {"type": "link?"}})

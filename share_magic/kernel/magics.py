@@ -9,7 +9,7 @@ from IPython.core.magic import Magics, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from traitlets import Bool, Float, Unicode
 
-from .errors import ShareError, TunnelError
+from ..errors import ShareError, TunnelError
 
 USAGE = ("%share [stop | status | links | invite NAME... | revoke NAME] [--view] [--for DURATION] [--sign-in PROVIDER] "
          "[--port N | --url URL [--token T]] [--no-token] [--insecure]")
@@ -113,7 +113,7 @@ class ShareMagics(Magics):
         if args.names and args.action not in ("invite", "revoke"):
             raise UsageError(f"%share {line.strip()}: unrecognized arguments: {' '.join(args.names)} (names go with "
                              f"invite and revoke only). Usage: {USAGE}; %share? explains every option.")
-        from . import sharing as lifecycle
+        from . import share as lifecycle
 
         try:
             if args.action in ("invite", "revoke"):
@@ -155,7 +155,7 @@ class ShareMagics(Magics):
 
     def _sign_in(self, args: argparse.Namespace) -> str | None:
         """The provider asked for (checked), if any: --sign-in, else ShareMagics.sign_in."""
-        from .identity import check_provider
+        from ..contract import check_provider
 
         provider = args.sign_in or self.sign_in
         return check_provider(provider) if provider else None
@@ -165,11 +165,13 @@ class ShareMagics(Magics):
         if not args.names:
             raise ShareError(f"Name the people to {args.action}, e.g. %share {args.action} Ada "
                              "'Grace Hopper' (quote names with spaces).")
+        from .people import check_email, check_name
+
         # IPython splits magic lines without removing quotes; all names are checked before anything changes.
-        names = [lifecycle.check_name(_unquoted(name)) for name in args.names]
+        names = [check_name(_unquoted(name)) for name in args.names]
         live = lifecycle.current()
         if self._sign_in(args) or (live is not None and live.sign_in):
-            names = [lifecycle.check_email(name) for name in names]
+            names = [check_email(name) for name in names]
         if args.action == "revoke":
             share = lifecycle.current()
             if share is None:
@@ -207,7 +209,7 @@ class ShareMagics(Magics):
             raise ShareError("Nothing is shared from this kernel, so there are no links. Start a share with %share.")
         from IPython.display import display
 
-        from .widget import own_output
+        from ..contract import own_output
 
         lines = [f"{label}: {link}" for label, link in share.links()]
         lines.append(SAVED_WITH_THE_NOTEBOOK)

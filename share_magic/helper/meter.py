@@ -16,8 +16,6 @@ from typing import Any
 
 Headers = list[tuple[str, str]]
 
-FREE_REQUESTS = 20_000  # a month, on ngrok's free plan
-FREE_BYTES = 1_000_000_000
 COMPRESSIBLE = ("text/", "application/json", "application/javascript", "application/x-javascript",
                 "application/xml", "application/manifest+json", "image/svg+xml", "application/wasm")
 MIN_SIZE = 1024  # smaller bodies gain less than the gzip header costs

@@ -16,17 +16,20 @@ from __future__ import annotations
 
 import html
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import anywidget
 import ipywidgets as widgets
 import traitlets
 from IPython.display import DisplayHandle, display
 
-from . import sharing as lifecycle
-from .errors import ShareError
-from .identity import PROVIDER_NAMES
-from .sharing import Person, Share, SignedIn
+from ..contract import PROVIDER_NAMES, own_output
+from ..errors import ShareError
+from .status import LINKS_KEPT_OUT as KEPT_OUT_TEXT
+
+if TYPE_CHECKING:
+    from .people import Person, SignedIn
+    from .share import Share
 
 MUTED = "color: var(--jp-ui-font-color2); font-size: var(--jp-ui-font-size1); line-height: 1.45"
 GRANTS = ("Anyone with this link has <b>full control of this server</b> — files, terminals, kernels — until the "
@@ -37,14 +40,9 @@ VIEW_GRANTS = ("The view-only link shows this notebook as last saved, updated li
 NO_COLLABORATION = ("jupyter-collaboration is not installed on this server: if you both edit this notebook, "
                     "each save overwrites the other's. For real-time co-editing: "
                     "<code>pip install jupyter-collaboration</code>, then restart Jupyter.")
-LINKS_KEPT_OUT = html.escape(lifecycle.LINKS_KEPT_OUT).replace("%share links", "<code>%share links</code>")
+LINKS_KEPT_OUT = html.escape(KEPT_OUT_TEXT).replace("%share links", "<code>%share links</code>")
 EDIT_LABEL = "Anyone with this link:"
 VIEW_LABEL = "View only (this notebook, nothing else):"
-
-
-def own_output() -> dict[str, Any]:
-    """The metadata of every output share_magic displays: a view of the notebook drops these outputs."""
-    return {"share_magic": {"output": "share"}}
 
 
 def qr_svg(text: str) -> str:
@@ -310,7 +308,7 @@ class AuthtokenForm(_OwnOutput, widgets.VBox):
         self.add_class("share-magic")
 
     def submit(self) -> None:
-        from .tunnel import save_authtoken
+        from .authtoken import save_authtoken
 
         token, self.password.value = self.password.value.strip(), ""
         if not token:

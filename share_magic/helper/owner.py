@@ -1,10 +1,10 @@
 """The share's helper process: it owns the share (the gateway and the ngrok agent); kernels are its clients.
 
-Run as ``python -m share_magic.helper`` by :mod:`share_magic.sharing`, in a session of its own, so that
-interrupting the kernel (SIGINT to the kernel's process group) does not reach it, and a busy kernel never stalls
-the visitors' traffic. The kernel that starts it writes one JSON line of settings on its standard input and reads
-how the start went on its standard output (ready, failed or crashed); secrets (the authtoken, the server's token)
-travel only on these pipes. From then on any kernel of the server talks to it through its control channel
+Run as ``python -m share_magic.helper`` (``__main__.py``) by :mod:`share_magic.kernel.share`, in a session of its
+own, so that interrupting the kernel (SIGINT to the kernel's process group) does not reach it, and a busy kernel
+never stalls the visitors' traffic. The kernel that starts it writes one JSON line of settings on its standard input
+and reads how the start went on its standard output (ready, failed or crashed); secrets (the authtoken, the server's
+token) travel only on these pipes. From then on any kernel of the server talks to it through its control channel
 (:mod:`share_magic.control`): ``watch`` (a snapshot of the share, then its events: people, cost, links -- new keys
 after a revocation retired the share's own --, ended), ``invite`` / ``revoke`` / ``link`` (answered with the people
 they changed) and ``stop``.
@@ -21,24 +21,21 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
-import subprocess
-import sys
 import threading
 import time
-import traceback
 from multiprocessing.connection import Connection
 from typing import IO, Any, Callable
 from urllib.parse import quote
 
+from ..control import ControlListener, receive, record_of_this_helper, remove_record, send, write_record
+from ..errors import ShareError
+from ..jupyter import JupyterServer
+from ..processes import pid_alive
 from .access import Access, Local, response
 from .bridge import Bridge, with_script
-from .control import ControlListener, remove_record, write_record
-from .errors import ShareError
 from .gateway import Gateway, Limits
 from .identity import EdgeTrust, new_secret, traffic_policy
 from .meter import Compression
-from .server import JupyterServer, pid_alive
 from .tunnel import Tunnel
 from .view import NotebookSource, NotebookView
 
@@ -70,7 +67,7 @@ class Events:
     def watch(self, connection: Connection, snapshot: Callable[[], dict[str, Any]]) -> None:
         """Send a new watcher the share as it is, then every event after that (none can slip in between)."""
         with self.lock:
-            connection.send({"event": "state", **snapshot()})
+            send(connection, {"event": "state", **snapshot()})
             self.watchers.append(connection)
 
     def forget(self, connection: Connection) -> None:
@@ -83,7 +80,7 @@ class Events:
         with self.lock:
             for connection in list(self.watchers):
                 try:
-                    connection.send({"event": event, **fields})
+                    send(connection, {"event": event, **fields})
                 except (OSError, ValueError):
                     self.watchers.remove(connection)
 
@@ -151,14 +148,14 @@ class Helper:
 
     def serve_client(self, connection: Connection) -> None:
         try:
-            command = connection.recv()
+            command = receive(connection)
             if command.get("cmd") == "watch":
                 self.events.watch(connection, self.snapshot)
                 while True:  # a watcher only listens: this returns when it hangs up
-                    connection.recv()
+                    receive(connection)
             with self.commands:
                 reply = self.obey(command)
-            connection.send(reply)
+            send(connection, reply)
         except (OSError, EOFError, ValueError, AttributeError):
             pass
         finally:
@@ -290,8 +287,8 @@ class Helper:
         self.public_url, self.started_at = public_url, time.time()
         self.keys = {role: self.link_key(role) for role in ("edit", "view") if self.settings.get(role, role == "edit")}
         threading.Thread(target=self.serve_control, daemon=True, name="control").start()
-        record = {"helper_pid": os.getpid(), "address": self.control.address,
-                  "authkey": self.control.authkey.hex(), "server_url": self.server.url, "kernel_id": self.kernel_id}
+        record = record_of_this_helper(address=self.control.address, authkey=self.control.authkey.hex(),
+                                       server_url=self.server.url, kernel_id=self.kernel_id)
         write_record(self.settings["record"], record)
         self.events.started("ready", gateway_port=port, address=self.control.address,
                             authkey=self.control.authkey.hex())
@@ -387,72 +384,3 @@ def in_thread(function: Callable[..., Any], *args: Any) -> asyncio.Future:
 
     threading.Thread(target=target, daemon=True).start()
     return future
-
-
-LIFELINE = """
-import os, signal, sys
-sys.stdin.buffer.read()  # returns when the helper is gone: it held the only write end
-os.killpg(os.getpgrp(), signal.SIGKILL)
-"""
-
-
-def start_lifeline() -> int:
-    """A tiny process in the helper's group that ends the group (the agent) when the helper ends, even when the
-    helper is killed outright and no kernel is left to notice. Being in the group, it keeps the group's id from
-    being reused until it has done so. Returns the write end the helper keeps (and never writes to)."""
-    read, write = os.pipe()
-    subprocess.Popen([sys.executable, "-c", LIFELINE, "share_magic.lifeline"], stdin=read,
-                     stdout=subprocess.DEVNULL, close_fds=True)
-    os.close(read)
-    os.set_inheritable(write, False)
-    return write
-
-
-def _end_process_group() -> None:
-    """The helper's last act: whatever still runs in its own group (an agent pyngrok could not stop, or one that
-    ignores SIGTERM) ends with it. The helper itself goes too; all it had to say is said."""
-    if os.getpgrp() != os.getpid():  # not started as a session of its own: the group is not ours to end
-        return
-    os.killpg(os.getpgrp(), signal.SIGKILL)
-
-
-async def amain() -> None:
-    # The start's outcome goes out on a private copy of stdout; anything else that prints lands on stderr.
-    events = Events(os.fdopen(os.dup(1), "w", encoding="utf-8"))
-    os.dup2(2, 1)
-    settings = json.loads(sys.stdin.readline() or "{}")
-    if not settings:
-        return
-    if os.getpgrp() == os.getpid():
-        start_lifeline()
-    helper = Helper(settings, events)
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, lambda *_: helper.request_stop())
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    threading.Thread(target=helper.watch_pipe, args=(sys.stdin,), daemon=True).start()
-    try:
-        await helper.run()
-    except Exception:
-        events.started("crashed", traceback=traceback.format_exc())
-        events.emit("ended", status="lost", reason="the share's helper process failed (see the Jupyter server's log)")
-        raise
-    finally:
-        helper.tunnel.remove_folder()
-        remove_record(settings["record"], os.getpid())
-        helper.control.close()
-
-
-def main() -> None:
-    code = 0
-    try:
-        asyncio.run(amain())
-    except BaseException:
-        traceback.print_exc()
-        code = 1
-    finally:
-        _end_process_group()
-        os._exit(code)  # no lingering thread (a pyngrok call blocked on a silent agent) may keep the process alive
-
-
-if __name__ == "__main__":
-    main()

@@ -35,9 +35,9 @@ from dataclasses import dataclass, field
 from typing import Callable, Protocol, Union
 from urllib.parse import unquote
 
-from .identity import LOGOUT, WRONG_ACCOUNT_PAGE, EdgeTrust, Identity, Untrusted, is_email
+from ..contract import KEY_PARAM, Identity, is_email
+from .identity import LOGOUT, WRONG_ACCOUNT_PAGE, EdgeTrust, Untrusted
 
-KEY_PARAM = "share_key"
 COOKIE = "share_magic"
 
 Headers = list[tuple[str, str]]

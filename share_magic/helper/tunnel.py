@@ -1,6 +1,6 @@
 """The ngrok tunnel, through pyngrok. The only module that imports pyngrok.
 
-It runs inside the share's helper process (see ``helper.py``), never in the kernel: pyngrok starts the agent as a
+It runs inside the share's helper process, never in the kernel: pyngrok starts the agent as a
 child of whoever calls it, and a child of the kernel would die on every interrupt and outlive a killed kernel.
 
 Nothing about the tunnel is readable by other local users. The agent gets its settings from a private config file
@@ -17,21 +17,15 @@ from __future__ import annotations
 import logging
 import os
 import re
-import shutil
-import stat
-import tempfile
-import time
 import uuid
 from typing import Any
 
-from .errors import TunnelError
+from ..contract import DASHBOARD, ngrok_config_path
+from ..errors import TunnelError
+from ..processes import private_folder, remove_folder, remove_stale_folders
 
-TOKEN_SHAPE = re.compile(r"^[A-Za-z0-9_]{20,}$")  # what ngrok's authtokens look like
-FOLDER_PREFIX = "share_magic-ngrok-"
-OWNER_FILE = "helper.pid"  # in each private folder: "<pid> <start time>" of the helper that made it
-UNOWNED_GRACE = 600.0  # seconds: a folder without an owner file younger than this may be a helper starting up
+FOLDER_PREFIX = "ngrok-"
 UPSTREAM_HOST = "127.0.0.1"  # where the gateway listens (gateway.py)
-DASHBOARD = "https://dashboard.ngrok.com/get-started/your-authtoken"
 
 # What each ngrok error means for the person running %share, and what they should do.
 EXPLANATIONS = {
@@ -87,7 +81,7 @@ def private_config(path: str, authtoken: str | None) -> None:
     import yaml
 
     try:
-        with open(user_config_path(), encoding="utf-8") as f:
+        with open(ngrok_config_path(), encoding="utf-8") as f:
             user: Any = yaml.safe_load(f) or {}
     except (OSError, yaml.YAMLError):
         user = {}
@@ -105,59 +99,6 @@ def private_config(path: str, authtoken: str | None) -> None:
         yaml.safe_dump({"version": "3", "agent": agent}, f)
 
 
-def _started(pid: int) -> str:
-    """When ``pid`` started (clock ticks since boot, from /proc); "" where there is no /proc to tell."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="latin-1") as f:
-            return f.read().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return ""
-
-
-def _owner_alive(owner: str) -> bool:
-    """Whether the process an owner file names is still the one that wrote it (not dead, not a recycled pid)."""
-    pid_text, _, started = owner.strip().partition(" ")
-    try:
-        pid = int(pid_text)
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (ValueError, OverflowError):
-        return False
-    except PermissionError:  # someone else's process now: ours is gone
-        return False
-    return not started or not _started(pid) or _started(pid) == started
-
-
-def remove_stale_folders(root: str | None = None) -> list[str]:
-    """Remove the private folders that helpers killed before they could clean up left in the temp folder; return
-    them. Only folders of this user, not symlinks, whose owner file names a process that is gone -- or, with no
-    owner file (an older share_magic, or a helper between making it and writing the file), that are older than
-    :data:`UNOWNED_GRACE`. A live share's folder is never touched."""
-    root = root or tempfile.gettempdir()
-    removed = []
-    try:
-        entries = [entry for entry in os.scandir(root) if entry.name.startswith(FOLDER_PREFIX)]
-    except OSError:
-        return removed
-    for entry in entries:
-        try:
-            info = entry.stat(follow_symlinks=False)
-            if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
-                continue
-            descriptor = os.open(os.path.join(entry.path, OWNER_FILE), os.O_RDONLY | os.O_NOFOLLOW)
-            with os.fdopen(descriptor, encoding="utf-8") as f:
-                stale = not _owner_alive(f.read(100))
-        except FileNotFoundError:
-            stale = time.time() - info.st_mtime > UNOWNED_GRACE
-        except OSError:
-            continue
-        if stale:
-            shutil.rmtree(entry.path, ignore_errors=True)
-            removed.append(entry.path)
-    return removed
-
-
 class Tunnel:
     """One ngrok agent with one endpoint forwarding to a local port."""
 
@@ -167,10 +108,7 @@ class Tunnel:
         _quiet_pyngrok()
         self._authtoken = authtoken
         remove_stale_folders()
-        self._folder = tempfile.mkdtemp(prefix=FOLDER_PREFIX)  # 0700
-        descriptor = os.open(os.path.join(self._folder, OWNER_FILE), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(descriptor, "w", encoding="utf-8") as f:
-            f.write(f"{os.getpid()} {_started(os.getpid())}\n")
+        self._folder = private_folder(FOLDER_PREFIX)
         self._config_path = os.path.join(self._folder, "ngrok.yml")
         # Reads PYNGROK_NGROK_PATH from the environment.
         self.config = conf.PyngrokConfig(config_path=self._config_path)
@@ -246,7 +184,7 @@ class Tunnel:
             pass
 
     def remove_folder(self) -> None:
-        shutil.rmtree(self._folder, ignore_errors=True)
+        remove_folder(self._folder)
 
     def _mask(self, text: str) -> str:
         token = self._authtoken
@@ -262,59 +200,3 @@ class Tunnel:
         return TunnelError(
             f"ngrok could not open the tunnel ({code or 'no error code'}): {first_line[:300]}. Fix: run "
             f"`ngrok http 8888` in a terminal to see ngrok's own explanation, then run %share again.", code)
-
-
-def user_config_path() -> str:
-    """ngrok's own config file, where ``ngrok config add-authtoken`` saves the token (pyngrok's default path,
-    worked out now rather than when pyngrok was imported)."""
-    from pyngrok import installer
-
-    return os.path.join(installer.get_default_ngrok_dir(), "ngrok.yml")
-
-
-def save_authtoken(authtoken: str) -> str:
-    """Save the authtoken in ngrok's own config file, as ``ngrok config add-authtoken`` would, but without running
-    it: that command takes the token on its command line, which every local user can read in /proc. The file is
-    written whole (mode 0600, its folder 0700 if new) and then renamed over the old one, keeping every other
-    setting in it. Return the file's path."""
-    import yaml
-
-    path = user_config_path()
-    if not TOKEN_SHAPE.match(authtoken):
-        raise TunnelError("That does not look like an ngrok authtoken (letters, digits and _ only, no spaces). Fix: "
-                          f"copy it again, whole, from {DASHBOARD} and paste it here.")
-    try:
-        with open(path, encoding="utf-8") as f:
-            config: Any = yaml.safe_load(f) or {}
-    except FileNotFoundError:
-        config = {}
-    except (OSError, yaml.YAMLError) as e:
-        raise TunnelError(f"ngrok's config file {path} cannot be read ({type(e).__name__}), so the authtoken was not "
-                          "saved. Fix: repair or remove that file, then paste the authtoken again.") from None
-    if not isinstance(config, dict):
-        raise TunnelError(f"ngrok's config file {path} is not a YAML mapping, so the authtoken was not saved. Fix: "
-                          "repair or remove that file, then paste the authtoken again.")
-    if str(config.get("version")) == "2":  # a version 2 file keeps the agent's settings at the top
-        config["authtoken"] = authtoken
-    else:
-        config["version"] = "3"
-        agent = config.get("agent")
-        config["agent"] = {**(agent if isinstance(agent, dict) else {}), "authtoken": authtoken}
-    folder = os.path.dirname(path)
-    try:
-        os.makedirs(folder, mode=0o700, exist_ok=True)
-        temporary = os.path.join(folder, f".ngrok.yml.{uuid.uuid4().hex}")
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(descriptor, "w", encoding="utf-8") as f:
-                yaml.safe_dump(config, f, default_flow_style=False)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(temporary, path)
-        except BaseException:
-            os.unlink(temporary)
-            raise
-    except OSError as e:
-        raise TunnelError(f"ngrok's config file {path} could not be written ({e.strerror}), so the authtoken was not "
-                          "saved. Fix: make that folder writable by you, then paste the authtoken again.") from None
-    return path

@@ -39,16 +39,16 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 from urllib.parse import parse_qs, quote
 
+from ..contract import OUTPUT_KEY as SHARE_OUTPUT
+from ..contract import VIEW_PAGE
+from ..jupyter import JupyterServer
 from .access import Local, response
 from .meter import _accepts_gzip as accepts_gzip
-from .server import JupyterServer
 
-VIEW_PAGE = "share_magic/view"  # below the server's base URL
 POLL_INTERVAL = 1.0
 KEEPALIVE = 20.0  # seconds between comments on an idle stream, so that no proxy takes it for dead
 HISTORY = 64  # versions a reader may be behind and still get only what changed; further behind, a fresh copy
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
-SHARE_OUTPUT = "share_magic"  # the metadata key of every output the share's own display makes
 # Files a markdown image may embed from the notebook's folder: by extension, and only if the bytes agree.
 IMAGE_SIGNATURES = {".png": (b"\x89PNG\r\n\x1a\n",), ".jpg": (b"\xff\xd8\xff",), ".jpeg": (b"\xff\xd8\xff",),
                     ".gif": (b"GIF87a", b"GIF89a"), ".webp": (b"RIFF",), ".bmp": (b"BM",)}

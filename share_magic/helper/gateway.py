@@ -42,9 +42,9 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO, Callable, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
+from ..jupyter import JupyterServer
 from .access import Admitted, Gate, Local, Reply, Session, response
 from .meter import Compression, GzipChunks, Meter, Stored, chunked
-from .server import JupyterServer
 
 HOP_BY_HOP = frozenset({
     "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection", "te", "trailer",

@@ -15,22 +15,17 @@ readable by local processes and returns the endpoint's policy.
 from __future__ import annotations
 
 import hmac
-import re
 import secrets
-from dataclasses import dataclass
 from typing import Any
 
-PROVIDERS = ("google", "github", "microsoft", "gitlab", "linkedin", "twitch")
-PROVIDER_NAMES = {"google": "Google", "github": "GitHub", "microsoft": "Microsoft", "gitlab": "GitLab",
-                  "linkedin": "LinkedIn", "twitch": "Twitch"}
-FREE_PLAN_USERS = 3  # signed-in users a month on ngrok's free plan (mid-2026)
+from ..contract import Identity, is_email
+
 PREFIX = "x-share-magic-"
 EMAIL_HEADER = PREFIX + "email"
 NAME_HEADER = PREFIX + "name"
 SECRET_HEADER = PREFIX + "secret"
 HEADERS = (EMAIL_HEADER, NAME_HEADER, SECRET_HEADER)
 LOGOUT = "/ngrok/logout"
-EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
 
 Headers = list[tuple[str, str]]
 
@@ -44,21 +39,6 @@ WRONG_ACCOUNT_PAGE = """<!DOCTYPE html>
 <p><a href="{logout}">Sign out</a>, then open the link again and sign in with the account it was made for.</p>
 </body></html>
 """
-
-
-def is_email(text: str | None) -> bool:
-    return bool(text) and EMAIL.match(text or "") is not None
-
-
-def check_provider(provider: str) -> str:
-    """``provider`` lower-cased, if it is one of ngrok's managed sign-in providers."""
-    from .errors import ShareError
-
-    name = (provider or "").strip().lower()
-    if name not in PROVIDERS:
-        raise ShareError(f"{provider!r} is not a sign-in provider ngrok manages. Use one of: {', '.join(PROVIDERS)}; "
-                         "e.g. %share --sign-in github.")
-    return name
 
 
 def new_secret() -> str:
@@ -77,24 +57,6 @@ def traffic_policy(provider: str, secret: str) -> dict[str, Any]:
             SECRET_HEADER: secret,
         }}},
     ]}]}
-
-
-@dataclass(frozen=True)
-class Identity:
-    """A visitor as the edge verified them."""
-
-    email: str
-    name: str = ""
-    provider: str = ""
-
-    @property
-    def key(self) -> str:
-        return self.email.lower()
-
-    def describe(self) -> str:
-        """"Ada Lovelace <ada@example.com>, signed in with GitHub"."""
-        who = f"{self.name} <{self.email}>" if self.name else self.email
-        return f"{who}, signed in with {PROVIDER_NAMES.get(self.provider, self.provider)}"
 
 
 class Untrusted(Exception):

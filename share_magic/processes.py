@@ -1,0 +1,115 @@
+"""Processes and private folders, as both sides see them: is the helper that wrote a record still the one running,
+and the folders only this user may enter, cleaned up when the helper that made them was killed.
+
+A helper names itself by its pid and its start time (``/proc/<pid>/stat``), so that a pid the system has since
+handed to another process is not taken for it. Where there is no /proc (macOS), a live pid is all that can be told.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import tempfile
+import time
+
+PREFIX = "share_magic-"  # every private folder of share_magic's starts so
+OWNER_FILE = "helper.pid"  # in each private folder: "<pid> <start time>" of the helper that made it
+UNOWNED_GRACE = 600.0  # seconds: a folder without an owner file younger than this may be a helper starting up
+
+
+def pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive, though not ours
+        return True
+    return True
+
+
+def _stat(pid: int) -> list[str]:
+    """The fields of ``/proc/<pid>/stat`` after the command name (state first); [] where there is no /proc."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="latin-1") as f:
+            return f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return []
+
+
+def started(pid: int) -> str:
+    """When ``pid`` started (clock ticks since boot, from /proc); "" where there is no /proc to tell."""
+    fields = _stat(pid)
+    return fields[19] if len(fields) > 19 else ""
+
+
+def me() -> str:
+    """This process as :func:`helper_alive` recognises it: ``"<pid> <start time>"``."""
+    return f"{os.getpid()} {started(os.getpid())}"
+
+
+def helper_alive(owner: str | int | None) -> bool:
+    """Whether the process ``owner`` names (``"<pid> <start time>"`` as :func:`me` wrote it, or a bare pid) is still
+    that process: running as this user, not a zombie nobody reaped, and not a recycled pid where its start time
+    can tell."""
+    pid_text, _, since = str(owner or "").strip().partition(" ")
+    try:
+        pid = int(pid_text)
+        os.kill(pid, 0)
+    except (ValueError, OverflowError, ProcessLookupError):
+        return False
+    except PermissionError:  # another user's process now: ours is gone
+        return False
+    fields = _stat(pid)
+    if not fields:
+        return True  # no /proc (macOS): a live pid is all that can be told
+    return fields[0] not in ("Z", "X") and (not since or fields[19] == since)
+
+
+def private_folder(prefix: str, parent: str | None = None) -> str:
+    """A new folder only this user may enter (0700, a name nobody could prepare), marked as this process's."""
+    folder = tempfile.mkdtemp(prefix=PREFIX + prefix, dir=parent)
+    descriptor = os.open(os.path.join(folder, OWNER_FILE), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as f:
+        f.write(me() + "\n")
+    return folder
+
+
+def remove_folder(path: str) -> None:
+    """Remove ``path`` if it is a private folder of this user's (not a link, not anyone else's)."""
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return
+    if os.path.basename(path).startswith(PREFIX) and stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid():
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def remove_stale_folders(root: str | None = None) -> list[str]:
+    """Remove the private folders that helpers killed before they could clean up left in ``root`` (the temporary
+    folder); return them. Only folders of this user, not links, whose owner file names a process that is gone --
+    or, with no owner file (an older share_magic, or a helper between making it and writing the file), that are
+    older than :data:`UNOWNED_GRACE`. A live share's folder is never touched."""
+    root = root or tempfile.gettempdir()
+    removed: list[str] = []
+    try:
+        entries = [entry for entry in os.scandir(root) if entry.name.startswith(PREFIX)]
+    except OSError:
+        return removed
+    for entry in entries:
+        try:
+            info = entry.stat(follow_symlinks=False)
+            if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+                continue
+            descriptor = os.open(os.path.join(entry.path, OWNER_FILE), os.O_RDONLY | os.O_NOFOLLOW)
+            with os.fdopen(descriptor, encoding="utf-8") as f:
+                stale = not helper_alive(f.read(100))
+        except FileNotFoundError:
+            stale = time.time() - info.st_mtime > UNOWNED_GRACE
+        except OSError:
+            continue
+        if stale:
+            shutil.rmtree(entry.path, ignore_errors=True)
+            removed.append(entry.path)
+    return removed
