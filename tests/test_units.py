@@ -450,3 +450,22 @@ def test_immutable_assets_are_compressed_once_and_kept() -> None:
     assert gzip.decompress(first[1]) == gzip.decompress(second[1]) == script
     assert second[0]["content-encoding"] == "gzip"
     assert [line for _, line, _ in upstream.log] == ["GET /static/lab/main.abc123.js HTTP/1.1"]  # asked once
+
+
+def test_markdown_images_are_embedded_by_the_views_own_rule_alone(tmp_path, monkeypatch) -> None:
+    """view.py replaces a private method of nbconvert's markdown renderer (``_src_to_base64``): if nbconvert stops
+    calling it, images would be embedded by nbconvert's own rule (any file) or not at all. This notices either."""
+    import nbformat
+
+    from share_magic.helper import view
+
+    (tmp_path / "figure.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 32)
+    (tmp_path / "credentials.png").write_text("AWS_SECRET=not an image at all")
+    asked: list[str] = []
+    rule = view.embeddable_image
+    monkeypatch.setattr(view, "embeddable_image", lambda folder, src: asked.append(src) or rule(folder, src))
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(
+        "![a figure](figure.png) ![not a figure](credentials.png)")])
+    body, _ = view.view_exporter().from_notebook_node(notebook, resources={"metadata": {"path": str(tmp_path)}})
+    assert asked == ["figure.png", "credentials.png"]
+    assert "data:image/png;base64," in body and "AWS_SECRET" not in body
