@@ -15,62 +15,20 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import secrets
 import socket
 import struct
-from multiprocessing.connection import Connection, Listener, answer_challenge, deliver_challenge
+from multiprocessing.connection import Connection, answer_challenge, deliver_challenge
 from typing import Any
 
 from .jupyter import runtime_dir
-from .processes import PREFIX, helper_alive, me, private_folder, remove_folder
+from .processes import helper_alive, remove_folder
 
-FOLDER_PREFIX = "control-"
-SOCKET_NAME = "control"
-MAX_SOCKET_PATH = 100  # sun_path holds 104 (macOS) to 108 (Linux) bytes
 CONNECT_TIMEOUT = 5.0
 
 
 def record_path(server_url: str) -> str:
     digest = hashlib.sha256(server_url.encode()).hexdigest()[:16]
     return os.path.join(runtime_dir(), f"share_magic-{digest}.json")
-
-
-class ControlListener:
-    """The helper's end: a listener in a private folder, beside the record when the path fits in a socket name."""
-
-    def __init__(self) -> None:
-        self.authkey = secrets.token_bytes(32)
-        parent: str | None = runtime_dir()
-        os.makedirs(parent, mode=0o700, exist_ok=True)  # type: ignore[arg-type]
-        if len(os.path.join(parent, PREFIX + FOLDER_PREFIX + "x" * 8, SOCKET_NAME)) > MAX_SOCKET_PATH:  # type: ignore[arg-type]
-            parent = None  # the system's temporary folder: a deep runtime folder would not fit
-        self.folder = private_folder(FOLDER_PREFIX, parent)
-        self.address = os.path.join(self.folder, SOCKET_NAME)
-        self.listener = Listener(self.address, family="AF_UNIX", authkey=self.authkey)
-        os.chmod(self.address, 0o600)
-
-    def accept(self) -> Connection | None:
-        """The next client that proved it knows the key; None for one that did not (or hung up)."""
-        try:
-            return self.listener.accept()
-        except (OSError, EOFError, Exception):  # AuthenticationError among them: that client is simply dropped
-            return None
-
-    def close(self) -> None:
-        try:
-            self.listener.close()
-        except OSError:
-            pass
-        remove_folder(self.folder)
-
-
-def write_record(path: str, record: dict[str, Any]) -> None:
-    """Write the record (0600) in one step: a reader finds the whole of it or none."""
-    temporary = f"{path}.{os.getpid()}.tmp"
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w", encoding="utf-8") as f:
-        json.dump(record, f)
-    os.replace(temporary, path)
 
 
 def remove_record(path: str, pid: int) -> None:
@@ -151,8 +109,3 @@ def receive(connection: Connection) -> dict[str, Any]:
     if not isinstance(message, dict):
         raise ValueError("a control message is a JSON object")
     return message
-
-
-def record_of_this_helper(**fields: Any) -> dict[str, Any]:
-    """The record a helper writes: who it is (pid and start time, for :func:`read_record`) and ``fields``."""
-    return {"helper_pid": os.getpid(), "helper": me(), **fields}

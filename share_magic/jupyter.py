@@ -69,32 +69,6 @@ class JupyterServer:
         status, data, _ = self.exchange(method, path, authenticated=authenticated, timeout=timeout, body=body)
         return status, data
 
-    def login_cookie(self) -> str | None:
-        """A login cookie (``name=value``) for a new Jupyter user, got with the server's token; None without a
-        token. Jupyter sets it on any token-authenticated response."""
-        if not self.token:
-            return None
-        status, _, headers = self.exchange("GET", "api/status")
-        cookies = [value.split(";", 1)[0].strip() for value in headers.get_all("Set-Cookie") or []]
-        return next((cookie for cookie in cookies if not cookie.startswith("_xsrf=")), None) if status == 200 \
-            else None
-
-    def named_login_cookie(self, name: str) -> str | None:
-        """A login cookie (``name=value``) for a new Jupyter user called ``name``; None where the server cannot name
-        users (jupyter_server < 2.17 has no ``PATCH api/me``) or has no token. A token-authenticated PATCH without
-        a cookie mints a new user, already named, in one step."""
-        if not self.token:
-            return None
-        initials = "".join(word[0] for word in name.replace("@", " ").split()[:2]).upper() or None
-        body = json.dumps({"name": name, "display_name": name, "initials": initials})
-        try:
-            status, _, headers = self.exchange("PATCH", "api/me", body=body)
-        except OSError:
-            return None
-        cookies = [value.split(";", 1)[0].strip() for value in headers.get_all("Set-Cookie") or []]
-        return next((cookie for cookie in cookies if not cookie.startswith("_xsrf=")), None) if status == 200 \
-            else None
-
     def exchange(self, method: str, path: str, *, authenticated: bool = True, timeout: float = 5,
                  body: str | None = None) -> tuple[int, bytes, http.client.HTTPMessage]:
         """:meth:`request`, with the response's headers too."""

@@ -32,7 +32,8 @@ import share_magic
 from share_magic.helper.access import Access, Reply
 from share_magic.helper.gateway import Gateway, Limits, _Blanking
 from share_magic.jupyter import JupyterServer
-from share_magic.kernel.widget import AuthtokenForm, ShareView
+from share_magic.kernel.authtoken import AuthtokenForm
+from share_magic.kernel.widget import ShareView
 
 
 def gateway_port(notebook) -> int:

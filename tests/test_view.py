@@ -200,6 +200,19 @@ def test_a_view_needs_a_notebook(jupyter, plain_kernel) -> None:
     assert not share_processes()
 
 
+def test_the_kernel_loads_no_code_that_serves_visitors(viewed) -> None:
+    """The helper serves the view; the kernel that shows the share is a thin client of it."""
+    _, kernel, _ = viewed
+    loaded = json.loads(kernel.run(
+        "import json, sys\n"
+        "mine = [m.__file__ for n, m in list(sys.modules.items()) if n.split('.')[0] == 'share_magic' and "
+        "getattr(m, '__file__', None)]\n"
+        "print(json.dumps({'lines': sum(len(open(f).readlines()) for f in mine), 'helper': "
+        "[n for n in sys.modules if n.startswith('share_magic.helper')], 'nbconvert': 'nbconvert' in sys.modules}))"))
+    assert loaded["helper"] == [] and not loaded["nbconvert"]
+    assert loaded["lines"] <= 2100, loaded  # was 3,224 before the kernel and the helper had folders of their own
+
+
 def key_of(link: str) -> str:
     return link.split("share_key=", 1)[1]
 

@@ -10,7 +10,8 @@ import pytest
 from harness import AUTHTOKEN, share_processes, wait_for
 
 import share_magic
-from share_magic.kernel.widget import AuthtokenForm, ShareView, _Record
+from share_magic.kernel.authtoken import AuthtokenForm
+from share_magic.kernel.widget import ShareView, _Record
 
 OWN_OUTPUT = {"share_magic": {"output": "share"}}  # on every output share_magic displays, for the view to drop
 

@@ -27,7 +27,7 @@ from multiprocessing.connection import Connection
 from typing import IO, Any, Callable
 from urllib.parse import quote
 
-from ..control import ControlListener, receive, record_of_this_helper, remove_record, send, write_record
+from ..control import receive, remove_record, send
 from ..errors import ShareError
 from ..jupyter import JupyterServer
 from ..processes import pid_alive
@@ -35,6 +35,8 @@ from .access import Access, Local, response
 from .bridge import Bridge, with_script
 from .gateway import Gateway, Limits
 from .identity import EdgeTrust, new_secret, traffic_policy
+from .listener import ControlListener, record_of_this_helper, write_record
+from .login import login_cookie, named_login_cookie
 from .meter import Compression
 from .tunnel import Tunnel
 from .view import NotebookSource, NotebookView
@@ -173,13 +175,13 @@ class Helper:
     def login(self, name: str | None = None) -> str | None:
         """Jupyter's login cookie for a new visitor session, named ``name`` where the server can name users."""
         if name and self.naming is not False:
-            cookie = self.server.named_login_cookie(name)
+            cookie = named_login_cookie(self.server, name)
             if cookie is not None:
                 self.naming = True
                 return cookie
             self.naming = False
             self.report_people()  # says once that this server cannot name visitors
-        return self.server.login_cookie()
+        return login_cookie(self.server)
 
     def link_key(self, role: str) -> str:
         """The key of the share's own edit or view link; the view starts watching the notebook with the first."""

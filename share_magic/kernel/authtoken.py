@@ -1,12 +1,20 @@
-"""Saving the ngrok authtoken the owner pastes into the widget's form (kernel side)."""
+"""The ngrok authtoken, when ngrok has none: a form to paste it once, and saving it in ngrok's own config
+(kernel side)."""
 from __future__ import annotations
 
+import html
 import os
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
 
-from ..contract import DASHBOARD, TOKEN_SHAPE, ngrok_config_path
-from ..errors import TunnelError
+import ipywidgets as widgets
+
+from ..contract import DASHBOARD, TOKEN_SHAPE, ngrok_config_path, own_output
+from ..errors import ShareError, TunnelError
+from .widget import ShareView, _OwnOutput
+
+if TYPE_CHECKING:
+    from .share import Share
 
 
 def save_authtoken(authtoken: str) -> str:
@@ -55,3 +63,52 @@ def save_authtoken(authtoken: str) -> str:
         raise TunnelError(f"ngrok's config file {path} could not be written ({e.strerror}), so the authtoken was not "
                           "saved. Fix: make that folder writable by you, then paste the authtoken again.") from None
     return path
+
+
+class AuthtokenForm(_OwnOutput, widgets.VBox):
+    """Shown when ngrok has no authtoken: paste it once, it is saved to ngrok's own config, and the share starts.
+
+    The token goes from the password field straight into ngrok's config file (written by share_magic, mode 0600,
+    where ``ngrok config add-authtoken`` would put it, but never on a command line); the field is emptied at once,
+    so it is neither echoed nor kept in the notebook's saved widget state.
+    """
+
+    def __init__(self, message: str, retry: Callable[[], Share], **kwargs: Any) -> None:
+        self.message = message
+        self.retry = retry
+        self.password = widgets.Password(placeholder="paste your ngrok authtoken",
+                                         layout=widgets.Layout(width="28em"))
+        self.save = widgets.Button(description="Save and share", button_style="primary", icon="share")
+        self.save.on_click(lambda _: self.submit())
+        self.feedback = widgets.HTML()
+        intro = widgets.HTML(
+            "<b>ngrok needs your authtoken once.</b> Copy it from "
+            '<a href="https://dashboard.ngrok.com/get-started/your-authtoken" target="_blank" rel="noopener">'
+            "your ngrok dashboard</a> (a free account is enough) and paste it here. It is saved in ngrok's own "
+            "config file, not in this notebook.")
+        super().__init__([intro, widgets.HBox([self.password, self.save]), self.feedback], **kwargs)
+        self.add_class("share-magic")
+
+    def submit(self) -> None:
+        token, self.password.value = self.password.value.strip(), ""
+        if not token:
+            self.feedback.value = "Paste the authtoken first."
+            return
+        self.save.disabled = True
+        self.feedback.value = "Saving and sharing..."
+        try:
+            save_authtoken(token)
+            share = self.retry()
+        except ShareError as e:
+            self.feedback.value = f'<span style="color: var(--jp-error-color1)">{html.escape(str(e))}</span>'
+            self.save.disabled = False
+            return
+        view = ShareView(share)
+        view._handle = self._hand_over(view)
+        if view._handle is None:
+            self.children = [view]
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        bundle = super()._repr_mimebundle_(**kwargs) or {}
+        bundle["text/plain"] = self.message
+        return bundle, own_output()

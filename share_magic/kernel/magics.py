@@ -148,7 +148,7 @@ class ShareMagics(Magics):
         except TunnelError as e:
             if e.code != "ERR_NGROK_4018":
                 raise
-            from .widget import AuthtokenForm
+            from .authtoken import AuthtokenForm
 
             AuthtokenForm(str(e), retry=lambda: lifecycle.share(**options)).show()
             raise ShareError(f"{e} Or paste it in the form above.") from None

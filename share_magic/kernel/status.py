@@ -3,13 +3,9 @@ widgets (kernel side). Never a link itself: what a notebook shows ends up in its
 from __future__ import annotations
 
 import datetime
-from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from ..contract import FREE_BYTES, FREE_PLAN_USERS, FREE_REQUESTS, PROVIDER_NAMES
-
-if TYPE_CHECKING:
-    from .people import Person, SignedIn
 
 LINKS_KEPT_OUT = ("The links show only in the live widget, never in the saved notebook; %share links prints "
                   "them.")
@@ -17,29 +13,6 @@ LINKS_KEPT_OUT = ("The links show only in the live widget, never in the saved no
 
 class Described:
     """The words of :class:`~share_magic.kernel.share.Share`, on the state it keeps."""
-
-    status: str
-    visitors: int
-    sign_in: str | None
-    cost: tuple[int, int]
-    attached: bool
-    owner_notebook: str | None
-    started_at: datetime.datetime | None
-    expires_at: datetime.datetime | None
-    ended_at: datetime.datetime | None
-    reason: str | None
-    signed_in: list[SignedIn]
-    refused: list[str]
-    naming: bool | None
-    people: dict[str, Person]
-    authenticated: bool
-    include_token: bool
-    public_url: str | None
-    share_notebook: str | None
-    notebook_path: str | None
-    link: str | None
-    view_link: str | None
-    live: bool
 
     def sign_in_summary(self) -> str | None:
         """That visitors sign in, with whom, and what it costs on ngrok's free plan; None without sign-in."""
