@@ -141,6 +141,7 @@ def test_jupyterlab_owner_and_visitor(jupyter, browsers) -> None:
     page.screenshot(path=SCREENSHOTS / "lab-visitor-ran-a-cell.png")
     wait_for(lambda: "1 visitor connected" in widget.inner_text(), 15, "the owner's widget to count the visitor")
     owner.screenshot(path=SCREENSHOTS / "lab-owner-one-visitor.png")
+    widget.screenshot(path=SCREENSHOTS / "widget-one-visitor.png")  # the README's picture (docs/widget.png)
 
     # A personal link: invited from the widget, Ada gets in; revoked from her row, she is out and nobody else is.
     row = invite_from(widget, "Ada")
