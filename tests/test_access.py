@@ -308,17 +308,16 @@ def test_the_question_page_switches_only_when_its_own_browser_presses(three_link
         assert guest.get(edit).status_code == 200
     cookie = editor.http.cookies["share_magic"]
     # What a hostile page could send: no token, a guessed one, the editor's token from another site, another
-    # browser's press of the editor's token. None of them swaps anything.
-    refused = [press(editor, "/share_magic/switch"), press(editor, "/share_magic/switch?token=guess")]
-    refused.append(press(editor, question_button(editor.get(view)), **{"Sec-Fetch-Site": "cross-site"}))
-    refused.append(press(other, question_button(editor.get(view))))
+    # browser's press of the editor's token. None of them swaps anything, or spoils the person's own button.
+    button = question_button(editor.get(view))
+    refused = [press(editor, "/share_magic/switch"), press(editor, "/share_magic/switch?token=guess"),
+               press(editor, button, **{"Sec-Fetch-Site": "cross-site"}), press(other, button)]
     assert [answer.status_code for answer in refused] == [403] * 4
     assert not [answer for answer in refused if "Set-Cookie" in answer.headers]
     assert editor.http.cookies["share_magic"] == cookie and editor.get("/api/status").status_code == 200
     assert other.get("/api/status").status_code == 200
 
     # The person's own press: now a view reader, on the view page.
-    button = question_button(editor.get(view))
     switched = press(editor, button)
     assert switched.status_code == 303 and switched.headers["Location"].endswith("/share_magic/view")
     assert "Set-Cookie" in switched.headers and editor.http.cookies["share_magic"] != cookie

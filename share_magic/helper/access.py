@@ -34,6 +34,7 @@ of an earlier share, or of another signed-in account) is replaced as before.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import html
 import secrets
 import threading
@@ -49,7 +50,7 @@ COOKIE = "share_magic"
 SWITCH_PATH = "share_magic/switch"  # below the base URL: the question page's button posts here
 SWITCH_PARAM = "token"
 SWITCH_LIFETIME = 600.0  # seconds a question page's button works
-SWITCH_LIMIT = 256  # questions pending at once, share-wide; the oldest go first
+SWITCH_LIMIT = 1024  # questions pending at once (one per browser), share-wide; the oldest go first
 
 Headers = list[tuple[str, str]]
 
@@ -115,7 +116,7 @@ class Switch:
 
     grant: Grant
     target: str
-    cookie: bytes  # the digest of the session cookie the browser had
+    token: bytes  # the digest of the token its page's button posts
     asked: float = field(default_factory=time.monotonic)
 
 
@@ -177,7 +178,7 @@ class Access:
         self._grants: dict[bytes, Grant] = {}
         self._sessions: dict[bytes, Session] = {}
         self._revoked_sessions: set[bytes] = set()  # to tell their browsers why they are refused
-        self._switches: dict[bytes, Switch] = {}  # pending questions, by their token's digest (oldest first)
+        self._switches: dict[bytes, Switch] = {}  # each browser's latest question, by its session cookie's digest
         self.local_paths: set[str] = set()  # answered by the gateway itself for editing sessions (the bridge)
         self._lock = threading.Lock()
 
@@ -337,9 +338,10 @@ class Access:
         with self._lock:
             for key in [key for key, switch in self._switches.items() if now - switch.asked > SWITCH_LIFETIME]:
                 del self._switches[key]
+            self._switches.pop(digest(session_id), None)  # a browser's latest question replaces its earlier one
             while len(self._switches) >= SWITCH_LIMIT:
                 del self._switches[next(iter(self._switches))]
-            self._switches[digest(token)] = Switch(grant, target, digest(session_id))
+            self._switches[digest(session_id)] = Switch(grant, target, digest(token))
         current, offered = _standing(session.grant), _standing(grant)
         page = SWITCH_PAGE.format(
             current=html.escape(current), offered=html.escape(offered),
@@ -355,10 +357,13 @@ class Access:
         """The question page's button: a new session of the grant asked about, for the browser it was asked of."""
         token = (parse_qs(target.partition("?")[2]).get(SWITCH_PARAM) or [""])[0]
         site = next((value for name, value in headers if name.lower() == "sec-fetch-site"), "same-origin")
+        browser = digest(cookies.get(COOKIE, ""))
         with self._lock:
-            switch = self._switches.pop(digest(token), None) if token else None
-        if switch is None or switch.cookie != digest(cookies.get(COOKIE, "")) or site != "same-origin" \
-                or time.monotonic() - switch.asked > SWITCH_LIFETIME:
+            switch = self._switches.get(browser)
+            pressed = switch is not None and site == "same-origin" and hmac.compare_digest(switch.token, digest(token))
+            if pressed:  # one press, once; a wrong one (another site's) leaves the person's question as it was
+                del self._switches[browser]
+        if switch is None or not pressed or time.monotonic() - switch.asked > SWITCH_LIFETIME:
             return Reply(_refusal("This button was not pressed on the page that asked, or that page is too old: "
                                   "open the link again.", headers))
         grant = switch.grant
