@@ -3,8 +3,10 @@ visitor works as the owner does; once the share ends, nothing from it opens a la
 and nothing about it is readable by other local users."""
 from __future__ import annotations
 
+import html
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -247,3 +249,148 @@ def test_the_suite_ends_only_the_share_processes_it_started(sandbox, tmp_path) -
             process.kill()
             process.wait()
             process.stdout.close()
+
+
+# -- a keyed link never swaps a live session without the person's say (issue 27, item 2) ------------------------
+
+QUESTION = "You are already in this share"
+
+
+def question_button(page: requests.Response) -> str:
+    """The target the question page's one button posts to."""
+    found = re.search(r'<form method="post" action="([^"]+)"', page.text)
+    assert page.status_code == 200 and QUESTION in page.text and found, (page.status_code, page.text[:300])
+    return html.unescape(found.group(1))
+
+
+def press(guest, action: str, **headers: str) -> requests.Response:
+    """Press the question page's button, as the browser does from that page (same origin)."""
+    return guest.http.post(guest.absolute(action), timeout=20, allow_redirects=False,
+                           headers={"Origin": guest.origin, "Sec-Fetch-Site": "same-origin", **headers})
+
+
+@pytest.fixture
+def three_links(jupyter, owner):
+    """A share with its edit link, its view link and mallory's personal link."""
+    server = jupyter()
+    notebook = owner(server)
+    edit = share(notebook)
+    notebook.run("%share --view\n%share invite mallory")
+    links = share_links(notebook)
+    return server, notebook, edit, links["view"], links["mallory"]
+
+
+def test_a_link_from_a_page_never_swaps_an_editors_session(three_links, visitor) -> None:
+    """Any page can send the editor's browser to the share's view link or to someone else's personal link (a
+    top-level navigation carries the SameSite=Lax cookie): the editor stays who they are and is asked, and their own
+    link just goes on."""
+    _, _, edit, view, mallory = three_links
+    editor = visitor(edit)
+    assert editor.get(edit).status_code == 200 and editor.get("/api/status").status_code == 200
+    cookie, me = editor.http.cookies["share_magic"], editor.get("/api/me").json()["identity"]["username"]
+    for link in (view, mallory):
+        answer = editor.get(link, allow_redirects=False,
+                            headers={"Accept": "text/html", "Sec-Fetch-Site": "cross-site"})
+        assert "Set-Cookie" not in answer.headers and editor.http.cookies["share_magic"] == cookie
+        question_button(answer)
+        assert "You are signed in to this share as an editor" in answer.text
+        assert editor.get("/api/status").status_code == 200  # a view reader would get the view's 404
+        assert editor.get("/api/me").json()["identity"]["username"] == me  # not mallory
+    again = editor.get(edit, allow_redirects=False)  # the editor's own link: on to its page, nothing to ask
+    assert again.status_code == 302 and again.headers["Location"] == urllib.parse.urlsplit(edit).path
+    assert "Set-Cookie" not in again.headers and editor.get("/api/me").json()["identity"]["username"] == me
+
+
+def test_the_question_page_switches_only_when_its_own_browser_presses(three_links, visitor) -> None:
+    _, _, edit, view, mallory = three_links
+    editor, other = visitor(edit), visitor(edit)
+    for guest in (editor, other):
+        assert guest.get(edit).status_code == 200
+    cookie = editor.http.cookies["share_magic"]
+    # What a hostile page could send: no token, a guessed one, the editor's token from another site, another
+    # browser's press of the editor's token. None of them swaps anything, or spoils the person's own button.
+    button = question_button(editor.get(view))
+    refused = [press(editor, "/share_magic/switch"), press(editor, "/share_magic/switch?token=guess"),
+               press(editor, button, **{"Sec-Fetch-Site": "cross-site"}), press(other, button)]
+    assert [answer.status_code for answer in refused] == [403] * 4
+    assert not [answer for answer in refused if "Set-Cookie" in answer.headers]
+    assert editor.http.cookies["share_magic"] == cookie and editor.get("/api/status").status_code == 200
+    assert other.get("/api/status").status_code == 200
+
+    # The person's own press: now a view reader, on the view page.
+    switched = press(editor, button)
+    assert switched.status_code == 303 and switched.headers["Location"].endswith("/share_magic/view")
+    assert "Set-Cookie" in switched.headers and editor.http.cookies["share_magic"] != cookie
+    assert editor.get("/api/status").status_code == 404 and "view only" in editor.get("/share_magic/view").text
+    assert press(editor, button).status_code == 403  # one press, once
+
+    # A view reader sent to an edit link is asked too; staying keeps the view.
+    asked = editor.get(mallory, headers={"Accept": "text/html"})
+    assert "as a view-only reader" in asked.text and "Open as mallory" in asked.text
+    assert "/share_magic/view" in re.search(r'<a href="([^"]+)">Stay', asked.text).group(1)
+    assert press(editor, question_button(asked)).status_code == 303
+    assert editor.get("/api/me").json()["identity"]["name"] == "mallory"
+
+
+def test_a_revoked_or_stale_session_is_replaced_by_a_link(three_links, visitor) -> None:
+    _, notebook, edit, view, _ = three_links
+    notebook.run("%share invite ada")
+    ada_link = share_links(notebook)["ada"]
+    ada = visitor(ada_link)
+    assert ada.get(ada_link).status_code == 200 and ada.get("/api/status").status_code == 200
+    notebook.run("%share revoke ada")
+    view = share_links(notebook)["view"]  # revoking ada retired the share's own links
+    answer = ada.get(view, allow_redirects=False)
+    assert answer.status_code == 302 and "share_magic=" in answer.headers["Set-Cookie"]
+    assert "view only" in ada.get(answer.headers["Location"]).text
+
+    stale = visitor(view)  # a cookie of no live session of this share (an earlier share's, say)
+    stale.http.cookies.set("share_magic", "an-earlier-shares-session", domain=urllib.parse.urlsplit(view).hostname)
+    answer = stale.get(view, allow_redirects=False)
+    assert answer.status_code == 302 and "share_magic=" in answer.headers["Set-Cookie"]
+    assert "view only" in stale.get(answer.headers["Location"]).text
+
+
+def test_in_a_browser_a_hostile_page_cannot_swap_the_session_and_the_person_can(three_links) -> None:
+    """Chromium, as an editor, sent to the view link by another site's page, then made to post to the question
+    page's button by one: still an editor. The person's own click on the button: a view reader."""
+    from playwright.sync_api import sync_playwright
+    from test_browser import CHROMIUM, VISITOR_ARGS, visit
+
+    _, _, edit, view, _ = three_links
+    origin = "https://" + urllib.parse.urlsplit(edit).netloc
+    hostile = {
+        "/go": f"<script>location.href = {json.dumps(view)}</script>",
+        "/post": f'<form method="post" action="{origin}/share_magic/switch?token=guess"></form>'
+                 "<script>document.forms[0].submit()</script>",
+    }
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=VISITOR_ARGS)
+        try:
+            page = visit(browser, f"{origin}/api/status?share_key={key_of(edit)}")  # in as an editor
+            page.get_by_text('"started"').wait_for(timeout=20_000)  # Jupyter's status: the page has landed
+            page.context.route("http://hostile.example/**", lambda route: route.fulfill(
+                content_type="text/html", body=hostile[urllib.parse.urlsplit(route.request.url).path]))
+
+            def status() -> int:  # /api/status in another tab, with the cookies the browser holds now
+                tab = page.context.new_page()
+                try:
+                    answer = tab.goto(f"{origin}/api/status")
+                    assert answer is not None
+                    return answer.status
+                finally:
+                    tab.close()
+
+            assert status() == 200
+            page.goto("http://hostile.example/go")
+            page.get_by_text("You are signed in to this share as an editor").wait_for(timeout=20_000)
+            assert status() == 200
+            page.goto("http://hostile.example/post")
+            page.wait_for_url(f"{origin}/**", timeout=20_000)
+            assert status() == 200
+            page.goto("http://hostile.example/go")
+            page.get_by_role("button", name="Open as view-only").click()
+            page.get_by_text("view only").wait_for(timeout=30_000)
+            assert page.url == f"{origin}/share_magic/view" and status() == 404
+        finally:
+            browser.close()

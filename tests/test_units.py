@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gzip
+import html
 import json
 import socket
 import subprocess
@@ -389,6 +390,47 @@ def test_the_cookie_lives_no_longer_than_the_share() -> None:
     assert isinstance(reply, Reply)
     max_age = int(reply.response.decode().split("Max-Age=")[1].split("\r\n")[0])
     assert 0 < max_age <= 90
+
+
+def question(access: Access, target: str, cookie: str, headers: list[tuple[str, str]] = ()) -> str:
+    """Open ``target`` (a keyed link) in a browser holding ``cookie``: the gate asks; return its button's target."""
+    reply = access.check("GET", target, [("Cookie", cookie), *headers])
+    assert isinstance(reply, Reply) and reply.response.startswith(b"HTTP/1.1 200 OK\r\n"), reply
+    assert b"Set-Cookie" not in reply.response and b"frame-ancestors 'none'" in reply.response
+    return html.unescape(reply.response.decode().split('action="', 1)[1].split('"', 1)[0])
+
+
+def test_a_keyed_link_keeps_a_live_session_of_its_standing_and_asks_before_any_other(monkeypatch) -> None:
+    access = Access("/a%40b/")
+    cookie = admit(access, access.link_key("edit"))
+    access.invite("ada")
+    access.revoke("ada")  # retires the share's own links: a session of the old edit link lives on
+    same = access.check("GET", f"/a%40b/lab?x=1&share_key={access.link_key('edit')}", [("Cookie", cookie)])
+    assert isinstance(same, Reply) and same.response.startswith(b"HTTP/1.1 302 Found\r\n")
+    assert b"Location: /a%40b/lab?x=1\r\n" in same.response and b"Set-Cookie" not in same.response
+    # Off the share, whatever the link says.
+    button = question(access, f"//elsewhere.example/x?share_key={access.link_key('view')}", cookie)
+    pressed = access.check("POST", button, [("Cookie", cookie)])
+    assert isinstance(pressed, Reply) and b"Location: /a%40b/\r\n" in pressed.response
+    # A question answered too late is refused.
+    cookie = admit(access, access.link_key("edit"))
+    button = question(access, f"/a%40b/lab?share_key={access.link_key('view')}", cookie)
+    later = time.monotonic() + 601
+    monkeypatch.setattr("share_magic.helper.access.time.monotonic", lambda: later)
+    late = access.check("POST", button, [("Cookie", cookie)])
+    assert isinstance(late, Reply) and late.response.startswith(b"HTTP/1.1 403 Forbidden\r\n")
+
+
+def test_a_session_of_another_signed_in_account_is_replaced_without_asking() -> None:
+    from share_magic.helper.identity import EdgeTrust
+
+    access = Access("/a%40b/", edge=EdgeTrust("github", "edge-secret"))
+    proof = [("X-Share-Magic-Secret", "edge-secret")]
+    cookie = admit(access, access.link_key("edit"), [*proof, ("X-Share-Magic-Email", "ada@example.com")])
+    view = f"/a%40b/lab?share_key={access.link_key('view')}"
+    question(access, view, cookie, [*proof, ("X-Share-Magic-Email", "ada@example.com")])
+    again = access.check("GET", view, [("Cookie", cookie), *proof, ("X-Share-Magic-Email", "bob@example.com")])
+    assert isinstance(again, Reply) and b"Set-Cookie: share_magic=" in again.response  # ada's session: not bob's
 
 
 @pytest.mark.parametrize("text, seconds", [

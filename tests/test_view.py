@@ -3,13 +3,15 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import struct
 import uuid
 import zlib
+from pathlib import Path
 
 import pytest
 import websocket
-from harness import edge_meter, share_links, share_processes, wait_for
+from harness import AUTHTOKEN, edge_meter, share_links, share_processes, wait_for
 from test_browser import CHROMIUM, SCREENSHOTS, VISITOR_ARGS, visit
 from test_failures import assert_one_calm_line
 
@@ -607,3 +609,88 @@ def test_a_save_renders_only_the_cells_that_changed(tmp_path) -> None:
         assert view.renders == len(source.content["cells"]) + 1 and second.name != first.name
     finally:
         view.close()
+
+
+# -- every secret the helper knows stays out of the view (issue 27, item 3) -------------------------------------
+
+GIVEN_AUTHTOKEN = "2givenAuthtoken_fedcba9876543210"
+CONFIG_AUTHTOKEN = "2configAuthtoken_0123456789fedcba"
+
+
+def printed_cell(cell_id: str, marker: str, result: dict) -> dict:
+    """A code cell as the notebook saves it, holding what the kernel printed (``result`` of KernelClient.execute)."""
+    outputs = [{"output_type": "stream", "name": "stdout", "text": marker + "\n" + result["stdout"]}]
+    outputs += [{"output_type": "execute_result", "execution_count": 7, "metadata": output["metadata"],
+                 "data": output["data"]} for output in result["outputs"] if output["type"] == "execute_result"]
+    return {"cell_type": "code", "id": cell_id, "metadata": {}, "execution_count": 7, "source": "%env",
+            "outputs": outputs}
+
+
+def assert_never_shown(server, reader, secrets: list[str], printed: dict) -> None:
+    """A reader's page, update stream (from scratch, and after a later save) and stylesheet hold none of
+    ``secrets``, though the saved notebook does (in ``printed``'s outputs, then in a later cell's)."""
+    assert [secret for secret in secrets if secret in json.dumps(printed)] == secrets  # the test is real
+    save(server, printed)
+    wait_for(lambda: "PRINTED-CELL" in reader.get("/share_magic/view").text, 20, "the view to show the save")
+    page = reader.get("/share_magic/view", headers={"Accept-Encoding": "identity"})
+    version = page.text.split('data-version="', 1)[1].split('"', 1)[0]
+    style = page.text.split('<link rel="stylesheet" href="', 1)[1].split('"', 1)[0]
+    seen = [page.text, json.dumps(dict(page.headers)), first_event(reader, "/share_magic/view/events"),
+            reader.get(style).text]
+    later = {"cell_type": "code", "id": "later", "metadata": {}, "execution_count": 8, "source": "%env",
+             "outputs": [{"output_type": "stream", "name": "stdout",
+                          "text": "LATER-CELL " + " ".join(f"NGROK_AUTHTOKEN={secret}" for secret in secrets)}]}
+    save(server, printed, later)
+    wait_for(lambda: "LATER-CELL" in reader.get("/share_magic/view").text, 20, "the view to show the later save")
+    seen += [reader.get("/share_magic/view").text, first_event(reader, f"/share_magic/view/events?since={version}")]
+    assert "LATER-CELL" in seen[-1] and "PRINTED-CELL" in seen[0]
+    assert [secret for secret in secrets if any(secret in text for text in seen)] == []
+    assert [secret for secret in secrets if server.saw(secret)] == []  # nor in the log (the helper's goes there)
+
+
+@pytest.mark.parametrize("source", ["environment", "config", "given"])
+def test_the_view_never_shows_the_owners_ngrok_authtoken(jupyter, owner, visitor, monkeypatch, source: str) -> None:
+    """The README's set-up puts NGROK_AUTHTOKEN in Jupyter's environment, and `%env NGROK_AUTHTOKEN` prints it into
+    a saved output; or the authtoken is in ngrok's config file (where the widget's form saves it), printed from
+    there; or %share was given one while the environment holds another. No reader sees any of them."""
+    from share_magic.contract import ngrok_config_path
+
+    if source == "config":
+        monkeypatch.delenv("NGROK_AUTHTOKEN")
+        path = ngrok_config_path()
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump({"version": "3", "agent": {"authtoken": CONFIG_AUTHTOKEN}}, f)  # JSON is YAML
+    server = jupyter()
+    kernel = owner(server, "shown.ipynb")
+    (server.root / "shown.ipynb").write_text(json.dumps(notebook()))
+    if source == "config":
+        printed, secrets = kernel.execute(f"print(open({ngrok_config_path()!r}).read())"), [CONFIG_AUTHTOKEN]
+    else:
+        printed, secrets = kernel.execute("%env NGROK_AUTHTOKEN"), [AUTHTOKEN]
+    line = "%share --view"
+    if source == "given":
+        line += f" --authtoken {GIVEN_AUTHTOKEN}"
+        printed["stdout"] += f"given {GIVEN_AUTHTOKEN}\n"
+        secrets.append(GIVEN_AUTHTOKEN)
+    result = kernel.execute(f"%load_ext share_magic\n{line}")
+    assert result["error"] is None and "Error" not in result["stderr"], result
+    reader = visitor(share_links(kernel)["view"])
+    assert reader.get(reader.link).status_code == 200
+    assert_never_shown(server, reader, secrets, printed_cell("printed", "PRINTED-CELL", printed))
+
+
+def test_the_view_never_shows_the_sign_in_secret(jupyter, owner, visitor, sandbox) -> None:
+    from test_signin import sign_in
+
+    server = jupyter()
+    kernel = owner(server, "shown.ipynb")
+    (server.root / "shown.ipynb").write_text(json.dumps(notebook()))
+    result = kernel.execute("%load_ext share_magic\n%share --view --sign-in github")
+    assert result["error"] is None and "Error" not in result["stderr"], result
+    policy = json.loads((Path(sandbox["STANDIN_NGROK_STATE"]) / "endpoints.jsonl").read_text().splitlines()[-1])
+    secret = policy["traffic_policy"]["on_http_request"][0]["actions"][2]["config"]["headers"]["x-share-magic-secret"]
+    reader = visitor(share_links(kernel)["view"])
+    assert sign_in(reader, "ada@example.com", "Ada").status_code == 200
+    printed = {"stdout": f"x-share-magic-secret: {secret}\n", "outputs": []}
+    assert_never_shown(server, reader, [secret], printed_cell("printed", "PRINTED-CELL", printed))

@@ -23,22 +23,34 @@ sessions those links admitted go on. Keys and session ids are looked up by their
 With sign-in at the edge (see :mod:`share_magic.identity`) every request must also carry the edge's proof of who
 signed in: an e-mail-shaped invitation admits only that address, and a revoked e-mail is refused on every link. Each
 session is named in Jupyter when the gateway logs it in (:func:`jupyter_name`); visitors cannot rename themselves.
+
+A keyed link never replaces a live session of the same share without the person's say. Any page can send a browser to
+a link (a top-level navigation carries the ``SameSite=Lax`` cookie), so a link of the session's own standing (same
+person, same role) just goes on to the page it names, and a link that would change who the browser is (another role,
+another person's link) gets the gateway's question page first: its one button POSTs a single-use token bound to the
+browser's current session cookie, which no other site can read or send. A session that is gone (revoked, expired,
+of an earlier share, or of another signed-in account) is replaced as before.
 """
 from __future__ import annotations
 
 import hashlib
+import hmac
 import html
 import secrets
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Protocol, Union
-from urllib.parse import unquote
+from urllib.parse import parse_qs, unquote
 
-from ..contract import KEY_PARAM, Identity, is_email
+from ..contract import KEY_PARAM, VIEW_PAGE, Identity, is_email
 from .identity import LOGOUT, WRONG_ACCOUNT_PAGE, EdgeTrust, Untrusted
 
 COOKIE = "share_magic"
+SWITCH_PATH = "share_magic/switch"  # below the base URL: the question page's button posts here
+SWITCH_PARAM = "token"
+SWITCH_LIFETIME = 600.0  # seconds a question page's button works
+SWITCH_LIMIT = 1024  # questions pending at once (one per browser), share-wide; the oldest go first
 
 Headers = list[tuple[str, str]]
 
@@ -49,6 +61,19 @@ REFUSED_PAGE = """<!DOCTYPE html>
 @media (prefers-color-scheme: dark){{body{{background:#111;color:#ddd}}}}</style></head>
 <body><h1>This link has ended or is not valid</h1>
 <p>{why} Ask the person who shared the notebook for a new link.</p></body></html>
+"""
+
+SWITCH_PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>You are already in this share</title>
+<style>body{{font:16px/1.5 system-ui,sans-serif;max-width:34em;margin:15vh auto;padding:0 1em;color:#222}}
+button{{font:inherit;padding:.4em 1em;margin-right:1em;cursor:pointer}}
+@media (prefers-color-scheme: dark){{body{{background:#111;color:#ddd}} a{{color:#8ab4f8}}}}</style></head>
+<body><h1>You are already in this share</h1>
+<p>You are signed in to this share {current}. This link would open it {offered} instead.</p>
+<p>If you did not just open a link you were given yourself (another page may have sent you here), stay as you are.</p>
+<form method="post" action="{action}"><button type="submit">{verb}</button><a href="{stay}">Stay {stay_as}</a></form>
+</body></html>
 """
 
 
@@ -82,6 +107,17 @@ class Session:
     jupyter_cookie: str | None = None  # "name=value" of Jupyter's login cookie, added upstream by the gateway
     identity: Identity | None = None  # who signed in at the edge, when the share has sign-in
     name: str | None = None  # what Jupyter calls this visitor, when the gateway named them
+
+
+@dataclass(eq=False)
+class Switch:
+    """A question the gate asked a browser: replace its session with one of ``grant``'s? Answered only by a POST
+    with the token, from the browser that holds the session cookie the question was asked of."""
+
+    grant: Grant
+    target: str
+    token: bytes  # the digest of the token its page's button posts
+    asked: float = field(default_factory=time.monotonic)
 
 
 @dataclass
@@ -142,6 +178,7 @@ class Access:
         self._grants: dict[bytes, Grant] = {}
         self._sessions: dict[bytes, Session] = {}
         self._revoked_sessions: set[bytes] = set()  # to tell their browsers why they are refused
+        self._switches: dict[bytes, Switch] = {}  # each browser's latest question, by its session cookie's digest
         self.local_paths: set[str] = set()  # answered by the gateway itself for editing sessions (the bridge)
         self._lock = threading.Lock()
 
@@ -231,14 +268,21 @@ class Access:
         if identity is not None and identity.key in self._revoked_identities:
             return Reply(_refusal(f"The person who shared this notebook has revoked your access "
                                   f"(you are signed in as {identity.email}).", headers))
+        if method == "POST" and clean_target.split("?", 1)[0] == self.cookie_path + SWITCH_PATH:
+            return self._switch(clean_target, headers, cookies, identity)
         navigation = method in ("GET", "HEAD") and not any(name.lower() == "upgrade" for name, _ in headers)
         grant = self._grants.get(digest(keys[-1])) if keys and navigation else None
+        session = self._session(cookies.get(COOKIE))
         if grant is not None and grant.revoked_at is None and grant.retired_at is None:
             # a key opens pages; websockets need the cookie
             if identity is not None and is_email(grant.person) and (grant.person or "").lower() != identity.key:
                 return Reply(_wrong_account(identity, headers))
-            return self._admit_and_redirect(grant, clean_target, identity)
-        session = self._session(cookies.get(COOKIE))
+            if session is None or (identity is not None and (session.identity is None
+                                                             or session.identity.key != identity.key)):
+                return self._admit_and_redirect(grant, clean_target, identity)  # nobody live to replace
+            if session.grant.person == grant.person and session.grant.role == grant.role:
+                return _go_on(self._safe_target(clean_target))  # who they are already: the link changes nothing
+            return self._ask(session, grant, clean_target, cookies[COOKIE])
         if session is not None and identity is not None and (session.identity is None
                                                              or session.identity.key != identity.key):
             return Reply(_wrong_account(identity, headers))  # signed in again, as someone else
@@ -272,7 +316,65 @@ class Access:
         session = self._sessions.get(digest(session_id))
         return session if session is not None and session.grant.revoked_at is None else None
 
-    def _admit_and_redirect(self, grant: Grant, target: str, identity: Identity | None = None) -> Reply:
+    def _safe_target(self, target: str) -> str:
+        if not target.startswith("/") or target.startswith("//") or "\\" in target.split("?", 1)[0]:
+            return self.cookie_path  # //host/x would lead the browser off the share, key freshly accepted
+        return target
+
+    def _within(self, session: Session, target: str) -> str:
+        """Where ``target`` leads a browser that stays as ``session`` is: a view session sees only the view page,
+        and an editor is not sent to a view page Jupyter does not have."""
+        view_page = self.cookie_path + VIEW_PAGE
+        if session.grant.role == "view":
+            return view_page
+        return self.cookie_path if target.split("?", 1)[0] == view_page else self._safe_target(target)
+
+    def _ask(self, session: Session, grant: Grant, target: str, session_id: str) -> Reply:
+        """The question page: this browser is in as someone else; replace that with what the link offers?"""
+        token = secrets.token_urlsafe(32)
+        stay = self._within(session, target)
+        target = self._safe_target(target)
+        now = time.monotonic()
+        with self._lock:
+            for key in [key for key, switch in self._switches.items() if now - switch.asked > SWITCH_LIFETIME]:
+                del self._switches[key]
+            self._switches.pop(digest(session_id), None)  # a browser's latest question replaces its earlier one
+            while len(self._switches) >= SWITCH_LIMIT:
+                del self._switches[next(iter(self._switches))]
+            self._switches[digest(session_id)] = Switch(grant, target, digest(token))
+        current, offered = _standing(session.grant), _standing(grant)
+        page = SWITCH_PAGE.format(
+            current=html.escape(current), offered=html.escape(offered),
+            action=html.escape(f"{self.cookie_path}{SWITCH_PATH}?{SWITCH_PARAM}={token}"),
+            verb=html.escape(_offer(grant)), stay=html.escape(stay), stay_as=html.escape(current))
+        return Reply(response(200, "OK", [
+            ("Content-Type", "text/html; charset=utf-8"), ("Referrer-Policy", "no-referrer"),
+            ("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
+                                        "base-uri 'none'; frame-ancestors 'none'"),
+            ("X-Frame-Options", "DENY"), ("X-Content-Type-Options", "nosniff")], page.encode()))
+
+    def _switch(self, target: str, headers: Headers, cookies: dict[str, str], identity: Identity | None) -> Reply:
+        """The question page's button: a new session of the grant asked about, for the browser it was asked of."""
+        token = (parse_qs(target.partition("?")[2]).get(SWITCH_PARAM) or [""])[0]
+        site = next((value for name, value in headers if name.lower() == "sec-fetch-site"), "same-origin")
+        browser = digest(cookies.get(COOKIE, ""))
+        with self._lock:
+            switch = self._switches.get(browser)
+            pressed = switch is not None and site == "same-origin" and hmac.compare_digest(switch.token, digest(token))
+            if pressed:  # one press, once; a wrong one (another site's) leaves the person's question as it was
+                del self._switches[browser]
+        if switch is None or not pressed or time.monotonic() - switch.asked > SWITCH_LIFETIME:
+            return Reply(_refusal("This button was not pressed on the page that asked, or that page is too old: "
+                                  "open the link again.", headers))
+        grant = switch.grant
+        if grant.revoked_at is not None or grant.retired_at is not None:
+            return Reply(_refusal("The person who shared this notebook has ended this link.", headers))
+        if identity is not None and is_email(grant.person) and (grant.person or "").lower() != identity.key:
+            return Reply(_wrong_account(identity, headers))
+        return self._admit_and_redirect(grant, switch.target, identity, status=(303, "See Other"))
+
+    def _admit_and_redirect(self, grant: Grant, target: str, identity: Identity | None = None,
+                            status: tuple[int, str] = (302, "Found")) -> Reply:
         session_id = secrets.token_urlsafe(32)
         name = jupyter_name(grant, identity)
         cookie = None if self.login is None else self.login(name) if name else self.login()
@@ -282,10 +384,8 @@ class Access:
         cookie = f"{COOKIE}={session_id}; Path={self.cookie_path}; Secure; HttpOnly; SameSite=Lax"
         if self.expires_at is not None:
             cookie += f"; Max-Age={max(0, int(self.expires_at - time.time()))}"
-        if not target.startswith("/") or target.startswith("//") or "\\" in target.split("?", 1)[0]:
-            target = self.cookie_path  # //host/x would lead the browser off the share, key freshly accepted
-        return Reply(response(302, "Found", [("Location", target), ("Set-Cookie", cookie),
-                                             ("Cache-Control", "no-store"), ("Referrer-Policy", "no-referrer")]))
+        return Reply(response(*status, [("Location", self._safe_target(target)), ("Set-Cookie", cookie),
+                                        ("Cache-Control", "no-store"), ("Referrer-Policy", "no-referrer")]))
 
     def _admitted(self, session: Session, target: str, headers: Headers, cookies: dict[str, str]) -> Admitted:
         hidden = _cookie_name(session.jupyter_cookie) if session.jupyter_cookie else None
@@ -306,6 +406,25 @@ def jupyter_name(grant: Grant, identity: Identity | None) -> str | None:
     if identity is not None:
         return identity.name or identity.email
     return grant.person
+
+
+def _standing(grant: Grant) -> str:
+    """How the question page names what a grant makes a browser: "as ada, an editor with a personal link"."""
+    if grant.person:
+        return f"as {grant.person}, an editor with a personal link"
+    return "as an editor" if grant.role == "edit" else "as a view-only reader"
+
+
+def _offer(grant: Grant) -> str:
+    """The question page's button: "Open as ada", "Open as view-only"."""
+    return "Open as " + (grant.person or ("an editor" if grant.role == "edit" else "view-only"))
+
+
+def _go_on(target: str) -> Reply:
+    """To the page a link names, as the browser's session already is: the key leaves the address bar, nothing else
+    changes."""
+    return Reply(response(302, "Found", [("Location", target), ("Cache-Control", "no-store"),
+                                         ("Referrer-Policy", "no-referrer")]))
 
 
 def _wrong_account(identity: Identity, headers: Headers) -> bytes:

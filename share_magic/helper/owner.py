@@ -191,8 +191,11 @@ class Helper:
         return self.access.link_key(role)
 
     def secrets(self) -> list[str]:
-        """What no view may show, wherever the notebook holds it: every key of the share and the server's token."""
-        return [*self.access.keys(), self.server.token or ""]
+        """What no view may show, wherever the notebook holds it: every key of the share, the server's token, every
+        ngrok authtoken the share knows of (the kernel's -- given, or its NGROK_AUTHTOKEN --, and ngrok's config
+        file's) and the sign-in secret."""
+        return [*self.access.keys(), self.server.token or "", *self.tunnel.authtokens(),
+                *self.settings.get("authtokens", []), self.edge.secret or ""]
 
     def rewrite_page(self, page: bytes) -> bytes:
         """A Jupyter page as an editing visitor gets it: with the bridge's script. (The gateway has already blanked

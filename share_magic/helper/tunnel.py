@@ -75,22 +75,31 @@ def _quiet_pyngrok() -> None:
     logger.propagate = False
 
 
+def user_agent_settings(path: str | None = None) -> dict[str, Any]:
+    """The agent's settings in the user's own ngrok config (where `ngrok config add-authtoken` and the widget's form
+    save the authtoken); empty if it cannot be read."""
+    import yaml
+
+    try:
+        with open(path or ngrok_config_path(), encoding="utf-8") as f:
+            user: Any = yaml.safe_load(f) or {}
+    except (OSError, ValueError, yaml.YAMLError):
+        user = {}
+    if not isinstance(user, dict):
+        return {}
+    if str(user.get("version")) == "3":
+        agent = user.get("agent")
+        return dict(agent) if isinstance(agent, dict) else {}
+    # a version 2 config keeps the agent's settings at the top
+    return {key: value for key, value in user.items() if key not in ("version", "tunnels")}
+
+
 def private_config(path: str, authtoken: str | None) -> None:
     """Write the agent's config to ``path`` (created 0600): the user's own ngrok config (where `ngrok config
     add-authtoken` saved their token) with ``authtoken`` (if given) and inspection turned off."""
     import yaml
 
-    try:
-        with open(ngrok_config_path(), encoding="utf-8") as f:
-            user: Any = yaml.safe_load(f) or {}
-    except (OSError, yaml.YAMLError):
-        user = {}
-    if not isinstance(user, dict):
-        user = {}
-    if str(user.get("version")) == "3":
-        agent = dict(user.get("agent") or {})
-    else:  # a version 2 config keeps the agent's settings at the top
-        agent = {key: value for key, value in user.items() if key not in ("version", "tunnels")}
+    agent = user_agent_settings()
     if authtoken:
         agent["authtoken"] = authtoken
     agent["inspect_db_size"] = -1
@@ -107,6 +116,8 @@ class Tunnel:
 
         _quiet_pyngrok()
         self._authtoken = authtoken
+        self._configured: str | None = None  # the authtoken in the user's ngrok config, as last read
+        self._config_seen: tuple[int, int] | None = None  # that file's modification time and size then
         remove_stale_folders()
         self._folder = private_folder(FOLDER_PREFIX)
         self._config_path = os.path.join(self._folder, "ngrok.yml")
@@ -142,6 +153,20 @@ class Tunnel:
         self.public_url = tunnel.public_url
         assert self.public_url is not None
         return self.public_url
+
+    def authtokens(self) -> list[str]:
+        """Every ngrok authtoken this share knows of, for what must never be shown: the one it was given, and the
+        one in the user's ngrok config (read again whenever that file changes; the widget's form saves there)."""
+        path = ngrok_config_path()
+        try:
+            stat = os.stat(path)
+            seen: tuple[int, int] | None = (stat.st_mtime_ns, stat.st_size)
+        except OSError:
+            seen = None
+        if seen != self._config_seen:
+            token = user_agent_settings(path).get("authtoken") if seen is not None else None
+            self._config_seen, self._configured = seen, token if isinstance(token, str) else None
+        return [token for token in (self._authtoken, self._configured) if token]
 
     def agent_alive(self) -> bool:
         return self._process is not None and self._process.proc.poll() is None
@@ -187,8 +212,9 @@ class Tunnel:
         remove_folder(self._folder)
 
     def _mask(self, text: str) -> str:
-        token = self._authtoken
-        return text.replace(token, "****") if token else text
+        for token in self.authtokens():  # the config file's too: what the agent says may quote it
+            text = text.replace(token, "****")
+        return text
 
     def _explain(self, detail: str, code: str | None = None) -> TunnelError:
         if code is None:
