@@ -18,6 +18,7 @@ fresh copy. The page patches the notebook in place, keeping the reader's scroll 
 """
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import copy
@@ -32,7 +33,6 @@ import secrets
 import threading
 import time
 import traceback
-import zlib
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -42,8 +42,9 @@ from urllib.parse import parse_qs, quote
 from ..contract import OUTPUT_KEY as SHARE_OUTPUT
 from ..contract import VIEW_PAGE
 from ..jupyter import JupyterServer
-from .access import Local, response
-from .meter import _accepts_gzip as accepts_gzip
+from .access import Local
+from .answers import GZIP_HEADER, accepts_gzip, deflate_block, gzip_bytes, response
+from .answers import text as _answer_text
 
 POLL_INTERVAL = 1.0
 KEEPALIVE = 20.0  # seconds between comments on an idle stream, so that no proxy takes it for dead
@@ -206,8 +207,11 @@ class NotebookView:
         self._updates: OrderedDict[tuple[str, str], bytes] = OrderedDict()  # (since, version) -> the event
         self._updates_lock = threading.Lock()
         self._render_lock = threading.Lock()
-        self._changed = threading.Condition()
+        self._wake = threading.Event()
         self._closed = False
+        self._readers: set[_Reader] = set()  # open update streams, on the gateway's loop
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._deflated: OrderedDict[int, tuple[bytes, bytes]] = OrderedDict()  # an event, compressed once
         self._exporter: Any = None
         self._style: tuple[str, bytes, bytes] | None = None  # path, plain, gzipped
         self.renders = 0  # cells rendered since the start: what a save costs the owner's CPU
@@ -342,93 +346,150 @@ class NotebookView:
 
     # -- serving ------------------------------------------------------------------------------------------------
 
-    def respond(self, request: Local, reader: Any, sock: Any, live: Callable[[bool], None]) -> None:
-        """Answer a view session's request on ``sock`` (the gateway closes it after). ``live(True/False)`` marks
-        the time an update stream is open."""
+    async def respond(self, request: Local, answer: Any) -> None:
+        """Answer a view session's request on the gateway's ``answer`` (a :class:`~.gateway.LocalAnswer`): the
+        page and the stylesheet whole, then the connection closes; the update stream for as long as the reader
+        stays."""
         path, _, query = request.target.partition("?")
         if request.method not in ("GET", "HEAD"):
-            sock.sendall(_text(405, "Method Not Allowed", "A view link only reads."))
+            await answer.finish(_text(405, "Method Not Allowed", "A view link only reads."))
         elif path == self.page_path:
             try:
-                page = self.page()
+                page = self._page if self._page is not None and self._current is not None \
+                    and self._page.etag == f'"{self._current.name}"' else await answer.run(self.page)
             except Exception as e:  # a notebook nbconvert cannot read: the reader is told, the log keeps the trace
                 traceback.print_exc()
-                sock.sendall(_text(503, "Service Unavailable", f"The notebook cannot be shown right now ({e})."))
+                await answer.finish(_text(503, "Service Unavailable", f"The notebook cannot be shown right now ({e})."))
                 return
             headers = [("Content-Type", "text/html; charset=utf-8"), ("Content-Security-Policy", _policy(PAGE_SCRIPT)),
                        ("Referrer-Policy", "no-referrer"), ("X-Content-Type-Options", "nosniff"),
                        ("ETag", page.etag), ("Cache-Control", "private, no-cache"), ("Vary", "Accept-Encoding")]
-            self._send(request, sock, headers, page.plain, page.gzipped, validator=page.etag)
-        elif path == self.style()[0]:
+            await answer.finish(self._answer(request, headers, page.plain, page.gzipped, validator=page.etag))
+        elif path == (self._style or await answer.run(self.style))[0]:
             _, plain, gzipped = self.style()
-            self._send(request, sock, [("Content-Type", "text/css; charset=utf-8"), ("Vary", "Accept-Encoding"),
-                                       ("Cache-Control", "private, max-age=31536000, immutable"),
-                                       ("X-Content-Type-Options", "nosniff")], plain, gzipped)
+            await answer.finish(self._answer(request, [
+                ("Content-Type", "text/css; charset=utf-8"), ("Vary", "Accept-Encoding"),
+                ("Cache-Control", "private, max-age=31536000, immutable"), ("X-Content-Type-Options", "nosniff")],
+                plain, gzipped))
         elif path == self.events_path:
             since = _header(request.headers, "last-event-id") or (parse_qs(query).get("since") or [None])[0]
-            live(True)
-            try:
-                self._stream(sock, since, _accepts_gzip(request.headers))
-            finally:
-                live(False)
+            await self._stream(answer, since, _accepts_gzip(request.headers))
         else:
-            sock.sendall(_text(404, "Not Found", "A view link shows one notebook and nothing else: "
-                                                 f"{self.page_path}"))
+            await answer.finish(_text(404, "Not Found", "A view link shows one notebook and nothing else: "
+                                                        f"{self.page_path}"))
 
     @staticmethod
-    def _send(request: Local, sock: Any, headers: list[tuple[str, str]], plain: bytes, gzipped: bytes,
-              validator: str | None = None) -> None:
+    def _answer(request: Local, headers: list[tuple[str, str]], plain: bytes, gzipped: bytes,
+                validator: str | None = None) -> bytes:
         if validator is not None and _header(request.headers, "if-none-match") == validator:
-            sock.sendall(response(304, "Not Modified", [(name, value) for name, value in headers
-                                                        if name in ("ETag", "Cache-Control", "Vary")]))
-            return
+            return response(304, "Not Modified", [(name, value) for name, value in headers
+                                                  if name in ("ETag", "Cache-Control", "Vary")])
         body = plain
         if _accepts_gzip(request.headers):
             body, headers = gzipped, [*headers, ("Content-Encoding", "gzip")]
-        if request.method == "HEAD":
-            head = response(200, "OK", headers, body)
-            sock.sendall(head[:len(head) - len(body)])
-        else:
-            sock.sendall(response(200, "OK", headers, body))
+        whole = response(200, "OK", headers, body)
+        return whole[:len(whole) - len(body)] if request.method == "HEAD" else whole
 
-    def _stream(self, sock: Any, since: str | None, compressed: bool) -> None:
-        compressor = zlib.compressobj(6, zlib.DEFLATED, 16 + zlib.MAX_WBITS) if compressed else None
+    async def _stream(self, answer: Any, since: str | None, compressed: bool) -> None:
+        """An update stream: its head, then each update as it comes. It costs the loop a write per update: each
+        event is made once (and compressed once, as a block any gzip stream can carry) for every reader."""
+        reader = _Reader(answer, since, compressed)
+        answer.send(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\n"
+                    + (b"Content-Encoding: gzip\r\nVary: Accept-Encoding\r\n" if compressed else b"")
+                    + b"X-Accel-Buffering: no\r\nConnection: close\r\n\r\n"
+                    + (GZIP_HEADER if compressed else b"") + self._encoded(b"retry: 3000\n\n", compressed))
+        self._loop = asyncio.get_running_loop()
+        answer.live(True)
+        self._readers.add(reader)
+        try:
+            if self._current is None:
+                await answer.run(self.current)
+            self._bring_up_to_date(reader)
+            await answer.until_gone()  # a reader who leaves is let go at once, not at the next write
+        finally:
+            self._readers.discard(reader)
+            answer.live(False)
+            answer.close()
 
-        def send(data: bytes) -> None:
-            sock.sendall(compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH) if compressor else data)
+    def _bring_up_to_date(self, reader: _Reader) -> None:
+        if self._current is None:
+            return
+        update = self.update_for(reader.since)
+        if update is None:
+            return
+        reader.since, event = update
+        reader.send(self._encoded(event, reader.compressed))
 
-        sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\n"
-                     + (b"Content-Encoding: gzip\r\nVary: Accept-Encoding\r\n" if compressor else b"")
-                     + b"X-Accel-Buffering: no\r\nConnection: close\r\n\r\n")
-        send(b"retry: 3000\n\n")
-        while not self._closed:
-            version = self._current or self.current()
-            update = self.update_for(since)
-            if update is not None:
-                since, event = update
-                send(event)
-            with self._changed:
-                if self._current is version and not self._closed:
-                    if not self._changed.wait(KEEPALIVE):
-                        send(b": still here\n\n")
+    def _encoded(self, event: bytes, compressed: bool) -> bytes:
+        if not compressed:
+            return event
+        with self._updates_lock:
+            found = self._deflated.get(id(event))
+            if found is not None and found[0] is event:
+                return found[1]
+            block = deflate_block(event)
+            self._deflated[id(event)] = (event, block)
+            while len(self._deflated) > 2 * HISTORY:
+                self._deflated.popitem(last=False)
+            return block
+
+    def _broadcast(self) -> None:
+        """On the gateway's loop: every open stream gets the update that brings it to the latest version."""
+        for reader in list(self._readers):
+            self._bring_up_to_date(reader)
+
+    def _keep_alive(self) -> None:
+        quiet = b": still here\n\n"
+        block = deflate_block(quiet)
+        for reader in list(self._readers):
+            reader.send(block if reader.compressed else quiet)
 
     def _watch(self) -> None:
-        """Render each new saved version as soon as it is saved, and wake every open stream."""
+        """Render each new saved version as soon as it is saved, and update every open stream."""
+        quiet_since = time.monotonic()
         while not self._closed:  # the first render starts at once, before any reader asks
             before = self._current
             try:
                 after = self.current()
             except (OSError, ValueError):
                 after = before  # the server is busy or the notebook is mid-save: the next look will do
-            if after is not before:
-                with self._changed:
-                    self._changed.notify_all()
-            time.sleep(POLL_INTERVAL)
+            loop = self._loop
+            if loop is not None and not loop.is_closed():
+                try:
+                    if after is not before:
+                        loop.call_soon_threadsafe(self._broadcast)
+                        quiet_since = time.monotonic()
+                    elif time.monotonic() - quiet_since >= KEEPALIVE:
+                        loop.call_soon_threadsafe(self._keep_alive)
+                        quiet_since = time.monotonic()
+                except RuntimeError:  # the loop closed meanwhile
+                    pass
+            self._wake.wait(POLL_INTERVAL)
 
     def close(self) -> None:
         self._closed = True
-        with self._changed:
-            self._changed.notify_all()
+        self._wake.set()
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            try:
+                loop.call_soon_threadsafe(lambda: [reader.answer.close() for reader in list(self._readers)])
+            except RuntimeError:
+                pass
+
+
+class _Reader:
+    """One open update stream: where it is, and how it is written."""
+
+    def __init__(self, answer: Any, since: str | None, compressed: bool) -> None:
+        self.answer, self.since, self.compressed = answer, since, compressed
+
+    def send(self, data: bytes) -> None:
+        try:
+            future = self.answer.send(data)
+        except Exception:  # gone, or so far behind that its buffer is full: it reconnects, from where it was
+            self.answer.close()
+            return
+        future.add_done_callback(lambda done: done.cancelled() or done.exception())
 
 
 def _cell_markup(cell_id: str, markup: str) -> str:
@@ -439,11 +500,6 @@ def _empty_notebook() -> Any:
     import nbformat
 
     return nbformat.from_dict({"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": []})
-
-
-def gzip_bytes(data: bytes) -> bytes:
-    compressor = zlib.compressobj(6, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
-    return compressor.compress(data) + compressor.flush()
 
 
 def cleaned(content: dict[str, Any], hidden: Iterable[str]) -> dict[str, Any]:
@@ -624,6 +680,5 @@ def _policy(script: str) -> str:
             "frame-src 'none'; object-src 'none'; frame-ancestors 'none'")
 
 
-def _text(status: int, reason: str, text: str) -> bytes:
-    return response(status, reason, [("Content-Type", "text/plain; charset=utf-8")], f"{text}\n".encode())
-
+def _text(status: int, reason: str, message: str) -> bytes:
+    return _answer_text(status, reason, message)

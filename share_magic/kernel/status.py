@@ -31,6 +31,7 @@ class Described:
     signed_in: list[SignedIn]
     refused: list[str]
     naming: bool | None
+    full: str | None  # why the share turns new view readers away, while it does
     people: dict[str, Person]
     authenticated: bool
     include_token: bool
@@ -60,6 +61,8 @@ class Described:
         who = f"{self.visitors} visitor{'' if self.visitors == 1 else 's'} connected"
         if self.attached:
             who += f", started from {self.owner_notebook}"
+        if self.full:
+            who += f"; FULL, new readers are turned away: {self.full}"
         when = f"live since {clock(self.started_at)}"
         if self.expires_at is not None:
             when += f", ends at {clock(self.expires_at)}"
