@@ -242,6 +242,7 @@ class Exchange(httputil.HTTPMessageDelegate):
         self.body: list[bytes] = []
         self.streaming: Upstream | None = None
         self.chunked = False
+        self.stream_body = False
         self.response: Response | None = None
         self.stored: Any = None
         self.received = 0
@@ -295,8 +296,9 @@ class Exchange(httputil.HTTPMessageDelegate):
             asyncio.ensure_future(self._upgrade_exchange(stream))
             return None
         self.chunked = "chunked" in fields.get("transfer-encoding", "").lower()
-        if self.chunked or int(fields.get("content-length") or 0) > RETRY_BODY_LIMIT:
-            await self._start_streaming()
+        # A body too large to keep (or of unknown length) goes to the server as it comes, on a fresh connection
+        # opened with its first part: tornado has checked that part's framing by then.
+        self.stream_body = self.chunked or int(fields.get("content-length") or 0) > RETRY_BODY_LIMIT
         if "content-length" in fields or self.chunked:
             self._watch_body()
         return None
@@ -307,15 +309,11 @@ class Exchange(httputil.HTTPMessageDelegate):
 
     # -- the body -----------------------------------------------------------------------------------------------
 
-    async def _start_streaming(self) -> None:
-        """A body too large to keep (or of unknown length) goes to the server as it comes, on a fresh connection."""
-        assert self.response is not None
-        try:
-            upstream = await Upstream.open(self.gateway.server, self.gateway.tls)
-        except OSError:
-            return self._reply(text(502, "Bad Gateway", "The Jupyter server is not reachable."))
+    async def _start_streaming(self) -> Upstream:
+        upstream = await Upstream.open(self.gateway.server, self.gateway.tls)
         self.streaming = upstream
         await upstream.stream.write(self._request_head())
+        return upstream
 
     def _request_head(self) -> bytes:
         response = self.response
@@ -340,17 +338,17 @@ class Exchange(httputil.HTTPMessageDelegate):
         if self.inner is not None:
             return self.inner.data_received(chunk)
         self.received += len(chunk)
-        if self.streaming is None:
+        if not self.stream_body:
             self.body.append(chunk)
             return None
         return self._forward(chunk)
 
     async def _forward(self, chunk: bytes) -> None:
-        assert self.streaming is not None
         self.waiting = True
         try:
-            await self.streaming.stream.write(b"%x\r\n%s\r\n" % (len(chunk), chunk) if self.chunked else chunk)
-        except StreamClosedError:
+            upstream = self.streaming or await self._start_streaming()
+            await upstream.stream.write(b"%x\r\n%s\r\n" % (len(chunk), chunk) if self.chunked else chunk)
+        except (StreamClosedError, OSError, asyncio.TimeoutError):
             self.connection.stream.close()
         finally:
             self.waiting = False
@@ -393,8 +391,14 @@ class Exchange(httputil.HTTPMessageDelegate):
         """Relay the request and its response; return whether the connection may carry another."""
         response, connection = self.response, self.connection
         assert response is not None
-        if self.streaming is not None:
-            upstream, self.streaming = self.streaming, None
+        if self.stream_body:
+            try:
+                upstream = self.streaming or await self._start_streaming()
+            except (OSError, asyncio.TimeoutError):
+                await response.out.send(text(502, "Bad Gateway", "The Jupyter server is not reachable."))
+                await response.out.drain()
+                return False
+            self.streaming = None
             try:
                 if self.chunked:
                     await upstream.stream.write(b"0\r\n\r\n")
