@@ -24,7 +24,7 @@ from typing import Any, Callable, Optional
 from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
 from .access import Admitted, Local
-from .answers import gzip_bytes
+from .answers import HOP_BY_HOP, gzip_bytes
 from .identity import HEADERS as IDENTITY_HEADERS
 from .meter import MIN_SIZE
 from .protocol import BadRequest, check_request
@@ -226,4 +226,5 @@ def _header(headers: list[tuple[str, str]], wanted: str) -> str | None:
 
 FORBIDDEN = frozenset({"host", "cookie", "connection", "content-length", "transfer-encoding", "upgrade", "origin",
                        "referer", "expect", "te", "keep-alive"})
-HOP = frozenset({"connection", "keep-alive", "transfer-encoding", "content-length", "content-encoding", "set-cookie"})
+# What the page's Response must not be given: the hop-by-hop headers, and the framing the bridge replaced.
+HOP = HOP_BY_HOP | frozenset({"connection", "transfer-encoding", "content-length", "content-encoding", "set-cookie"})

@@ -406,7 +406,7 @@ class LocalAnswer:
 
     async def finish(self, answer: bytes) -> None:
         """Send the last answer and close the connection without losing it."""
-        await answer_and_close(self.stream, answer, self.gateway.limits.linger)
+        await answer_and_close(self.stream, answer, self.gateway.limits.linger, self.gateway.limits.body_timeout)
 
     async def run(self, function: Callable[..., Any], *args: Any) -> Any:
         """A blocking call, in the gateway's pool."""

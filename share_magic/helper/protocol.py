@@ -18,6 +18,7 @@ import asyncio
 import re
 import socket
 import sys
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from tornado import gen, httputil
@@ -37,6 +38,7 @@ ORIGIN_FORM = re.compile(r"/[!-~]*")  # a path (and query) in visible ASCII, as 
 VERSION = re.compile(r"HTTP/1\.[01]")
 CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # in a field value; a tab is allowed
 DIGITS = re.compile(r"[0-9]+")  # ASCII digits only: str.isdigit() also takes "²"
+WRITE_LIMIT = 64 * 1024 * 1024  # bytes written to a visitor and not yet taken
 CONNECTION_TOKENS = frozenset({"", "close", "keep-alive", "upgrade", "te"})  # what browsers and proxies send
 
 
@@ -118,7 +120,9 @@ class VisitorStream(IOStream):
     whole (:func:`check_head`) before tornado sees it, and its end is reported to its :class:`Connection` once."""
 
     def __init__(self, sock: socket.socket, connection: Connection) -> None:
-        super().__init__(sock, max_buffer_size=4 * CHUNK, read_chunk_size=CHUNK)
+        # What a visitor has not taken yet is bounded too: a reader whose update stream falls that far behind is
+        # let go (their page reconnects, and catches up from where it was).
+        super().__init__(sock, max_buffer_size=4 * CHUNK, read_chunk_size=CHUNK, max_write_buffer_size=WRITE_LIMIT)
         self.connection = connection
         self.head: tuple[str, str, str, Headers] | None = None
         self.reading_head = False
@@ -175,12 +179,13 @@ class VisitorStream(IOStream):
             pass
 
 
-async def answer_and_close(stream: IOStream, answer: bytes, linger: float) -> None:
+async def answer_and_close(stream: IOStream, answer: bytes, linger: float, write_timeout: float = 60.0) -> None:
     """Send the gateway's own last answer, then close without losing it: closing a socket with unread input resets
     the connection, which can destroy the answer before the visitor reads it. So stop writing, and read (and drop)
-    whatever the visitor still sends, for a short while only."""
+    whatever the visitor still sends, for a short while only. A visitor who does not take the answer within
+    ``write_timeout`` is let go."""
     try:
-        await stream.write(answer)
+        await gen.with_timeout(timedelta(seconds=write_timeout), stream.write(answer))
         stream.socket.shutdown(socket.SHUT_WR)
         deadline, dropped = asyncio.get_running_loop().time() + linger, 0
         while dropped < RETRY_BODY_LIMIT:
@@ -285,14 +290,15 @@ class Exchange(httputil.HTTPMessageDelegate):
             asyncio.ensure_future(gateway.answer_locally(verdict, connection, stream))
             return None
         fields = {name.lower(): value for name, value in headers}
-        self.response = Response(gateway, method, verdict.target, version, fields, verdict, Out(connection.stream))
+        self.response = Response(gateway, method, verdict.target, version, fields, verdict,
+                                 Out(connection.stream, gateway.limits.body_timeout))
         if method == "GET":
             self.stored = gateway.compression.stored(verdict.target, fields)
             if self.stored is not None:  # an immutable asset, compressed before: the server need not be asked
                 return None
         if "upgrade" in fields and "upgrade" in fields.get("connection", "").lower():
             stream = self.request_conn.detach()  # nothing of HTTP follows on this connection: its bytes are ours
-            self.response.out = Out(stream)
+            self.response.out = Out(stream, gateway.limits.body_timeout)
             asyncio.ensure_future(self._upgrade_exchange(stream))
             return None
         self.chunked = "chunked" in fields.get("transfer-encoding", "").lower()
@@ -305,7 +311,8 @@ class Exchange(httputil.HTTPMessageDelegate):
 
     def _reply(self, answer: bytes) -> None:
         stream = self.request_conn.detach()
-        asyncio.ensure_future(answer_and_close(stream, answer, self.gateway.limits.linger))
+        asyncio.ensure_future(answer_and_close(stream, answer, self.gateway.limits.linger,
+                                               self.gateway.limits.body_timeout))
 
     # -- the body -----------------------------------------------------------------------------------------------
 

@@ -16,8 +16,10 @@ from __future__ import annotations
 import asyncio
 import select
 import socket
+from datetime import timedelta
 from typing import Any
 
+from tornado import gen
 from tornado.iostream import IOStream, SSLIOStream, StreamClosedError
 
 from .answers import HOP_BY_HOP, Headers, header
@@ -106,23 +108,28 @@ class Buffer:
 
 
 class Out:
-    """What goes to the visitor: one write in flight while the next piece is read (back-pressure, pipelined)."""
+    """What goes to the visitor: one write in flight while the next piece is read (back-pressure, pipelined). A
+    visitor who does not take a piece within ``timeout`` seconds is let go."""
 
-    def __init__(self, stream: IOStream) -> None:
+    def __init__(self, stream: IOStream, timeout: float = 60.0) -> None:
         self.stream = stream
+        self.timeout = timedelta(seconds=timeout)
         self.pending: Any = None
 
     async def send(self, data: bytes) -> None:
         if not data:
             return
-        if self.pending is not None:
-            await self.pending
+        await self.drain()
         self.pending = self.stream.write(data)
 
     async def drain(self) -> None:
         if self.pending is not None:
             pending, self.pending = self.pending, None
-            await pending
+            try:
+                await gen.with_timeout(self.timeout, pending)
+            except gen.TimeoutError:
+                self.stream.close()
+                raise StreamClosedError() from None
 
 
 class Collected(bytearray):
