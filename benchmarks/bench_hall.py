@@ -38,6 +38,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import textwrap
 import time
 import traceback
 import uuid
@@ -228,7 +229,11 @@ class Side:
             links = share_links(self.kernel)
             self.edit_link, self.view_link = links["edit"], links["view"]
             self.host = urlsplit(self.view_link).netloc
-            self.port = int(self.kernel.run("import share_magic; print(share_magic.current().gateway_port)"))
+            where, port = self.kernel.run("import share_magic\nprint(share_magic.__file__)\n"
+                                          "print(share_magic.current().gateway_port)").split()
+            if package.resolve() not in Path(where).resolve().parents:  # measure the code asked for, or nothing
+                raise RuntimeError(f"the {name} side's kernel imported {where}, not the package in {package}")
+            self.port = int(port)
             self.helper = helper_pid(self.server)
             self.saves = 0
         except BaseException:
@@ -459,17 +464,19 @@ class Reader:
         self.open = False
 
 
-async def arrive_all(client: Client, view_path: str, edits: Edits, count: int, at_once: int) -> list[Reader]:
-    """``count`` readers, arriving ``at_once`` at a time (people arrive over time; a burst would only measure the
-    listen backlog)."""
+async def arrive_all(client: Client, view_path: str, edits: Edits, count: int, rate: float) -> list[Reader]:
+    """``count`` readers, arriving ``rate`` a second, each on its own (people arrive over time: a burst would
+    measure the listen backlog, and a fixed number in flight would measure a queue of this client's making). Each
+    has its own deadline; those still arriving are waited for."""
     readers = [Reader(client, view_path, edits) for _ in range(count)]
-    gate = asyncio.Semaphore(at_once)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
 
-    async def one(reader: Reader) -> None:
-        async with gate:
-            await reader.arrive()
+    async def one(number: int, reader: Reader) -> None:
+        await asyncio.sleep(max(0.0, start + number / rate - loop.time()))
+        await reader.arrive()
 
-    await asyncio.gather(*(one(reader) for reader in readers))
+    await asyncio.gather(*(one(number, reader) for number, reader in enumerate(readers)))
     return readers
 
 
@@ -669,7 +676,7 @@ async def hold(side: Side, client: Client, edits: Edits, view_path: str, count: 
     cpu = cpu_seconds(pid)
     readers: list[Reader] = []
     try:
-        readers = await arrive_all(client, view_path, edits, count, options.at_once)
+        readers = await arrive_all(client, view_path, edits, count, options.rate)
         await asyncio.sleep(1.0)
         served = [reader for reader in readers if reader.open]
         pages = [reader.page_seconds * 1000 for reader in readers if reader.page_seconds is not None]
@@ -778,7 +785,7 @@ def print_table(columns: list[str], results: dict[str, dict[str, Any]], note: st
         names += [name for name in side if name not in names]
     width = max(len(name) for name in names)
     widths = [max(len(column), *(len(cell(results[column].get(name, "-"))) for name in names)) for column in columns]
-    print(note)
+    print("\n" + textwrap.fill(note, 118) + "\n")
     print("| " + "measure".ljust(width) + " | " + " | ".join(c.rjust(w) for c, w in zip(columns, widths)) + " |")
     print("|" + "-" * (width + 2) + "|" + "|".join("-" * (w + 2) for w in widths) + "|")
     for name in names:
@@ -792,7 +799,7 @@ def main() -> None:
     parser.add_argument("--editor-readers", type=int, default=1000, help="readers in while an editor runs a cell")
     parser.add_argument("--hostile", type=int, default=1500, help="the hostile reader's connections")
     parser.add_argument("--edits", type=int, default=3, help="saves timed per reader count")
-    parser.add_argument("--at-once", type=int, default=50, help="readers arriving at the same time")
+    parser.add_argument("--rate", type=float, default=100, help="readers arriving per second")
     parser.add_argument("--quick", action="store_true", help="a smoke run: 20 and 50 readers, 300 hostile "
                                                              "connections, 2 saves")
     parser.add_argument("--before", default=BEFORE_COMMIT, help="the commit measured as 'before' ('none': only "
@@ -828,14 +835,14 @@ def main() -> None:
                 side.close()
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor())
-    note = (f"\nshare_magic: how many a share holds, {time.strftime('%Y-%m-%d')}: {cpu}, {os.cpu_count()} cores, "
-            f"Python {platform.python_version()}, {platform.system()} {platform.release()}.\n"
-            f"Readers at the gateway's port, {options.at_once} arriving at a time, each: view link (key, redirect, "
+    note = (f"share_magic: how many a share holds, {time.strftime('%Y-%m-%d')}: {cpu}, {os.cpu_count()} cores, "
+            f"Python {platform.python_version()}, {platform.system()} {platform.release()}. "
+            f"Readers at the gateway's port, arriving {options.rate:g} a second, each: view link (key, redirect, "
             f"cookie), the page (gzip; a {size / 1e6:.2f} MB notebook with {FIGURES} figures), the update stream "
             f"held open. Served: page 200 and an open stream. Page load: key to whole page, readers who got it. "
             f"An edit: {options.edits} saves, each reader's delay after the first stream's copy. Helper: threads, "
             f"open files, RSS when all are in; CPU over arrivals and saves. Open files limit: the helper's soft "
-            f"limit.\n")
+            f"limit.")
     print_table([label for label, _ in sides], results, note)
 
 
