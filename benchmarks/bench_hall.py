@@ -52,6 +52,7 @@ from urllib.parse import quote, urlsplit
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 from harness import (  # noqa: E402
+    AUTHTOKEN,
     JupyterServer,
     KernelClient,
     open_notebook,
@@ -210,12 +211,15 @@ def ours() -> list[int]:
 
 class Side:
     """One Jupyter server running ``package`` (on PYTHONPATH for the server, its kernels and the helper), the owner's
-    kernel on the shared notebook, and a share with an edit link and a view link."""
+    kernel on the shared notebook, and a share with an edit link and a view link. Both sides are up at once, so each
+    is an ngrok account of its own (the stand-in gives an account one public domain, as ngrok's free plan does)."""
 
-    def __init__(self, name: str, folder: Path, package: Path, soft_limit: int) -> None:
-        self.name = name
+    def __init__(self, name: str, label: str, folder: Path, package: Path, soft_limit: int) -> None:
+        self.name, self.label = name, label
         self.kernel: KernelClient | None = None
+        self.idle_files = 0
         os.environ["PYTHONPATH"] = str(package)
+        os.environ["NGROK_AUTHTOKEN"] = f"{AUTHTOKEN}_{name}"
         with inherited_limit(soft_limit):
             self.server = JupyterServer(folder / f"{name}-server")
         try:
@@ -249,24 +253,32 @@ class Side:
             raise RuntimeError(f"save {self.saves} on the {self.name} side: {answer.status_code} {answer.text[:200]}")
 
     def close(self) -> None:
+        """Stop the share, the owner's kernel client and the server (:func:`end_everything` then waits for the
+        processes that end with them)."""
         try:
             if self.kernel is not None:
                 self.kernel.execute("%share stop", timeout=30)
         except Exception:  # a kernel that cannot answer: stopping its server ends the share too
             pass
         finally:
-            if self.kernel is not None:
-                self.kernel.close()
-            self.server.stop()
             try:
-                wait_for(lambda: not ours(), 30, "kernels and the share to end with their server", interval=0.2)
-            except AssertionError:
-                print(f"{self.name}: killing what did not end: {ours()}", file=sys.stderr)
-            for pid in ours():
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
+                if self.kernel is not None:
+                    self.kernel.close()
+            finally:
+                self.server.stop()
+
+
+def end_everything() -> None:
+    """Wait for every kernel, helper and agent of this run to end with its server; kill what does not."""
+    try:
+        wait_for(lambda: not ours(), 30, "kernels and shares to end with their servers", interval=0.2)
+    except AssertionError:
+        print(f"killing what did not end: {ours()}", file=sys.stderr)
+    for pid in ours():
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
 
 
 # -- HTTP/1.1 on raw asyncio streams ---------------------------------------------------------------------------------
@@ -637,39 +649,48 @@ def answered(sockets: list[socket.socket]) -> dict[str, int]:
 # -- one side's run -------------------------------------------------------------------------------------------------
 
 
-async def measure(side: Side, options: argparse.Namespace) -> dict[str, Any]:
-    results: dict[str, Any] = {}
-    client = Client(side.port, side.host)
-    edits = Edits()
-    view_path = path_of(side.view_link)
-    pid = side.helper
+async def measure(sides: list[Side], options: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """Every phase on every side, the sides taking turns (the first of each phase alternating), so that noise from
+    this shared machine falls on both. A phase that fails on one side is noted, and the run goes on."""
+    results: dict[str, dict[str, Any]] = {side.label: {} for side in sides}
+    clients = {side.label: Client(side.port, side.host) for side in sides}
+    phases: list[tuple[str, Any]] = [("idle", lambda side, client, into: idle(side, client, into))]
+    for count in [*options.readers, *([] if options.editor_readers in options.readers else [options.editor_readers])]:
+        phases.append((f"{count} readers", lambda side, client, into, count=count: hold(
+            side, client, count, options, into)))
+    phases.append(("hostile reader", lambda side, client, into: hostile(side, client, options, into)))
     try:
-        await asyncio.sleep(1.0)
-        idle_files = open_files(pid)
-        warm = await arrive_all(client, view_path, edits, 1, 1)  # the first render, lazy imports
-        if not warm[0].open:
-            raise RuntimeError(f"a first reader could not get in on the {side.name} side: {warm[0].failure}")
-        warm[0].leave()
-        await asyncio.sleep(0.1)
-        await settle(pid, idle_files)
-        idle_files = open_files(pid)
-        results["helper threads, idle"] = threads(pid)
-        results["helper RSS, idle (MiB)"] = rss_mib(pid)
-        results["helper open files limit"] = open_files_limit(pid)
-        counts = list(options.readers)
-        if options.editor_readers not in counts:
-            counts.append(options.editor_readers)
-        for count in counts:
-            await hold(side, client, edits, view_path, count, options, results, idle_files)
-        await hostile(side, client, view_path, options, results, idle_files)
+        for number, (phase, run) in enumerate(phases):
+            for side in sides if number % 2 == 0 else sides[::-1]:
+                try:
+                    await run(side, clients[side.label], results[side.label])
+                except Exception:
+                    traceback.print_exc()
+                    results[side.label][f"{phase}: failed"] = "yes (see stderr)"
     finally:
-        await client.close_all()
+        for client in clients.values():
+            await client.close_all()
     return results
 
 
-async def hold(side: Side, client: Client, edits: Edits, view_path: str, count: int, options: argparse.Namespace,
-               results: dict[str, Any], idle_files: int) -> None:
+async def idle(side: Side, client: Client, results: dict[str, Any]) -> None:
+    """The helper idle, once a first reader has come and gone (the first render done, the view's imports made)."""
     pid = side.helper
+    side.idle_files = open_files(pid)
+    warm = await arrive_all(client, path_of(side.view_link), Edits(), 1, 1)
+    if not warm[0].open:
+        raise RuntimeError(f"a first reader could not get in on the {side.name} side: {warm[0].failure}")
+    warm[0].leave()
+    await asyncio.sleep(0.1)
+    await settle(pid, side.idle_files)
+    side.idle_files = open_files(pid)
+    results["helper threads, idle"] = threads(pid)
+    results["helper RSS, idle (MiB)"] = rss_mib(pid)
+    results["helper open files limit"] = open_files_limit(pid)
+
+
+async def hold(side: Side, client: Client, count: int, options: argparse.Namespace, results: dict[str, Any]) -> None:
+    pid, edits, view_path = side.helper, Edits(), path_of(side.view_link)
     editor = count == options.editor_readers
     measured = count in options.readers
     label = f"{count} readers"
@@ -714,15 +735,14 @@ async def hold(side: Side, client: Client, edits: Edits, view_path: str, count: 
         for reader in readers:
             reader.leave()
         await asyncio.sleep(0.1)
-    released = await settle(pid, idle_files)
+    released = await settle(pid, side.idle_files)
     if measured:
         results[f"{label}: helper idle again after they leave (s)"] = (
             released if released is not None else f"> {SETTLE_TIMEOUT:g}")
 
 
-async def hostile(side: Side, client: Client, view_path: str, options: argparse.Namespace,
-                  results: dict[str, Any], idle_files: int) -> None:
-    pid = side.helper
+async def hostile(side: Side, client: Client, options: argparse.Namespace, results: dict[str, Any]) -> None:
+    pid, view_path = side.helper, path_of(side.view_link)
     label = f"hostile reader, {options.hostile} connections"
     jar: dict[str, str] = {}
     admitted = await asyncio.wait_for(client.get(view_path, {"Accept": "text/html"}), ARRIVAL_TIMEOUT)
@@ -767,7 +787,7 @@ async def hostile(side: Side, client: Client, view_path: str, options: argparse.
             await asyncio.sleep(0.5)
     results["  after the attack: a new reader gets in after (s)"] = (
         recovered if recovered is not None else f"> {SETTLE_TIMEOUT:g}")
-    await settle(pid, idle_files)
+    await settle(pid, side.idle_files)
 
 
 # -- the table ------------------------------------------------------------------------------------------------------
@@ -812,27 +832,28 @@ def main() -> None:
     after = package_folder(options.package) if options.package else HERE.parent
     soft = raise_open_files_limit(max([*options.readers, options.editor_readers]) + options.hostile + 512)
 
-    results: dict[str, dict[str, Any]] = {}
+    packages = []
     with tempfile.TemporaryDirectory(prefix="share-hall-") as name:
         folder = Path(name)
         os.environ.update(sandbox_environment(folder))
         for key in ("JPY_PARENT_PID", "JUPYTER_TOKEN", "JPY_SESSION_NAME"):
             os.environ.pop(key, None)
-        sides = []
         if options.before.lower() != "none":
-            sides.append((f"before ({options.before})", package_at(options.before, folder / "before")))
-        sides.append((f"after ({'this checkout' if not options.package else options.package})", after))
-        size = 0
-        for label, package in sides:
-            side = Side(label.split(" ", 1)[0], folder, package, soft)
-            try:
-                size = side.path.stat().st_size
-                results[label] = asyncio.run(measure(side, options))
-            except Exception:  # the other side still runs; the table shows what this one got
-                traceback.print_exc()
-                results.setdefault(label, {})["failed"] = "yes (see stderr)"
-            finally:
-                side.close()
+            packages.append(("before", f"before ({options.before})", package_at(options.before, folder / "before")))
+        packages.append(("after", f"after ({options.package or 'this checkout'})", after))
+        sides: list[Side] = []
+        try:
+            for side_name, label, package in packages:
+                sides.append(Side(side_name, label, folder, package, soft))
+            size = sides[0].path.stat().st_size
+            results = asyncio.run(measure(sides, options))
+        finally:
+            for side in sides:
+                try:
+                    side.close()
+                except Exception:
+                    traceback.print_exc()
+            end_everything()
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor())
     note = (f"share_magic: how many a share holds, {time.strftime('%Y-%m-%d')}: {cpu}, {os.cpu_count()} cores, "
@@ -843,7 +864,7 @@ def main() -> None:
             f"An edit: {options.edits} saves, each reader's delay after the first stream's copy. Helper: threads, "
             f"open files, RSS when all are in; CPU over arrivals and saves. Open files limit: the helper's soft "
             f"limit.")
-    print_table([label for label, _ in sides], results, note)
+    print_table([label for _, label, _ in packages], results, note)
 
 
 if __name__ == "__main__":
