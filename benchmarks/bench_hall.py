@@ -832,7 +832,7 @@ def main() -> None:
     after = package_folder(options.package) if options.package else HERE.parent
     soft = raise_open_files_limit(max([*options.readers, options.editor_readers]) + options.hostile + 512)
 
-    packages = []
+    packages, load = [], os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="share-hall-") as name:
         folder = Path(name)
         os.environ.update(sandbox_environment(folder))
@@ -857,7 +857,8 @@ def main() -> None:
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor())
     note = (f"share_magic: how many a share holds, {time.strftime('%Y-%m-%d')}: {cpu}, {os.cpu_count()} cores, "
-            f"Python {platform.python_version()}, {platform.system()} {platform.release()}. "
+            f"Python {platform.python_version()}, {platform.system()} {platform.release()}; load average "
+            f"{load:.1f} at the start, {os.getloadavg()[0]:.1f} at the end. "
             f"Readers at the gateway's port, arriving {options.rate:g} a second, each: view link (key, redirect, "
             f"cookie), the page (gzip; a {size / 1e6:.2f} MB notebook with {FIGURES} figures), the update stream "
             f"held open. Served: page 200 and an open stream. Page load: key to whole page, readers who got it. "
