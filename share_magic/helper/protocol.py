@@ -135,6 +135,16 @@ class VisitorStream(IOStream):
         """Only request heads are read this way."""
         self.reading_head = True
         inner = super().read_until_regex(regex, max_bytes)
+        if inner.done() and inner.exception() is None:  # the usual case: the head came in one read, and is here
+            self.reading_head = False
+            try:
+                self.head = check_head(inner.result())
+            except BadRequest:
+                pass  # answered below, the slow way
+            else:
+                self.connection.head_arrived()
+                return inner
+            self.reading_head = True
         checked: asyncio.Future = asyncio.get_running_loop().create_future()
 
         def check(done: asyncio.Future) -> None:
@@ -248,6 +258,7 @@ class Exchange(httputil.HTTPMessageDelegate):
         self.streaming: Upstream | None = None
         self.chunked = False
         self.stream_body = False
+        self.answered: bool | None = None  # answered already, from the head: whether to keep the connection
         self.response: Response | None = None
         self.stored: Any = None
         self.received = 0
@@ -300,6 +311,10 @@ class Exchange(httputil.HTTPMessageDelegate):
             stream = self.request_conn.detach()  # nothing of HTTP follows on this connection: its bytes are ours
             self.response.out = Out(stream, gateway.limits.body_timeout)
             asyncio.ensure_future(self._upgrade_exchange(stream))
+            return None
+        if not ("content-length" in fields or "transfer-encoding" in fields):
+            # No body to wait for (most requests): relayed now, so that finish() only lets tornado read the next.
+            self.answered = await self._answer()
             return None
         self.chunked = "chunked" in fields.get("transfer-encoding", "").lower()
         # A body too large to keep (or of unknown length) goes to the server as it comes, on a fresh connection
@@ -365,7 +380,9 @@ class Exchange(httputil.HTTPMessageDelegate):
             self.watch.cancel()
         if self.inner is not None:
             return self.inner.finish()
-        if self.response is not None:
+        if self.answered is not None:
+            self._done(self.answered)
+        elif self.response is not None:
             asyncio.ensure_future(self._respond())
         return None
 
@@ -380,15 +397,22 @@ class Exchange(httputil.HTTPMessageDelegate):
     # -- the answer ---------------------------------------------------------------------------------------------
 
     async def _respond(self) -> None:
-        stream = self.connection.stream
+        self._done(await self._answer())
+
+    async def _answer(self) -> bool:
+        """Answer the request; return whether the connection may carry another."""
         try:
             if self.stored is not None:
-                await stream.write(head_bytes(self.stored.status_line, self.stored.headers) + chunked(self.stored.body))
-                keep = True
-            else:
-                keep = await self._exchange()
+                stored = self.stored
+                await self.connection.stream.write(
+                    head_bytes(stored.status_line, stored.headers) + chunked(stored.body))
+                return True
+            return await self._exchange()
         except Exception:  # either side went away, or the server spoke something other than HTTP/1.1
-            keep = False
+            return False
+
+    def _done(self, keep: bool) -> None:
+        stream = self.connection.stream
         if keep and not stream.closed():
             self.request_conn.finish()  # tornado reads the next request
         else:

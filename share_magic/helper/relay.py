@@ -28,6 +28,7 @@ from .meter import Compression, GzipChunks, Stored
 # Measured (benchmarks/README.md): 1 MiB chunks relayed 25% slower, 64 KiB ones 3x slower than 256 KiB.
 CHUNK = 256 * 1024
 RETRY_BODY_LIMIT = 1024 * 1024  # request bodies up to this size are kept, so the request can be sent again
+BULK = 1024 * 1024  # what a download's copy takes from the server at a time, at most
 HEAD_LIMIT = 64 * 1024  # per message head; the Jupyter server applies its own, smaller one
 NO_BODY_STATUSES = frozenset({204, 304})
 
@@ -57,7 +58,7 @@ class Upstream:
             await asyncio.wait_for(stream.connect((server.host, server.port), server_hostname=server.host), 10)
         else:
             family = socket.AF_INET6 if ":" in server.host else socket.AF_INET
-            stream = IOStream(socket.socket(family), max_buffer_size=4 * CHUNK, read_chunk_size=CHUNK)
+            stream = IOStream(socket.socket(family), max_buffer_size=4 * BULK, read_chunk_size=BULK)
             await asyncio.wait_for(stream.connect((server.host, server.port)), 10)
             stream.set_nodelay(True)
         return cls(stream)
@@ -125,6 +126,9 @@ class Out:
     async def drain(self) -> None:
         if self.pending is not None:
             pending, self.pending = self.pending, None
+            if pending.done():
+                pending.result()
+                return
             try:
                 await gen.with_timeout(self.timeout, pending)
             except gen.TimeoutError:
@@ -322,6 +326,16 @@ class Response:
                 compression.store(self.target, Stored(status_line, compressed, bytes(gzipped.kept)))
             if not delimited:
                 return False
+        elif "content-length" in fields and "chunked" not in fields.get("transfer-encoding", "").lower():
+            # The fast path (small answers, downloads): what comes goes on as it is, the head with the first part.
+            remaining, stream, first = int(fields["content-length"]), upstream.stream, head
+            while remaining > 0:
+                data = await stream.read_bytes(min(remaining, BULK), partial=True)
+                remaining -= len(data)
+                await self.out.send(first + data if first else data)
+                first = b""
+            if first:
+                await self.out.send(first)
         else:
             buffer.sendall(head)
             if not await copy_body(upstream, buffer, fields, flush, raw=True):
