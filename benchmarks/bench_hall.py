@@ -1,5 +1,7 @@
 """How many view readers a share holds, and whether one hostile visitor can deny the share to everyone else: the
-share's gateway before (commit 9bfc5e4 by default) and after (this checkout), side by side in one run.
+share's gateway before (commit 9bfc5e4 by default) and after (this checkout), side by side in one run: each side its
+own Jupyter server, kernel and share, up at once, the two taking turns phase by phase so that a noisy neighbour on
+this shared machine falls on both.
 
 For each count of readers (100, 500, 1,000 and 2,000 by default), that many readers arrive at the gateway's port
 (the port the ngrok agent forwards to), each as a browser opening the view link does: the view key, the redirect and
@@ -72,7 +74,8 @@ EDIT_TIMEOUT = 30.0  # for one save to reach every open stream
 EDITOR_TIMEOUT = 45.0  # for an editor's page, websocket and cell
 SETTLE_TIMEOUT = 60.0  # for the helper to let go of readers who left
 SETTLE_SLACK = 8  # open files above idle that still count as idle (the helper's own short-lived connections)
-HOSTILE_RCVBUF = 4096  # the hostile reader's receive buffer: an answer it never reads stays in the gateway
+HOSTILE_RCVBUF = 4096  # the hostile reader's receive buffer: what of an unread answer the gateway's socket cannot
+# hold waits in the gateway
 TAIL = 256  # bytes of a stream kept to find a marker split across reads
 
 
@@ -422,7 +425,8 @@ class Reader:
             await asyncio.wait_for(self._arrive(), timeout)
         except asyncio.TimeoutError:
             self.failure = self.failure or "timeout"
-        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError, zlib.error) as e:
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError, IndexError,
+                zlib.error) as e:
             self.failure = self.failure or type(e).__name__
         if not self.open:
             self.leave()
