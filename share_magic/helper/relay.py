@@ -58,7 +58,7 @@ class Upstream:
             await asyncio.wait_for(stream.connect((server.host, server.port), server_hostname=server.host), 10)
         else:
             family = socket.AF_INET6 if ":" in server.host else socket.AF_INET
-            stream = IOStream(socket.socket(family), max_buffer_size=4 * BULK, read_chunk_size=BULK)
+            stream = IOStream(socket.socket(family), max_buffer_size=4 * BULK, read_chunk_size=CHUNK)
             await asyncio.wait_for(stream.connect((server.host, server.port)), 10)
             stream.set_nodelay(True)
         return cls(stream)
@@ -74,6 +74,33 @@ class Upstream:
 
     def close(self) -> None:
         self.stream.close()
+
+    async def copy_to(self, out: Out, remaining: int) -> None:
+        """Copy ``remaining`` bytes of a large body, read straight from the socket into two buffers in turn (one
+        filling while the other is written): no allocation and no copy per piece. Only once tornado holds nothing
+        of this stream, and when it is a plain socket (TLS goes through tornado)."""
+        if isinstance(self.stream, SSLIOStream):
+            while remaining > 0:
+                data = await self.stream.read_bytes(min(remaining, BULK), partial=True)
+                remaining -= len(data)
+                await out.send(data)
+            return
+        loop = asyncio.get_running_loop()
+        sock = self.stream.socket
+        buffers = [memoryview(bytearray(BULK)), memoryview(bytearray(BULK))]
+        turn = 0
+        try:
+            while remaining > 0:
+                buffer = buffers[turn]
+                size = await loop.sock_recv_into(sock, buffer[:min(remaining, BULK)])
+                if not size:
+                    raise StreamClosedError()
+                remaining -= size
+                await out.send(buffer[:size])  # waits for the other buffer's write to go out first
+                turn = 1 - turn
+            await out.drain()
+        except OSError as e:
+            raise StreamClosedError(real_error=e) from e
 
     async def read_head(self) -> tuple[str, Headers]:
         data = await self.stream.read_until(b"\r\n\r\n", max_bytes=HEAD_LIMIT)
@@ -329,13 +356,15 @@ class Response:
         elif "content-length" in fields and "chunked" not in fields.get("transfer-encoding", "").lower():
             # The fast path (small answers, downloads): what comes goes on as it is, the head with the first part.
             remaining, stream, first = int(fields["content-length"]), upstream.stream, head
-            while remaining > 0:
+            while remaining > 0 and (first or remaining <= BULK or stream._read_buffer_size):  # what tornado holds
                 data = await stream.read_bytes(min(remaining, BULK), partial=True)
                 remaining -= len(data)
                 await self.out.send(first + data if first else data)
                 first = b""
             if first:
                 await self.out.send(first)
+            if remaining:
+                await upstream.copy_to(self.out, remaining)
         else:
             buffer.sendall(head)
             if not await copy_body(upstream, buffer, fields, flush, raw=True):
