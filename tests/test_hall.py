@@ -354,3 +354,37 @@ def test_a_bridge_message_in_fragments_has_a_total_size_limit(jupyter, owner, vi
     with pytest.raises((OSError, websocket.WebSocketException)):
         bridge.send("{}")
         bridge.recv()
+
+
+def test_editors_never_compete_with_readers_for_room() -> None:
+    """The count on its own: readers fill the hall up to their cap and are then turned away (and the share says it
+    is full), while an editor still gets in; one holder past its share gets a 429, others do not notice."""
+    from share_magic.helper.capacity import Capacity
+
+    class Conn:
+        holder, reader = None, False
+
+    limits = Limits(max_connections=100, max_pending_heads=10, per_reader=2, per_editor=8)
+    capacity = Capacity(limits)
+    readers = [Conn() for _ in range(capacity.readers_cap() + 1)]
+    for number, conn in enumerate(readers[:-1]):
+        assert capacity.admit_connection(conn)[0]
+        assert capacity.claim(conn, ("session", number), True, limits.per_reader) is None
+    assert capacity.admit_connection(readers[-1])[0]
+    assert capacity.claim(readers[-1], ("session", "late"), True, limits.per_reader) == 503
+    assert capacity.full
+    editor = Conn()
+    assert capacity.admit_connection(editor)[0]
+    assert capacity.claim(editor, ("session", "editor"), False, limits.per_editor) is None
+    capacity.release(readers[-1])
+    for conn in readers[:-1]:
+        capacity.release(conn)
+    assert not capacity.full
+    greedy = [Conn() for _ in range(3)]
+    for conn in greedy:
+        capacity.admit_connection(conn)
+    assert [capacity.claim(conn, ("session", "greedy"), True, limits.per_reader) for conn in greedy] == [
+        None, None, 429]
+    other = Conn()
+    capacity.admit_connection(other)
+    assert capacity.claim(other, ("session", "other"), True, limits.per_reader) is None
