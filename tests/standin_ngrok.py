@@ -28,7 +28,9 @@ Knobs a test may set (all optional):
 Traffic Policy (the endpoint's ``traffic_policy`` field, an object or a YAML/JSON string): ``on_http_request`` rules,
 each with optional ``expressions`` (only ``[!](actions.ngrok.oauth.identity.email in [...])``) and actions run in
 order: ``oauth`` (a managed provider), ``remove-headers``, ``add-headers`` (appending, except ``host``; values
-interpolate ``${actions.ngrok.oauth.identity.email|name|id|provider_user_id}``) and ``deny``. Anything else makes
+interpolate ``${actions.ngrok.oauth.identity.email|name|id|provider_user_id}`` and ``${conn.client_ip}``, the
+visitor's address as the edge's socket sees it -- a test gives visitors distinct addresses by connecting from
+127.0.0.x) and ``deny``. Anything else makes
 the endpoint fail to start with a 400, as an invalid policy does. The oauth action keeps the edge's own session
 cookie on the endpoint's host; without one it sends the visitor to a sign-in page of the stand-in's own
 (``/ngrok/standin/sign-in``, where a test or a browser chooses the e-mail and name to sign in as) and back to the
@@ -298,6 +300,7 @@ sent the link to you.</p>
 OAUTH_PROVIDERS = ("google", "github", "microsoft", "gitlab", "linkedin", "twitch")
 OAUTH_COOKIE = "ngrok_oauth_session"  # ngrok's real cookie name is not documented
 IDENTITY_VARIABLES = ("email", "name", "id", "provider_user_id")
+CONNECTION_VARIABLES = ("conn.client_ip",)  # the edge's own view of the connection: no visitor can set it
 INTERPOLATION = re.compile(r"\$\{([^}]*)\}")
 EMAIL_EXPRESSION = re.compile(r"^(!?)\(?\s*actions\.ngrok\.oauth\.identity\.email\s+in\s+\[(.*)\]\s*\)?$")
 SIGN_IN_PATH = "/ngrok/standin/sign-in"
@@ -337,6 +340,8 @@ def parse_policy(policy) -> list[dict]:
                     raise PolicyError("add-headers takes 1 to 10 headers")
                 for value in headers.values():
                     for variable in INTERPOLATION.findall(str(value)):
+                        if variable in CONNECTION_VARIABLES:
+                            continue
                         if variable.rsplit(".", 1)[-1] not in IDENTITY_VARIABLES or \
                                 not variable.startswith("actions.ngrok.oauth.identity."):
                             raise PolicyError(f"unknown variable ${{{variable}}}")
@@ -468,12 +473,12 @@ class Endpoint:
             self.reply(writer, simple_response("200 OK", INTERSTITIAL.format(host=lower.get("host", "")).encode(),
                                          {"Content-Type": "text/html", "ngrok-error-code": "ERR_NGROK_6024"}))
             return
+        peer = writer.get_extra_info("peername")[0]
         if self.rules:
-            answer, headers = await self.apply_policy(request_line, headers, reader)
+            answer, headers = await self.apply_policy(request_line, headers, reader, peer)
             if answer is not None:
                 self.reply(writer, answer)
                 return
-        peer = writer.get_extra_info("peername")[0]
         upgrade = "upgrade" in lower.get("connection", "").lower()
         kept = [(k, v) for k, v in headers if k.lower() not in ("connection", "x-forwarded-for",
                                                                   "x-forwarded-proto", "x-forwarded-host")]
@@ -505,7 +510,8 @@ class Endpoint:
 
     # -- the endpoint's traffic policy ------------------------------------------------------------------------------
 
-    async def apply_policy(self, request_line: str, headers: list, reader: asyncio.StreamReader) -> tuple:
+    async def apply_policy(self, request_line: str, headers: list, reader: asyncio.StreamReader,
+                           peer: str = "") -> tuple:
         """Run the policy on a request: (the edge's own answer, or None to forward; the headers to forward)."""
         method, target = request_line.split(" ")[:2]
         path = target.split("?", 1)[0]
@@ -536,8 +542,8 @@ class Endpoint:
                     headers = [(k, v) for k, v in headers if k.lower() not in doomed]
                 elif kind == "add-headers":
                     for name, value in config["headers"].items():
-                        value = INTERPOLATION.sub(lambda m: str((identity or {}).get(m.group(1).rsplit(".", 1)[-1],
-                                                                                     "")), str(value))
+                        value = INTERPOLATION.sub(lambda m: peer if m.group(1) == "conn.client_ip" else str(
+                            (identity or {}).get(m.group(1).rsplit(".", 1)[-1], "")), str(value))
                         if name.lower() == "host":
                             headers = [(k, v) for k, v in headers if k.lower() != "host"]
                         headers.append((name.lower(), value))

@@ -313,7 +313,7 @@ def test_the_gateway_answers_expect_continue_and_relays_chunked_bodies_with_trai
     with gateway_to(Upstream(respond, script=lambda conn, req: "close")) as (visitor, reader):
         visitor.sendall(b"POST /upload HTTP/1.1\r\nHost: abc123.ngrok-free.app:8443\r\nContent-Length: 11\r\n"
                         b"Expect: 100-continue\r\n\r\n")
-        assert read_head(reader)[0] == "HTTP/1.1 100 Continue"
+        assert read_head(reader)[0].startswith("HTTP/1.1 100 ")  # tornado's: "100 (Continue)"
         visitor.sendall(b"hello world")
         status, headers = read_head(reader)
         assert status == "HTTP/1.1 200 OK" and headers["transfer-encoding"] == "chunked"

@@ -44,6 +44,7 @@ from typing import Callable, Protocol, Union
 from urllib.parse import parse_qs, unquote
 
 from ..contract import KEY_PARAM, VIEW_PAGE, Identity, is_email
+from .answers import response
 from .identity import LOGOUT, WRONG_ACCOUNT_PAGE, EdgeTrust, Untrusted
 
 COOKIE = "share_magic"
@@ -479,12 +480,3 @@ def _refusal(why: str, headers: Headers) -> bytes:
                         REFUSED_PAGE.format(why=html.escape(why)).encode())
     return response(403, "Forbidden", [("Content-Type", "text/plain; charset=utf-8")],
                     f"This link has ended or is not valid. {why}\n".encode())
-
-
-def response(status: int, reason: str, headers: Headers, body: bytes = b"") -> bytes:
-    """A complete response from the gateway itself; the connection closes after it."""
-    lines = [f"HTTP/1.1 {status} {reason}", *(f"{name}: {value}" for name, value in headers),
-             f"Content-Length: {len(body)}", "Cache-Control: no-store", "Connection: close"]
-    if any(name.lower() == "cache-control" for name, _ in headers):
-        lines.remove("Cache-Control: no-store")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body

@@ -14,23 +14,24 @@ The script lives only in the page it came with: nothing is left in the browser t
 """
 from __future__ import annotations
 
+import asyncio
 import base64
-import gzip
-import hashlib
 import json
-import struct
-import threading
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, BinaryIO, Callable, Optional
+import re
+from collections.abc import Awaitable
+from typing import Any, Callable, Optional
 
-from .access import Admitted, Gate, Local, response
-from .gateway import BadRequest, check_request
+from tornado.websocket import WebSocketClosedError, WebSocketHandler
+
+from .access import Admitted, Local
+from .answers import HOP_BY_HOP, gzip_bytes
 from .identity import HEADERS as IDENTITY_HEADERS
 from .meter import MIN_SIZE
+from .protocol import BadRequest, check_request
 
 PATH = "share_magic/bridge"
 MAX_BODY = 1024 * 1024  # requests and answers larger than this go over plain HTTP
-WEBSOCKET_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+MAX_MESSAGE = 4 * MAX_BODY  # a call's message, however fragmented (its body is base64 in JSON)
 PARALLEL = 6  # calls of one page in flight at once
 
 SCRIPT = """(function () {
@@ -117,78 +118,40 @@ def with_script(page: bytes, base_url: str) -> bytes:
     return page[:at + 6] + tag + page[at + 6:] if at >= 0 else tag + page
 
 
-Fetch = Callable[[Admitted, str, bytes], Optional[tuple[str, list[tuple[str, str]], bytes]]]
+Check = Callable[[str, str, list], Awaitable[Any]]
+Fetch = Callable[[Admitted, str, bytes], Awaitable[Optional[tuple[str, list[tuple[str, str]], bytes]]]]
 
 
 class Bridge:
-    """Serves bridge websockets: each message is one API call, replayed through ``gate`` and ``fetch``."""
+    """Serves bridge websockets: each message is one API call, replayed through the gate (``check``) and
+    ``fetch``. The websocket itself is tornado's (:class:`BridgeSocket`): framing, fragments, pings and closing are
+    the library's, and a message (however fragmented) over :data:`MAX_MESSAGE` closes the bridge."""
 
-    def __init__(self, base_url: str, gate: Gate, fetch: Fetch, is_public: Callable[[str], bool]) -> None:
+    def __init__(self, base_url: str, check: Check, fetch: Fetch, is_public: Callable[[str], bool]) -> None:
         self.path = base_url + PATH
-        self.gate = gate
+        self.check = check  # the gate's question, asked again for every call
         self.fetch = fetch
         self.is_public = is_public  # whether an Origin is this share's own public one
 
-    def respond(self, request: Local, reader: BinaryIO, out: Any, live: Callable[[bool], None]) -> None:
-        """Accept the websocket, then answer its messages until either side closes it."""
-        fields = {name.lower(): value for name, value in request.headers}
-        key = fields.get("sec-websocket-key")
-        if request.method != "GET" or "websocket" not in fields.get("upgrade", "").lower() or not key:
-            out.sendall(response(400, "Bad Request", [("Content-Type", "text/plain")], b"A websocket, please.\n"))
-            return
-        origin = fields.get("origin", "")
-        if not self.is_public(origin):  # only the share's own pages: as strict as Jupyter is with its websockets
-            out.sendall(response(403, "Forbidden", [("Content-Type", "text/plain")], b"Not from this share.\n"))
-            return
-        accept = base64.b64encode(hashlib.sha1((key + WEBSOCKET_GUID).encode()).digest()).decode()
-        out.sendall(f"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                    f"Sec-WebSocket-Accept: {accept}\r\n\r\n".encode())
-        sending = threading.Lock()
-        base_headers = [(name, value) for name, value in request.headers
-                        if name.lower() in ("host", "user-agent", "accept-language", "x-forwarded-for",
-                                            "x-forwarded-proto", "x-forwarded-host", *IDENTITY_HEADERS)]
-        gate_cookie = fields.get("cookie", "")
-        live(True)
-        try:
-            with ThreadPoolExecutor(max_workers=PARALLEL, thread_name_prefix="share_magic bridge") as pool:
-                for opcode, payload in _frames(reader):
-                    if opcode == 0x8:  # close
-                        with sending:
-                            out.sendall(_frame(0x8, payload[:2]))
-                        break
-                    if opcode == 0x9:  # ping
-                        with sending:
-                            out.sendall(_frame(0xA, payload))
-                    elif opcode == 0x1:
-                        pool.submit(self._call, json.loads(payload), base_headers, gate_cookie, origin, out,
-                                    sending)
-        except (OSError, ValueError):
-            pass  # the page went away
-        finally:
-            live(False)
+    def application(self, set_live: Callable[[Any, bool], None]) -> Any:
+        """The tornado application the gateway hands an editor's bridge request to."""
+        from tornado.web import Application
 
-    def _call(self, message: dict[str, Any], base: list[tuple[str, str]], gate_cookie: str, origin: str, out: Any,
-              sending: threading.Lock) -> None:
-        answer: dict[str, Any] = {"id": message.get("id")}
-        try:
-            answer.update(self._replay(message, base, gate_cookie, origin))
-        except Exception:  # a call that cannot be carried is made over plain HTTP instead
-            answer["fallback"] = True
-        data = _frame(0x1, json.dumps(answer).encode())
-        try:
-            with sending:
-                out.sendall(data)
-        except OSError:
-            pass
+        return Application([(re.escape(self.path), BridgeSocket, {"bridge": self, "set_live": set_live})],
+                           websocket_max_message_size=MAX_MESSAGE, log_function=lambda handler: None)
 
-    def _replay(self, message: dict[str, Any], base: list[tuple[str, str]], gate_cookie: str,
-                origin: str) -> dict[str, Any]:
+    async def replay(self, message: dict[str, Any], request: Local) -> dict[str, Any]:
         """The call as the browser would have made it over HTTP from the share's page: the Origin is the one the
         bridge was opened from (checked), the Referer a page of that origin."""
+        origin = _header(request.headers, "origin") or ""
+        base = [(name, value) for name, value in request.headers
+                if name.lower() in ("host", "user-agent", "accept-language", "x-forwarded-for",
+                                    "x-forwarded-proto", "x-forwarded-host", *IDENTITY_HEADERS)]
         method, target = str(message["method"]).upper(), str(message["target"])
         body = base64.b64decode(message["body"]) if message.get("body") else b""
         if len(body) > MAX_BODY:
             return {"fallback": True}
+        gate_cookie = _header(request.headers, "cookie") or ""
         cookies = "; ".join(filter(None, [gate_cookie, str(message.get("cookie") or "")]))
         referrer = str(message.get("referrer") or "")
         if not (referrer + "/").startswith(origin + "/"):
@@ -204,67 +167,64 @@ class Bridge:
             check_request(method, target, headers)
         except BadRequest:
             return {"fallback": True}  # over HTTP, the gateway answers it with its own 400
-        verdict = self.gate.check(method, target, headers)
+        verdict = await self.check(method, target, headers)
         if not isinstance(verdict, Admitted):
             return {"fallback": True}  # over HTTP, the gate gives its own answer
-        answered = self.fetch(verdict, method, body)
+        answered = await self.fetch(verdict, method, body)
         if answered is None:
             return {"fallback": True}
         status_line, response_headers, response_body = answered
         _, status, reason = (status_line.split(" ", 2) + [""])[:3]
         compress = bool(message.get("gzip")) and len(response_body) >= MIN_SIZE
         if compress:  # what the page asks through the bridge costs as few bytes as over gzipped HTTP
-            response_body = gzip.compress(response_body, 6)
+            response_body = gzip_bytes(response_body)
         return {"status": int(status), "reason": reason, "body": base64.b64encode(response_body).decode(),
                 "gzip": compress,
                 "headers": [[name, value] for name, value in response_headers if name.lower() not in HOP]}
 
 
+class BridgeSocket(WebSocketHandler):
+    """One page's bridge: up to :data:`PARALLEL` calls in flight, each answered as it completes."""
+
+    def initialize(self, bridge: Bridge, set_live: Callable[[Any, bool], None]) -> None:
+        self.bridge = bridge
+        self.set_live = set_live
+        self.verdict: Local = self.request.connection.share_verdict  # type: ignore[attr-defined]
+        self.visitor = self.request.connection.share_connection  # type: ignore[attr-defined]
+        self.calls = asyncio.Semaphore(PARALLEL)
+
+    def check_origin(self, origin: str) -> bool:
+        return self.bridge.is_public(origin)  # only the share's own pages: as strict as Jupyter is
+
+    def open(self, *args: Any) -> None:
+        self.set_live(self.visitor, True)
+
+    def on_message(self, message: Any) -> None:
+        asyncio.ensure_future(self._call(message))
+
+    async def _call(self, message: Any) -> None:
+        answer: dict[str, Any] = {"id": None}
+        async with self.calls:
+            try:
+                call = json.loads(message)
+                answer["id"] = call.get("id")
+                answer.update(await self.bridge.replay(call, self.verdict))
+            except Exception:  # a call that cannot be carried is made over plain HTTP instead
+                answer["fallback"] = True
+        try:
+            await self.write_message(json.dumps(answer))
+        except WebSocketClosedError:
+            pass
+
+    def on_close(self) -> None:
+        self.set_live(self.visitor, False)
+
+
+def _header(headers: list[tuple[str, str]], wanted: str) -> str | None:
+    return next((value for name, value in headers if name.lower() == wanted), None)
+
+
 FORBIDDEN = frozenset({"host", "cookie", "connection", "content-length", "transfer-encoding", "upgrade", "origin",
                        "referer", "expect", "te", "keep-alive"})
-HOP = frozenset({"connection", "keep-alive", "transfer-encoding", "content-length", "content-encoding", "set-cookie"})
-
-
-def _frames(reader: BinaryIO):
-    """Messages from a browser's websocket: (opcode, payload), fragments joined."""
-    message_opcode, parts = 0, bytearray()
-    while True:
-        head = _exactly(reader, 2)
-        final, opcode, masked, length = head[0] & 0x80, head[0] & 0x0F, head[1] & 0x80, head[1] & 0x7F
-        if length == 126:
-            length = struct.unpack(">H", _exactly(reader, 2))[0]
-        elif length == 127:
-            length = struct.unpack(">Q", _exactly(reader, 8))[0]
-        if not masked or length > 4 * MAX_BODY:
-            raise ValueError("not a browser's websocket frame")
-        mask = _exactly(reader, 4)
-        masked_payload = _exactly(reader, length)
-        key = (mask * (length // 4 + 1))[:length]
-        payload = (int.from_bytes(masked_payload, "big") ^ int.from_bytes(key, "big")).to_bytes(length, "big")
-        if opcode >= 0x8:  # control frames come whole, even between fragments
-            yield opcode, payload
-            continue
-        if opcode:
-            message_opcode = opcode
-        parts += payload
-        if final:
-            yield message_opcode, bytes(parts)
-            parts.clear()
-
-
-def _exactly(reader: BinaryIO, size: int) -> bytes:
-    data = reader.read(size)
-    if len(data) < size:
-        raise ValueError("the websocket closed mid-frame")
-    return data
-
-
-def _frame(opcode: int, payload: bytes) -> bytes:
-    length = len(payload)
-    if length < 126:
-        head = struct.pack(">BB", 0x80 | opcode, length)
-    elif length < 1 << 16:
-        head = struct.pack(">BBH", 0x80 | opcode, 126, length)
-    else:
-        head = struct.pack(">BBQ", 0x80 | opcode, 127, length)
-    return head + payload
+# What the page's Response must not be given: the hop-by-hop headers, and the framing the bridge replaced.
+HOP = HOP_BY_HOP | frozenset({"connection", "transfer-encoding", "content-length", "content-encoding", "set-cookie"})

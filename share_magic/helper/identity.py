@@ -9,6 +9,14 @@ carry exactly one secret header equal to the share's and exactly one e-mail head
 
 Without sign-in the same headers are stripped and ignored: a visitor cannot claim to be anyone.
 
+The same policy, on every share, also tells the gateway where a request came from: ``add-headers`` puts the
+connection's client address (``${conn.client_ip}``) beside the share's secret (:meth:`EdgeTrust.client_address`),
+so that the gateway can bound what one source holds. ngrok's own ``X-Forwarded-For`` is not used: a visitor can
+send one of their own, which the edge appends to. Without sign-in the policy does not remove the header first
+(``remove-headers`` costs credit on ngrok's free plan, and a share must start on it): the gateway believes an
+address only from a request with exactly one address header and exactly one secret, so a visitor who sends their
+own only joins the one shared source of unvouched requests.
+
 The secret guards against visitors, not against other local accounts: ngrok's local API (like the agent itself) is
 readable by local processes and returns the endpoint's policy.
 """
@@ -24,7 +32,8 @@ PREFIX = "x-share-magic-"
 EMAIL_HEADER = PREFIX + "email"
 NAME_HEADER = PREFIX + "name"
 SECRET_HEADER = PREFIX + "secret"
-HEADERS = (EMAIL_HEADER, NAME_HEADER, SECRET_HEADER)
+CLIENT_HEADER = PREFIX + "client"
+HEADERS = (EMAIL_HEADER, NAME_HEADER, SECRET_HEADER, CLIENT_HEADER)
 LOGOUT = "/ngrok/logout"
 
 Headers = list[tuple[str, str]]
@@ -46,15 +55,19 @@ def new_secret() -> str:
     return secrets.token_urlsafe(32)
 
 
-def traffic_policy(provider: str, secret: str) -> dict[str, Any]:
-    """The endpoint's policy: sign in, drop what the visitor claims, then say who they are (and prove it's us)."""
+def traffic_policy(provider: str | None, secret: str) -> dict[str, Any]:
+    """The endpoint's policy. Every share: the client's address, and the secret that proves the edge said it.
+    With sign-in (``provider``): sign in, drop what the visitor claims, then say who they are too."""
+    vouched = {CLIENT_HEADER: "${conn.client_ip}", SECRET_HEADER: secret}
+    if provider is None:
+        return {"on_http_request": [{"actions": [{"type": "add-headers", "config": {"headers": vouched}}]}]}
     return {"on_http_request": [{"actions": [
         {"type": "oauth", "config": {"provider": provider}},
         {"type": "remove-headers", "config": {"headers": list(HEADERS)}},
         {"type": "add-headers", "config": {"headers": {
             EMAIL_HEADER: "${actions.ngrok.oauth.identity.email}",
             NAME_HEADER: "${actions.ngrok.oauth.identity.name}",
-            SECRET_HEADER: secret,
+            **vouched,
         }}},
     ]}]}
 
@@ -67,9 +80,23 @@ class EdgeTrust:
     """What the gateway believes about identity headers: with a ``secret`` (sign-in on) only the edge's; without
     one, nothing."""
 
-    def __init__(self, provider: str | None = None, secret: str | None = None) -> None:
+    def __init__(self, provider: str | None = None, secret: str | None = None, vouch: str | None = None) -> None:
         self.provider = provider
-        self.secret = secret
+        self.secret = secret  # with sign-in only
+        self.vouch = vouch or secret  # the secret beside a client address: every share's policy adds one
+
+    def client_address(self, headers: Headers) -> str | None:
+        """The client address the edge vouched for: exactly one address header beside exactly one secret equal to
+        the share's; None for anything else (a forged header makes two)."""
+        if self.vouch is None:
+            return None
+        addresses = [value for name, value in headers if name.lower() == CLIENT_HEADER]
+        proofs = [value for name, value in headers if name.lower() == SECRET_HEADER]
+        if len(addresses) != 1 or len(proofs) != 1 or not addresses[0]:
+            return None
+        if not hmac.compare_digest(proofs[0].encode(), self.vouch.encode()):
+            return None
+        return addresses[0]
 
     @property
     def on(self) -> bool:

@@ -9,10 +9,11 @@ compressed once and kept, and served from there the next time.
 from __future__ import annotations
 
 import threading
-import zlib
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
+
+from .answers import GzipStream, accepts_gzip
 
 Headers = list[tuple[str, str]]
 
@@ -38,24 +39,6 @@ class Meter:
     def sent(self, size: int) -> None:
         with self._lock:
             self.bytes_out += size
-
-    def counted(self, sock: Any) -> Counted:
-        return Counted(sock, self)
-
-
-class Counted:
-    """A visitor's socket as the gateway writes to it: every byte sent is metered."""
-
-    def __init__(self, sock: Any, meter: Meter) -> None:
-        self.sock = sock
-        self.meter = meter
-
-    def sendall(self, data: bytes, /) -> None:
-        self.sock.sendall(data)
-        self.meter.sent(len(data))
-
-    def shutdown(self, how: int) -> None:
-        self.sock.shutdown(how)
 
 
 @dataclass
@@ -131,14 +114,14 @@ class GzipChunks:
     def __init__(self, sink: Any, head: bytes, keep: bool = False) -> None:
         self.sink = sink
         self.pending = head
-        self.compressor = zlib.compressobj(6, zlib.DEFLATED, 16 + zlib.MAX_WBITS)  # gzip framing
+        self.compressor = GzipStream()
         self.kept: bytearray | None = bytearray() if keep else None
 
     def sendall(self, data: bytes, /) -> None:
         self._chunk(self.compressor.compress(data))
 
     def close(self) -> None:
-        self._chunk(self.compressor.flush())
+        self._chunk(self.compressor.finish())
         self.sink.sendall(self.pending + b"0\r\n\r\n")
         self.pending = b""
 
@@ -156,9 +139,4 @@ def chunked(body: bytes) -> bytes:
     return (b"%x\r\n" % len(body) + body + b"\r\n" if body else b"") + b"0\r\n\r\n"
 
 
-def _accepts_gzip(accept_encoding: str) -> bool:
-    for part in accept_encoding.lower().split(","):
-        name, _, quality = part.strip().partition(";")
-        if name.strip() in ("gzip", "*"):
-            return quality.replace(" ", "") not in ("q=0", "q=0.0", "q=0.00", "q=0.000")
-    return False
+_accepts_gzip = accepts_gzip

@@ -31,9 +31,11 @@ from ..control import receive, remove_record, send
 from ..errors import ShareError
 from ..jupyter import JupyterServer
 from ..processes import pid_alive
-from .access import Access, Local, response
+from .access import Access, Local
+from .answers import text
 from .bridge import Bridge, with_script
-from .gateway import Gateway, Limits
+from .capacity import Limits
+from .gateway import Gateway
 from .identity import EdgeTrust, new_secret, traffic_policy
 from .listener import ControlListener, record_of_this_helper, write_record
 from .login import login_cookie, named_login_cookie
@@ -95,21 +97,24 @@ class Helper:
         duration = settings.get("duration")
         self.expires_at = time.time() + duration if duration else None
         provider = settings.get("sign_in")
-        self.edge = EdgeTrust(provider, new_secret()) if provider else EdgeTrust()  # the secret stays in here
+        # The secrets stay in here: the edge proves with one what it says (who signed in, where from).
+        self.edge = EdgeTrust(provider, new_secret()) if provider else EdgeTrust(vouch=new_secret())
         self.naming: bool | None = None  # can the server name visitors? None: not asked yet
         self.access = Access(self.server.base_url, expires_at=self.expires_at, edge=self.edge,
                              login=self.login if settings.get("include_token", True) else None)
         economy = settings.get("economy", True)
         self.gateway = Gateway(self.server, self.access, on_change=self.report_people,
-                               compression=Compression(enabled=economy), limits=Limits(**settings.get("limits", {})))
+                               compression=Compression(enabled=economy), limits=limits(settings.get("limits", {})))
         self.gateway.local = self.answer_locally
+        self.gateway.on_full = lambda why: self.report_people()
         self.gateway.rewrite_page = self.rewrite_page
         self.gateway.blanked = self.server.token.encode() if self.server.token else None
         self.view: NotebookView | None = None
         self.bridge: Bridge | None = None
         if economy:
-            self.bridge = Bridge(self.server.base_url, self.access, self.gateway.fetch, self.gateway.is_public)
+            self.bridge = Bridge(self.server.base_url, self.gateway.check, self.gateway.fetch, self.gateway.is_public)
             self.access.local_paths.add(self.bridge.path)
+            self.gateway.bridge = self.bridge.application(self.gateway.set_live)
         self.tunnel = Tunnel(settings.get("authtoken"))
         self.kernel_id: str | None = settings.get("kernel_id")  # the share is bound to this id, else to the pipe
         self.stopping = asyncio.Event()
@@ -204,13 +209,13 @@ class Helper:
         host.)"""
         return with_script(page, self.server.base_url) if self.bridge else page
 
-    def answer_locally(self, request: Local, reader: IO[bytes], out: Any, live: Callable[[bool], None]) -> None:
-        """What the gate hands to the gateway itself: a view session's requests, and an editor's bridge."""
-        service = self.view if request.session.grant.role == "view" else self.bridge
-        if service is None:
-            out.sendall(response(404, "Not Found", []))
+    async def answer_locally(self, request: Local, answer: Any) -> None:
+        """What the gate hands to the gateway itself: a view session's requests (an editor's bridge is the
+        gateway's own tornado application)."""
+        if self.view is None or request.session.grant.role != "view":
+            await answer.finish(text(404, "Not Found", "Nothing is served here."))
             return
-        service.respond(request, reader, out, live)
+        await self.view.respond(request, answer)
 
     def obey(self, command: dict[str, Any]) -> dict[str, Any]:
         """A command from a kernel, and the answer to it (with the people it changed, as they are now)."""
@@ -253,7 +258,7 @@ class Helper:
                            "email": email})
         return {"visitors": len(connected), "people": people, "version": self.people_version,
                 "signed_in": signed_in(connected), "naming": self.naming,
-                "refused": self.access.refused_identities()}
+                "refused": self.access.refused_identities(), "full": self.gateway.capacity.full}
 
     def report_people(self) -> dict[str, Any]:
         with self.reporting:
@@ -264,7 +269,7 @@ class Helper:
 
     async def run(self) -> None:
         port = self.gateway.listen()
-        policy = traffic_policy(self.edge.provider, self.edge.secret) if self.edge.on else None
+        policy = traffic_policy(self.edge.provider if self.edge.on else None, self.edge.vouch or new_secret())
         opening = in_thread(self.tunnel.open, port, policy)
         stopped = asyncio.ensure_future(self.stopping.wait())
         timeout = float(self.settings.get("startup_timeout", 25))
@@ -353,6 +358,28 @@ class Helper:
         except OSError:
             return None
         return "its kernel was shut down" if status == 404 else None
+
+
+def limits(settings: dict[str, Any]) -> Limits:
+    """The gateway's limits: the settings' (tests make time limits short), and as many connections as the open files
+    the process may have allow -- its soft limit raised to the hard one first (macOS starts at 256). A visitor
+    connection takes up to two (the visitor's, and one to the server), and some are kept for everything else."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard == resource.RLIM_INFINITY or hard > soft:
+            wanted = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
+            try:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+                soft = wanted
+            except (OSError, ValueError):
+                pass
+        files = soft if soft != resource.RLIM_INFINITY else 65536
+    except ImportError:  # Windows: no such limit to raise
+        files = 8192
+    fitting = max(64, (files - 256) // 2)
+    return Limits(**{"max_connections": min(Limits.max_connections * 2, fitting), **settings})
 
 
 def signed_in(connected: dict[Any, float]) -> list[dict[str, Any]]:

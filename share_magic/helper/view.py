@@ -18,43 +18,34 @@ fresh copy. The page patches the notebook in place, keeping the reader's scroll 
 """
 from __future__ import annotations
 
+import asyncio
 import base64
-import binascii
-import copy
 import datetime
 import hashlib
 import html
 import json
-import mimetypes
 import os
 import re
 import secrets
 import threading
 import time
 import traceback
-import zlib
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Callable
 from urllib.parse import parse_qs, quote
 
-from ..contract import OUTPUT_KEY as SHARE_OUTPUT
 from ..contract import VIEW_PAGE
 from ..jupyter import JupyterServer
-from .access import Local, response
-from .meter import _accepts_gzip as accepts_gzip
+from .access import Local
+from .answers import GZIP_HEADER, accepts_gzip, deflate_block, gzip_bytes, response
+from .answers import text as _answer_text
+from .render import cleaned, defanged, view_exporter
 
 POLL_INTERVAL = 1.0
 KEEPALIVE = 20.0  # seconds between comments on an idle stream, so that no proxy takes it for dead
 HISTORY = 64  # versions a reader may be behind and still get only what changed; further behind, a fresh copy
-WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
-# Files a markdown image may embed from the notebook's folder: by extension, and only if the bytes agree.
-IMAGE_SIGNATURES = {".png": (b"\x89PNG\r\n\x1a\n",), ".jpg": (b"\xff\xd8\xff",), ".jpeg": (b"\xff\xd8\xff",),
-                    ".gif": (b"GIF87a", b"GIF89a"), ".webp": (b"RIFF",), ".bmp": (b"BM",)}
-# Tags an output may not bring: they navigate (meta refresh), re-root links (base), submit (form), or load or frame
-# other documents. Their "<" becomes "&lt;", so the browser reads text, not a tag, however the tag is spelled.
-DEFANGED_TAGS = re.compile(r"<(?=/?(?:meta|base|form|link|iframe|frame|frameset|object|embed|portal)[\s/>])", re.I)
 PAGE_SCRIPT = """
 (function () {
   var main = document.getElementById("share-magic-notebook");
@@ -91,18 +82,6 @@ PAGE_SCRIPT = """
   theme();
   if (dark.addEventListener) { dark.addEventListener("change", theme); }
 })();
-"""
-CHUNK_LIMIT = 16 * 1024 * 1024  # the largest image file a markdown cell may embed
-VIEW_TEMPLATE = """{%- extends 'lab/index.html.j2' -%}
-{%- block header -%}{%- endblock header -%}
-{%- block body_header -%}{%- endblock body_header -%}
-{%- block body_footer -%}{%- endblock body_footer -%}
-{%- block footer -%}{%- endblock footer -%}
-{% block data_latex scoped %}
-<div class="jp-RenderedLatex jp-OutputArea-output {{ extra_class }}" data-mime-type="text/latex">
-{{ output.data['text/latex'] | latex_to_view }}
-</div>
-{%- endblock data_latex %}
 """
 PAGE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1.0">
@@ -206,8 +185,11 @@ class NotebookView:
         self._updates: OrderedDict[tuple[str, str], bytes] = OrderedDict()  # (since, version) -> the event
         self._updates_lock = threading.Lock()
         self._render_lock = threading.Lock()
-        self._changed = threading.Condition()
+        self._wake = threading.Event()
         self._closed = False
+        self._readers: set[_Reader] = set()  # open update streams, on the gateway's loop
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._deflated: OrderedDict[int, tuple[bytes, bytes]] = OrderedDict()  # an event, compressed once
         self._exporter: Any = None
         self._style: tuple[str, bytes, bytes] | None = None  # path, plain, gzipped
         self.renders = 0  # cells rendered since the start: what a save costs the owner's CPU
@@ -342,93 +324,150 @@ class NotebookView:
 
     # -- serving ------------------------------------------------------------------------------------------------
 
-    def respond(self, request: Local, reader: Any, sock: Any, live: Callable[[bool], None]) -> None:
-        """Answer a view session's request on ``sock`` (the gateway closes it after). ``live(True/False)`` marks
-        the time an update stream is open."""
+    async def respond(self, request: Local, answer: Any) -> None:
+        """Answer a view session's request on the gateway's ``answer`` (a :class:`~.gateway.LocalAnswer`): the
+        page and the stylesheet whole, then the connection closes; the update stream for as long as the reader
+        stays."""
         path, _, query = request.target.partition("?")
         if request.method not in ("GET", "HEAD"):
-            sock.sendall(_text(405, "Method Not Allowed", "A view link only reads."))
+            await answer.finish(_text(405, "Method Not Allowed", "A view link only reads."))
         elif path == self.page_path:
             try:
-                page = self.page()
+                page = self._page if self._page is not None and self._current is not None \
+                    and self._page.etag == f'"{self._current.name}"' else await answer.run(self.page)
             except Exception as e:  # a notebook nbconvert cannot read: the reader is told, the log keeps the trace
                 traceback.print_exc()
-                sock.sendall(_text(503, "Service Unavailable", f"The notebook cannot be shown right now ({e})."))
+                await answer.finish(_text(503, "Service Unavailable", f"The notebook cannot be shown right now ({e})."))
                 return
             headers = [("Content-Type", "text/html; charset=utf-8"), ("Content-Security-Policy", _policy(PAGE_SCRIPT)),
                        ("Referrer-Policy", "no-referrer"), ("X-Content-Type-Options", "nosniff"),
                        ("ETag", page.etag), ("Cache-Control", "private, no-cache"), ("Vary", "Accept-Encoding")]
-            self._send(request, sock, headers, page.plain, page.gzipped, validator=page.etag)
-        elif path == self.style()[0]:
+            await answer.finish(self._answer(request, headers, page.plain, page.gzipped, validator=page.etag))
+        elif path == (self._style or await answer.run(self.style))[0]:
             _, plain, gzipped = self.style()
-            self._send(request, sock, [("Content-Type", "text/css; charset=utf-8"), ("Vary", "Accept-Encoding"),
-                                       ("Cache-Control", "private, max-age=31536000, immutable"),
-                                       ("X-Content-Type-Options", "nosniff")], plain, gzipped)
+            await answer.finish(self._answer(request, [
+                ("Content-Type", "text/css; charset=utf-8"), ("Vary", "Accept-Encoding"),
+                ("Cache-Control", "private, max-age=31536000, immutable"), ("X-Content-Type-Options", "nosniff")],
+                plain, gzipped))
         elif path == self.events_path:
             since = _header(request.headers, "last-event-id") or (parse_qs(query).get("since") or [None])[0]
-            live(True)
-            try:
-                self._stream(sock, since, _accepts_gzip(request.headers))
-            finally:
-                live(False)
+            await self._stream(answer, since, _accepts_gzip(request.headers))
         else:
-            sock.sendall(_text(404, "Not Found", "A view link shows one notebook and nothing else: "
-                                                 f"{self.page_path}"))
+            await answer.finish(_text(404, "Not Found", "A view link shows one notebook and nothing else: "
+                                                        f"{self.page_path}"))
 
     @staticmethod
-    def _send(request: Local, sock: Any, headers: list[tuple[str, str]], plain: bytes, gzipped: bytes,
-              validator: str | None = None) -> None:
+    def _answer(request: Local, headers: list[tuple[str, str]], plain: bytes, gzipped: bytes,
+                validator: str | None = None) -> bytes:
         if validator is not None and _header(request.headers, "if-none-match") == validator:
-            sock.sendall(response(304, "Not Modified", [(name, value) for name, value in headers
-                                                        if name in ("ETag", "Cache-Control", "Vary")]))
-            return
+            return response(304, "Not Modified", [(name, value) for name, value in headers
+                                                  if name in ("ETag", "Cache-Control", "Vary")])
         body = plain
         if _accepts_gzip(request.headers):
             body, headers = gzipped, [*headers, ("Content-Encoding", "gzip")]
-        if request.method == "HEAD":
-            head = response(200, "OK", headers, body)
-            sock.sendall(head[:len(head) - len(body)])
-        else:
-            sock.sendall(response(200, "OK", headers, body))
+        whole = response(200, "OK", headers, body)
+        return whole[:len(whole) - len(body)] if request.method == "HEAD" else whole
 
-    def _stream(self, sock: Any, since: str | None, compressed: bool) -> None:
-        compressor = zlib.compressobj(6, zlib.DEFLATED, 16 + zlib.MAX_WBITS) if compressed else None
+    async def _stream(self, answer: Any, since: str | None, compressed: bool) -> None:
+        """An update stream: its head, then each update as it comes. It costs the loop a write per update: each
+        event is made once (and compressed once, as a block any gzip stream can carry) for every reader."""
+        reader = _Reader(answer, since, compressed)
+        answer.send(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\n"
+                    + (b"Content-Encoding: gzip\r\nVary: Accept-Encoding\r\n" if compressed else b"")
+                    + b"X-Accel-Buffering: no\r\nConnection: close\r\n\r\n"
+                    + (GZIP_HEADER if compressed else b"") + self._encoded(b"retry: 3000\n\n", compressed))
+        self._loop = asyncio.get_running_loop()
+        answer.live(True)
+        self._readers.add(reader)
+        try:
+            if self._current is None:
+                await answer.run(self.current)
+            self._bring_up_to_date(reader)
+            await answer.until_gone()  # a reader who leaves is let go at once, not at the next write
+        finally:
+            self._readers.discard(reader)
+            answer.live(False)
+            answer.close()
 
-        def send(data: bytes) -> None:
-            sock.sendall(compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH) if compressor else data)
+    def _bring_up_to_date(self, reader: _Reader) -> None:
+        if self._current is None:
+            return
+        update = self.update_for(reader.since)
+        if update is None:
+            return
+        reader.since, event = update
+        reader.send(self._encoded(event, reader.compressed))
 
-        sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\n"
-                     + (b"Content-Encoding: gzip\r\nVary: Accept-Encoding\r\n" if compressor else b"")
-                     + b"X-Accel-Buffering: no\r\nConnection: close\r\n\r\n")
-        send(b"retry: 3000\n\n")
-        while not self._closed:
-            version = self._current or self.current()
-            update = self.update_for(since)
-            if update is not None:
-                since, event = update
-                send(event)
-            with self._changed:
-                if self._current is version and not self._closed:
-                    if not self._changed.wait(KEEPALIVE):
-                        send(b": still here\n\n")
+    def _encoded(self, event: bytes, compressed: bool) -> bytes:
+        if not compressed:
+            return event
+        with self._updates_lock:
+            found = self._deflated.get(id(event))
+            if found is not None and found[0] is event:
+                return found[1]
+            block = deflate_block(event)
+            self._deflated[id(event)] = (event, block)
+            while len(self._deflated) > 2 * HISTORY:
+                self._deflated.popitem(last=False)
+            return block
+
+    def _broadcast(self) -> None:
+        """On the gateway's loop: every open stream gets the update that brings it to the latest version."""
+        for reader in list(self._readers):
+            self._bring_up_to_date(reader)
+
+    def _keep_alive(self) -> None:
+        quiet = b": still here\n\n"
+        block = deflate_block(quiet)
+        for reader in list(self._readers):
+            reader.send(block if reader.compressed else quiet)
 
     def _watch(self) -> None:
-        """Render each new saved version as soon as it is saved, and wake every open stream."""
+        """Render each new saved version as soon as it is saved, and update every open stream."""
+        quiet_since = time.monotonic()
         while not self._closed:  # the first render starts at once, before any reader asks
             before = self._current
             try:
                 after = self.current()
             except (OSError, ValueError):
                 after = before  # the server is busy or the notebook is mid-save: the next look will do
-            if after is not before:
-                with self._changed:
-                    self._changed.notify_all()
-            time.sleep(POLL_INTERVAL)
+            loop = self._loop
+            if loop is not None and not loop.is_closed():
+                try:
+                    if after is not before:
+                        loop.call_soon_threadsafe(self._broadcast)
+                        quiet_since = time.monotonic()
+                    elif time.monotonic() - quiet_since >= KEEPALIVE:
+                        loop.call_soon_threadsafe(self._keep_alive)
+                        quiet_since = time.monotonic()
+                except RuntimeError:  # the loop closed meanwhile
+                    pass
+            self._wake.wait(POLL_INTERVAL)
 
     def close(self) -> None:
         self._closed = True
-        with self._changed:
-            self._changed.notify_all()
+        self._wake.set()
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            try:
+                loop.call_soon_threadsafe(lambda: [reader.answer.close() for reader in list(self._readers)])
+            except RuntimeError:
+                pass
+
+
+class _Reader:
+    """One open update stream: where it is, and how it is written."""
+
+    def __init__(self, answer: Any, since: str | None, compressed: bool) -> None:
+        self.answer, self.since, self.compressed = answer, since, compressed
+
+    def send(self, data: bytes) -> None:
+        try:
+            future = self.answer.send(data)
+        except Exception:  # gone, or so far behind that its buffer is full: it reconnects, from where it was
+            self.answer.close()
+            return
+        future.add_done_callback(lambda done: done.cancelled() or done.exception())
 
 
 def _cell_markup(cell_id: str, markup: str) -> str:
@@ -439,164 +478,6 @@ def _empty_notebook() -> Any:
     import nbformat
 
     return nbformat.from_dict({"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": []})
-
-
-def gzip_bytes(data: bytes) -> bytes:
-    compressor = zlib.compressobj(6, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
-    return compressor.compress(data) + compressor.flush()
-
-
-def cleaned(content: dict[str, Any], hidden: Iterable[str]) -> dict[str, Any]:
-    """A copy of the notebook a view may show: without the share's own outputs (its links, its widget), without
-    widget views and saved widget state, and with every ``hidden`` secret blanked wherever it appears -- sources,
-    outputs, attachments, metadata. Inline binaries (figures, attachments) that hold a secret are dropped."""
-    secrets_ = sorted({secret for secret in hidden if secret}, key=len, reverse=True)
-    secret_bytes = [secret.encode() for secret in secrets_]
-
-    def blank(value: Any) -> Any:
-        if isinstance(value, str):
-            for secret in secrets_:
-                if secret in value:
-                    value = value.replace(secret, "")
-            return value
-        if isinstance(value, list):
-            return [blank(item) for item in value]
-        if isinstance(value, dict):
-            return {blank(key): blank(item) for key, item in value.items()}
-        return value
-
-    def holds_secret(encoded: Any) -> bool:
-        """Whether base64 data (a figure, an attachment) decodes to bytes that hold a secret."""
-        if not secret_bytes or not isinstance(encoded, (str, list)):
-            return False
-        try:
-            data = base64.b64decode("".join(encoded) if isinstance(encoded, list) else encoded)
-        except (binascii.Error, ValueError):
-            return False
-        return any(secret in data for secret in secret_bytes)
-
-    def mime_bundle(bundle: dict[str, Any], encoded: Callable[[str], bool]) -> dict[str, Any]:
-        return {mime: data for mime, data in bundle.items() if not (encoded(mime) and holds_secret(data))}
-
-    notebook = copy.deepcopy(content)
-    metadata = notebook.get("metadata") or {}
-    metadata.pop("widgets", None)
-    for cell in notebook.get("cells", []):
-        kept = []
-        for output in cell.get("outputs", []) or []:
-            data = output.get("data") or {}
-            if SHARE_OUTPUT in (output.get("metadata") or {}) or WIDGET_VIEW in data:
-                continue
-            if data:
-                output["data"] = mime_bundle(data, _is_binary)
-            kept.append(output)
-        if "outputs" in cell:
-            cell["outputs"] = kept
-        if "attachments" in cell:
-            cell["attachments"] = {name: mime_bundle(bundle, lambda mime: True)  # every attachment is base64
-                                   for name, bundle in (cell["attachments"] or {}).items()}
-    return blank(notebook)
-
-
-def _is_binary(mime: str) -> bool:
-    return mime.startswith(("image/", "audio/", "video/", "application/pdf")) and mime != "image/svg+xml"
-
-
-def defanged(markup: str) -> str:
-    """Rendered cells with every tag that could navigate, re-root, submit or frame turned into text."""
-    return DEFANGED_TAGS.sub("&lt;", markup)
-
-
-def mathml(tex: str, display: bool) -> str:
-    """TeX as MathML, rendered here (browsers show MathML natively); the TeX itself where it cannot be rendered."""
-    from latex2mathml.converter import convert
-
-    try:
-        return convert(tex, display="block" if display else "inline")
-    except Exception:  # latex2mathml knows most, not all, of TeX; the reader then sees the source
-        shown = html.escape(f"$${tex}$$" if display else f"${tex}$")
-        return f'<code class="share-magic-tex">{shown}</code>'
-
-
-def embeddable_image(folder: str, src: str) -> str | None:
-    """A markdown image's file as a data: URL -- only an image file (by name and by its first bytes) inside the
-    notebook's folder; anything else (``![x](credentials.env)``, ``../x.png``, a link) is not embedded."""
-    if not folder or "://" in src or src.startswith(("/", "data:")):
-        return None
-    root = os.path.realpath(folder)
-    path = os.path.realpath(os.path.join(root, src.split("?", 1)[0].split("#", 1)[0]))
-    extension = os.path.splitext(path)[1].lower()
-    if os.path.commonpath([root, path]) != root or extension not in IMAGE_SIGNATURES:
-        return None
-    try:
-        with open(path, "rb") as f:
-            data = f.read(CHUNK_LIMIT + 1)
-    except OSError:
-        return None
-    if len(data) > CHUNK_LIMIT or not data.startswith(IMAGE_SIGNATURES[extension]):
-        return None
-    if extension == ".webp" and data[8:12] != b"WEBP":
-        return None
-    mime = mimetypes.types_map.get(extension, "image/png")
-    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
-
-
-def view_exporter() -> Any:
-    """nbconvert's HTML exporter (lab template) with math rendered to MathML and images embedded only by
-    :func:`embeddable_image`."""
-    from jinja2 import pass_context as contextfilter
-    from nbconvert import HTMLExporter
-    from nbconvert.filters.markdown_mistune import IPythonRenderer, MarkdownWithMath
-
-    class ViewRenderer(IPythonRenderer):
-        def block_math(self, body: str) -> str:
-            return mathml(body, display=True)
-
-        def inline_math(self, body: str) -> str:
-            return mathml(body, display=False)
-
-        def latex_environment(self, name: str, body: str) -> str:
-            return mathml(f"\\begin{{{name}}}{body}\\end{{{name}}}", display=True)
-
-        def _src_to_base64(self, src: str) -> str | None:
-            return embeddable_image(self.path, src)
-
-    class ViewExporter(HTMLExporter):
-        @contextfilter
-        def markdown2html(self, context: Any, source: str) -> str:
-            cell = context.get("cell", {})
-            renderer = ViewRenderer(escape=False, attachments=cell.get("attachments", {}), embed_images=True,
-                                    path=context.get("resources", {}).get("metadata", {}).get("path", ""),
-                                    anchor_link_text=self.anchor_link_text,
-                                    exclude_anchor_links=self.exclude_anchor_links, **self.lexer_options)
-            return MarkdownWithMath(renderer=renderer).render(source)
-
-        def default_filters(self) -> Any:
-            yield from super().default_filters()
-            yield ("markdown2html", self.markdown2html)
-            yield ("latex_to_view", lambda tex: _latex_output(tex))
-
-    return ViewExporter(template_name="lab", theme="light", embed_images=True,
-                        extra_loaders=[_template_loader()], template_file="share_magic_view.html.j2")
-
-
-def _latex_output(tex: str) -> str:
-    """A text/latex output (sympy's, IPython.display.Math's): its $...$ or $$...$$ formulas as MathML."""
-    text = tex.strip()
-    for opening, closing, display in (("$$", "$$", True), ("\\[", "\\]", True), ("$", "$", False),
-                                      ("\\(", "\\)", False)):
-        if text.startswith(opening) and text.endswith(closing) and len(text) >= len(opening) + len(closing):
-            body = text[len(opening):len(text) - len(closing)]
-            return mathml(body.replace("\\displaystyle", "").strip(), display)
-    if text.startswith("\\begin{"):
-        return mathml(text, display=True)
-    return f'<code class="share-magic-tex">{html.escape(tex)}</code>'
-
-
-def _template_loader() -> Any:
-    from jinja2 import DictLoader
-
-    return DictLoader({"share_magic_view.html.j2": VIEW_TEMPLATE})
 
 
 def _saved_at(version: str) -> str:
@@ -624,6 +505,5 @@ def _policy(script: str) -> str:
             "frame-src 'none'; object-src 'none'; frame-ancestors 'none'")
 
 
-def _text(status: int, reason: str, text: str) -> bytes:
-    return response(status, reason, [("Content-Type", "text/plain; charset=utf-8")], f"{text}\n".encode())
-
+def _text(status: int, reason: str, message: str) -> bytes:
+    return _answer_text(status, reason, message)

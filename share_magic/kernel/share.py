@@ -86,6 +86,7 @@ class Share(HelperClient, Described):
         self.signed_in: list[SignedIn] = []  # connected visitors who signed in at the edge
         self.naming: bool | None = None  # False: this Jupyter server cannot name visitors (older than 2.17)
         self.refused: list[str] = []  # e-mails revoked with sign-in: refused on every link
+        self.full: str | None = None  # why the share turns new view readers away, while it does
         self.owner_notebook: str | None = None  # set on an attached share: the notebook that started it
         self.share_notebook: str | None = notebook_path  # the notebook the share's view link shows
         self.kernel_bound = False  # does the share outlive this kernel's process (bound to its kernel id)?
@@ -207,6 +208,7 @@ class Share(HelperClient, Described):
                               for entry in report.get("signed_in") or []]
             self.naming = report.get("naming")
             self.refused = report.get("refused") or []
+            self.full = report.get("full")
         self._changed()
 
     def __repr__(self) -> str:

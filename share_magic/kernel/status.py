@@ -33,6 +33,8 @@ class Described:
         who = f"{self.visitors} visitor{'' if self.visitors == 1 else 's'} connected"
         if self.attached:
             who += f", started from {self.owner_notebook}"
+        if self.full:
+            who += f"; FULL, new readers are turned away: {self.full}"
         when = f"live since {clock(self.started_at)}"
         if self.expires_at is not None:
             when += f", ends at {clock(self.expires_at)}"
