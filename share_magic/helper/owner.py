@@ -40,6 +40,7 @@ from .login import login_cookie, named_login_cookie
 from .meter import Compression
 from .tunnel import Tunnel
 from .view import NotebookSource, NotebookView
+from .worker import Worker
 
 WATCH_INTERVAL = 0.5
 KERNEL_CHECK_INTERVAL = 1.0
@@ -110,6 +111,10 @@ class Helper:
         if economy:
             self.bridge = Bridge(self.server.base_url, self.access, self.gateway.fetch, self.gateway.is_public)
             self.access.local_paths.add(self.bridge.path)
+        self.worker: Worker | None = None
+        if economy:  # the service worker: editors' static files from their browser's cache, or a few packs
+            self.worker = Worker(self.server)
+            self.access.local_paths.update(self.worker.paths)
         self.tunnel = Tunnel(settings.get("authtoken"))
         self.kernel_id: str | None = settings.get("kernel_id")  # the share is bound to this id, else to the pipe
         self.stopping = asyncio.Event()
@@ -202,11 +207,16 @@ class Helper:
         the server's token out of it, as out of every HTML answer: JupyterLab's page config and Jupyter's error
         pages would otherwise hand it over; the gateway logs visitors in, and no page needs it to talk to its own
         host.)"""
-        return with_script(page, self.server.base_url) if self.bridge else page
+        if self.bridge:
+            page = with_script(page, self.server.base_url)
+        return self.worker.rewrite(page) if self.worker else page
 
     def answer_locally(self, request: Local, reader: IO[bytes], out: Any, live: Callable[[bool], None]) -> None:
         """What the gate hands to the gateway itself: a view session's requests, and an editor's bridge."""
-        service = self.view if request.session.grant.role == "view" else self.bridge
+        service: Any = self.view if request.session.grant.role == "view" else self.bridge
+        if self.worker is not None and request.session.grant.role == "edit" \
+                and request.target.split("?", 1)[0] in self.worker.paths:
+            service = self.worker
         if service is None:
             out.sendall(response(404, "Not Found", []))
             return
@@ -302,6 +312,8 @@ class Helper:
         self.gateway.close()
         if self.view is not None:
             self.view.close()
+        if self.worker is not None:
+            self.worker.close()
         await in_thread(self.tunnel.close)
         if ending == "expired":
             self.events.emit("ended", status="expired", reason=None)
