@@ -12,7 +12,17 @@ var BATCH = BASE + "share_magic/batch", PACK = BASE + "share_magic/pack";
 var QUIET_MS = 15, WINDOW_MS = 80;  // a wave of chunk requests: until none came for QUIET_MS, at most WINDOW_MS
 var MAX_BATCH = 150;
 var VERSIONED = /[.\-_][0-9a-f]{8,}\.(js|css|wasm|woff2?|ttf|svg|png|json)$/;
-var pending = [], timer = null, since = 0;
+var LOAD_MS = 10000;  // what a page asks for this soon after its first request is part of loading it
+var pending = [], timer = null, since = 0, firstSeen = {};
+
+function loading(event) {
+  // Whether this request is part of its page's load (the helper packs those for later editors), not something
+  // opened later (a terminal, a dialog), which is fetched when someone needs it.
+  var id = event.clientId || event.resultingClientId || "", now = Date.now();
+  if (Object.keys(firstSeen).length > 64) { firstSeen = {}; }
+  if (!(id in firstSeen)) { firstSeen[id] = now; }
+  return now - firstSeen[id] < LOAD_MS;
+}
 
 function versioned(url) {
   // Below Jupyter's static folders, named by their content (or versioned by ?v=<hash>), with no other query.
@@ -49,7 +59,8 @@ function flush() {
   var batch = pending.splice(0, MAX_BATCH);
   if (pending.length) { timer = setTimeout(flush, 0); }
   var query = batch.map(function (item) { return "p=" + encodeURIComponent(item.path); }).join("&");
-  fetch(BATCH + "?b=" + encodeURIComponent(BUILD) + "&" + query, {credentials: "same-origin", cache: "no-store"})
+  var load = batch.every(function (item) { return item.load; }) ? "&l=1" : "";
+  fetch(BATCH + "?b=" + encodeURIComponent(BUILD) + load + "&" + query, {credentials: "same-origin", cache: "no-store"})
     .then(function (response) {
       if (!response.ok) { throw new Error("batch " + response.status); }
       return unpack(response);
@@ -73,9 +84,9 @@ function flush() {
     });
 }
 
-function batched(request, path) {
+function batched(request, path, load) {
   return new Promise(function (resolve) {
-    pending.push({request: request, path: path, resolve: resolve});
+    pending.push({request: request, path: path, load: load, resolve: resolve});
     var now = Date.now();
     if (!timer) { since = now; }
     clearTimeout(timer);
@@ -118,9 +129,9 @@ self.addEventListener("fetch", function (event) {
   if (request.method !== "GET" || request.mode === "navigate") { return; }
   var url = new URL(request.url);
   if (!versioned(url)) { return; }
-  var path = url.pathname.slice(BASE.length) + url.search;
+  var path = url.pathname.slice(BASE.length) + url.search, load = loading(event);
   event.respondWith(caches.open(CACHE).then(function (cache) {
     return cache.match(BASE + path).then(function (hit) { return hit || fromHttpCache(cache, path); })
-      .then(function (hit) { return hit || batched(request, path); });
+      .then(function (hit) { return hit || batched(request, path, load); });
   }));
 });

@@ -11,7 +11,8 @@ The worker answers only versioned static files (below ``static/`` or ``lab/exten
 versioned by ``?v=<hash>``, no other query), from Cache Storage. What it lacks it asks for in one request per wave
 (``share_magic/batch``): the helper fetches the files from Jupyter over loopback, which costs no ngrok request, and
 sends them back as one gzipped pack. The helper remembers which files loads of each JupyterLab build (named by its
-main bundle and extension entries) asked for, across shares, in a private file (0600 in a 0700 folder); a new
+main bundle and extension entries) asked for while loading (not what a page fetched later: a terminal, a dialog),
+across shares, in a private file (0600 in a 0700 folder); a new
 worker fetches all of them at install in one request (``share_magic/pack``). A new build or extension set has new
 file names and a new build id: a worker of its own, with a cache of its own; the old cache is dropped.
 
@@ -256,7 +257,7 @@ class Worker:
             wanted = self.memory.paths(build)
         wanted = [p for p in dict.fromkeys(wanted) if _static(p)]
         body = self.pack(wanted)
-        if path == self.batch_path and build and re.fullmatch(r"[0-9a-f]{20}", build):
+        if path == self.batch_path and asked.get("l") == ["1"] and re.fullmatch(r"[0-9a-f]{20}", build):
             self.memory.learn(build, [p for p in wanted if self._kept(p)])
         headers = [("Content-Type", "application/octet-stream"), ("Cache-Control", "no-store"),
                    ("X-Content-Type-Options", "nosniff")]
