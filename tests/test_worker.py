@@ -14,7 +14,7 @@ from harness import VISITOR_ARGS, edge_meter, share_links, share_processes, trus
 from test_browser import CHROMIUM, SCREENSHOTS, run_cell, wait_for_kernel
 from test_cost import shown_cost
 
-from share_magic.helper.worker import Memory, _immutable, build_of
+from share_magic.helper.worker import Memory, Worker, _immutable, build_of
 
 MB = 1024 * 1024
 MiB = 1024 * 1024
@@ -282,6 +282,23 @@ def test_the_worker_pieces(tmp_path):
     assert _immutable("static/lab/main.js?v=0123456789abcdef", "public, max-age=31536000, immutable")
     assert not _immutable("static/favicons/favicon.ico", "no-cache")
     assert not _immutable("static/lab/anything.js?v=abc123", "max-age=60")
+
+    # The page: its own scripts leave the markup and start from the loader; its icons are named by their content.
+    class Server:
+        base_url = "/"
+
+        @staticmethod
+        def exchange(method, path, **_):
+            return 200, b"an icon", {}
+
+    icon = b'<link rel="icon" href="/static/favicons/favicon.ico" class="idle favicon">'
+    worker = Worker(Server(), Memory(None))
+    rewritten = worker.rewrite(page.replace(b"</head>", icon + b"</head>"))
+    worker.close()
+    assert b'src="/static/lab/main' not in rewritten and b'"/static/lab/main.0123456789abcdef.js' in rewritten
+    assert b'href="/static/favicons/favicon.ico?v=' + hashlib.sha256(b"an icon").hexdigest()[:16].encode() \
+        in rewritten
+    assert b"serviceWorker" in rewritten and b"share_magic/worker.js" in rewritten
 
     # What loads needed is remembered in a private file, across instances (shares).
     path = tmp_path / "cache" / "share_magic" / "worker-loads.json"

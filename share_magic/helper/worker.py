@@ -203,7 +203,8 @@ class Worker:
         if build is None:
             return page
         sources = [src.decode("latin-1") for _, src, _ in SCRIPT_TAG.findall(page)]
-        if not sources or not all(src.startswith(self.base_url) and '"' not in src for src in sources):
+        if not sources or not all(src.startswith(self.base_url) and re.fullmatch(r"[^\s\"'<>]+", src)
+                                  for src in sources):  # the server's own scripts, written back as they were
             return page
         loader = LOADER % {"base": json.dumps(self.base_url), "build": json.dumps(build),
                            "sources": json.dumps(sources).replace("</", "<\\/"), "scopes": json.dumps(SCOPES),
