@@ -120,6 +120,31 @@ def sandbox_environment(folder: Path) -> dict[str, str]:
     }
 
 
+def trust_edge(environment: dict[str, str]) -> None:
+    """Make browsers of this sandbox trust the stand-in edge's certificate, as browsers trust ngrok's: an NSS store
+    in the sandbox's HOME (where Chromium looks), holding the account's certificate (made now if no agent has made
+    it yet). Service workers need it: a browser registers none from an origin whose certificate it does not trust."""
+    from standin_ngrok import Service, edge_certificate
+
+    saved = {name: os.environ.get(name) for name in ("STANDIN_NGROK_STATE",)}
+    os.environ["STANDIN_NGROK_STATE"] = environment["STANDIN_NGROK_STATE"]
+    try:
+        cert, _ = edge_certificate(Service(AUTHTOKEN))
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+    store = Path(environment["HOME"]) / ".pki" / "nssdb"
+    store.mkdir(parents=True, exist_ok=True)
+    if not (store / "cert9.db").exists():
+        subprocess.run(["certutil", "-N", "-d", f"sql:{store}", "--empty-password"], check=True,
+                       capture_output=True)
+    subprocess.run(["certutil", "-A", "-d", f"sql:{store}", "-n", "standin-edge", "-t", "C,,", "-i", cert],
+                   check=True, capture_output=True)
+
+
 def open_notebook(server: JupyterServer, name: str = "shared.ipynb") -> KernelClient:
     """Open a notebook on ``server`` (a kernel through the sessions API) and connect to its kernel as the owner."""
     return connect_kernel(server, server.new_notebook(name))

@@ -8,7 +8,9 @@ valid, how many agents an account may run, one domain per free account) is model
 shared by every stand-in started with the same STANDIN_NGROK_STATE.
 
 Like ngrok's free plan, every endpoint of an account gets the same public URL (the account's domain, and here a
-port kept in the state folder). Like the real agent, it keeps every request it forwards (headers and all) in an
+port kept in the state folder: a new endpoint waits for the last one's port rather than take another), and the edge
+keeps one certificate per account (``edge.crt`` in the account's state folder, with subjectAltName), which a test
+can make a browser trust. Like the real agent, it keeps every request it forwards (headers and all) in an
 inspection store served without authentication at ``GET /api/requests/http`` on its web address, unless the
 endpoint was created with ``"inspect": false`` or the config sets ``agent.inspect_db_size: -1``. It reads its
 authtoken from ``--authtoken`` or the config files only (``--config a.yml,b.yml`` merges them, later ones winning).
@@ -260,7 +262,17 @@ class Service:
 # --- the edge: public HTTPS on loopback, forwarding to the upstream ---------------------------------------------
 
 
-def make_certificate(domain: str, folder: str) -> tuple[str, str]:
+def edge_certificate(service: Service) -> tuple[str, str]:
+    """The edge's certificate for the account's domain, made once per account and kept, as ngrok's is: a browser
+    that trusts it (a test's NSS store) trusts every share of the account, as browsers trust ngrok's."""
+    cert_path, key_path = os.path.join(service.folder, "edge.crt"), os.path.join(service.folder, "edge.key")
+    if not (os.path.exists(cert_path) and os.path.exists(key_path)):
+        made = make_certificate(f"*.{service.domain.split('.', 1)[1]}", service.folder, also=[service.domain])
+        assert made == (cert_path, key_path)
+    return cert_path, key_path
+
+
+def make_certificate(domain: str, folder: str, also: list[str] = ()) -> tuple[str, str]:
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -277,7 +289,7 @@ def make_certificate(domain: str, folder: str) -> tuple[str, str]:
         .serial_number(x509.random_serial_number())
         .not_valid_before(start)
         .not_valid_after(start + datetime.timedelta(days=30))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(domain)]), critical=False)
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name) for name in [domain, *also]]), critical=False)
         .sign(key, hashes.SHA256())
     )
     cert_path, key_path = os.path.join(folder, "edge.crt"), os.path.join(folder, "edge.key")
@@ -418,11 +430,18 @@ class Endpoint:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(*self.agent.certificate)
         service = self.agent.service
-        try:
-            self.server = await asyncio.start_server(self.handle, "127.0.0.1", service.edge_port(), ssl=context,
-                                                     reuse_address=True)
-        except OSError:  # someone else took the port meanwhile: the URL changes, which tests comparing URLs see
-            self.server = await asyncio.start_server(self.handle, "127.0.0.1", 0, ssl=context)
+        kept, deadline = service.edge_port(), time.monotonic() + 10
+        while True:  # the account's one origin: the last endpoint's agent may still be letting go of its port
+            try:
+                self.server = await asyncio.start_server(self.handle, "127.0.0.1", kept, ssl=context,
+                                                         reuse_address=True)
+                break
+            except OSError:
+                if time.monotonic() > deadline:  # someone else holds it: the URL changes, which tests see
+                    log("warn", "the account's edge port is taken; the public URL changes", obj="standin")
+                    self.server = await asyncio.start_server(self.handle, "127.0.0.1", 0, ssl=context)
+                    break
+                await asyncio.sleep(0.1)
         port = self.server.sockets[0].getsockname()[1]
         service.keep_edge_port(port)
         self.public_url = f"https://{service.domain}:{port}"
@@ -624,7 +643,7 @@ class Agent:
         self.inspect_db_size = (config.get("agent") or {}).get("inspect_db_size")
         self.inspected: list[dict] = []
         self.endpoints: dict[str, Endpoint] = {}
-        self.certificate = make_certificate(f"*.{service.domain.split('.', 1)[1]}", folder)
+        self.certificate = edge_certificate(service)
         self.interstitial = os.environ.get("STANDIN_NGROK_INTERSTITIAL", "1") != "0"
         self.oauth_sessions: dict[str, dict] = {}  # the edge's sign-in sessions, by the id in its cookie
 

@@ -111,7 +111,8 @@ class Gateway:
         self.on_full: Callable[[str | None], None] | None = None  # called (in the pool) when readers are turned away
         # Answers what the gate hands to the gateway itself (the view): ``await local(request, answer)``.
         self.local: Callable[[Local, Any], Any] | None = None
-        self.bridge: Any = None  # a tornado application that serves editors' local paths (the bridge)
+        self.bridge: Any = None  # a tornado application that serves an editor's bridge
+        self.bridge_path: str | None = None  # ...at this path; an editor's other local paths are answered locally
         # Asked for every (small) Jupyter page an editing visitor gets: the page as they should get it.
         self.rewrite_page: Callable[[bytes], bytes] | None = None
         # Blanked from every HTML answer a visitor gets, whatever its status or size (the server's token).

@@ -42,6 +42,7 @@ from .login import login_cookie, named_login_cookie
 from .meter import Compression
 from .tunnel import Tunnel
 from .view import NotebookSource, NotebookView
+from .worker import Worker
 
 WATCH_INTERVAL = 0.5
 KERNEL_CHECK_INTERVAL = 1.0
@@ -115,6 +116,11 @@ class Helper:
             self.bridge = Bridge(self.server.base_url, self.gateway.check, self.gateway.fetch, self.gateway.is_public)
             self.access.local_paths.add(self.bridge.path)
             self.gateway.bridge = self.bridge.application(self.gateway.set_live)
+            self.gateway.bridge_path = self.bridge.path
+        self.worker: Worker | None = None
+        if economy:  # the service worker: editors' static files from their browser's cache, or a few packs
+            self.worker = Worker(self.server)
+            self.access.local_paths.update(self.worker.paths)
         self.tunnel = Tunnel(settings.get("authtoken"))
         self.kernel_id: str | None = settings.get("kernel_id")  # the share is bound to this id, else to the pipe
         self.stopping = asyncio.Event()
@@ -207,11 +213,17 @@ class Helper:
         the server's token out of it, as out of every HTML answer: JupyterLab's page config and Jupyter's error
         pages would otherwise hand it over; the gateway logs visitors in, and no page needs it to talk to its own
         host.)"""
-        return with_script(page, self.server.base_url) if self.bridge else page
+        if self.bridge:
+            page = with_script(page, self.server.base_url)
+        return self.worker.rewrite(page) if self.worker else page
 
     async def answer_locally(self, request: Local, answer: Any) -> None:
-        """What the gate hands to the gateway itself: a view session's requests (an editor's bridge is the
-        gateway's own tornado application)."""
+        """What the gate hands to the gateway itself: a view session's requests, and an editor's service worker and
+        its packs (an editor's bridge is the gateway's own tornado application)."""
+        if self.worker is not None and request.session.grant.role == "edit" \
+                and request.target.split("?", 1)[0] in self.worker.paths:
+            await answer.finish(await answer.run(self.worker.answer, request))
+            return
         if self.view is None or request.session.grant.role != "view":
             await answer.finish(text(404, "Not Found", "Nothing is served here."))
             return
@@ -307,6 +319,8 @@ class Helper:
         self.gateway.close()
         if self.view is not None:
             self.view.close()
+        if self.worker is not None:
+            self.worker.close()
         await in_thread(self.tunnel.close)
         if ending == "expired":
             self.events.emit("ended", status="expired", reason=None)

@@ -289,7 +289,8 @@ class Exchange(httputil.HTTPMessageDelegate):
         if connection.stream.closed():
             return None
         if isinstance(verdict, Local):
-            if gateway.bridge is not None and session.grant.role != "view":
+            if gateway.bridge is not None and session.grant.role != "view" \
+                    and verdict.target.split("?", 1)[0] == gateway.bridge_path:
                 self.request_conn.share_verdict = verdict  # type: ignore[attr-defined]
                 self.request_conn.share_connection = connection  # type: ignore[attr-defined]
                 self.inner = gateway.bridge.start_request(self.server_conn, self.request_conn)
