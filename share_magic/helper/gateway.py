@@ -144,6 +144,9 @@ class Gateway:
         self.rewrite_page: Callable[[bytes], bytes] | None = None
         # Blanked from every HTML answer a visitor gets, whatever its status or size (the server's token).
         self.blanked: bytes | None = None
+        # The trail's tap: tap(session, target, request headers, response headers) for each websocket relayed gives
+        # an observer (or None) that is fed a copy of what the visitor sends (feed(data), then close()).
+        self.tap: Callable[[Session, str, Headers, Headers], Any] | None = None
         self.port = 0
         self._listeners: list[socket.socket] = []
         self._lock = threading.Lock()
@@ -461,7 +464,8 @@ class Gateway:
                 visitor.out.sendall(head)
             if status == 101:
                 visitor.sock.settimeout(None)  # a websocket may rest as long as it likes
-                self._relay_websocket(visitor, upstream, admitted.session)
+                tapped = _quietly(self.tap, admitted.session, admitted.target, headers, response_headers)
+                self._relay_websocket(visitor, upstream, admitted.session, tapped)
                 return False
             if status >= 200:
                 break
@@ -579,16 +583,40 @@ class Gateway:
         self.local(request, visitor.reader, visitor.out,
                    lambda live: self._set_websocket(visitor.sock, request.session if live else None))
 
-    def _relay_websocket(self, visitor: _Side, upstream: _Side, session: Session) -> None:
+    def _relay_websocket(self, visitor: _Side, upstream: _Side, session: Session, tapped: Any = None) -> None:
         self._set_websocket(visitor.sock, session)
         try:
             downstream = threading.Thread(target=_pipe, args=(upstream.reader, visitor.out), daemon=True,
                                           name="gateway-websocket")
             downstream.start()
-            _pipe(visitor.reader, upstream.sock)
+            _pipe(visitor.reader, upstream.sock if tapped is None else _Tapped(upstream.sock, tapped))
             downstream.join()
         finally:
             self._set_websocket(visitor.sock, None)
+            if tapped is not None:
+                _quietly(tapped.close)
+
+
+class _Tapped:
+    """The upstream socket of a websocket, with the trail's observer fed a copy of each write, after it is sent."""
+
+    def __init__(self, sock: socket.socket, observer: Any) -> None:
+        self.sock, self.observer = sock, observer
+
+    def sendall(self, data: bytes) -> None:
+        self.sock.sendall(data)
+        _quietly(self.observer.feed, data)
+
+    def shutdown(self, how: int) -> None:
+        self.sock.shutdown(how)
+
+
+def _quietly(call: Callable[..., Any] | None, *args: Any) -> Any:
+    """The trail's calls: nothing they raise reaches the relay (None instead)."""
+    try:
+        return call(*args) if call is not None else None
+    except Exception:
+        return None
 
 
 class _UpstreamSink:

@@ -38,6 +38,7 @@ from .identity import EdgeTrust, new_secret, traffic_policy
 from .listener import ControlListener, record_of_this_helper, write_record
 from .login import login_cookie, named_login_cookie
 from .meter import Compression
+from .recorder import OWNER, Recorder
 from .tunnel import Tunnel
 from .view import NotebookSource, NotebookView
 
@@ -99,6 +100,10 @@ class Helper:
         self.naming: bool | None = None  # can the server name visitors? None: not asked yet
         self.access = Access(self.server.base_url, expires_at=self.expires_at, edge=self.edge,
                              login=self.login if settings.get("include_token", True) else None)
+        if settings.get("approve"):
+            self.access.approve(self.report_people)
+        self.recorder: Recorder | None = None  # the trail, from the moment the share is live
+        self.actions_version = 0
         economy = settings.get("economy", True)
         self.gateway = Gateway(self.server, self.access, on_change=self.report_people,
                                compression=Compression(enabled=economy), limits=Limits(**settings.get("limits", {})))
@@ -224,13 +229,29 @@ class Helper:
             return {"key": self.keys[command["role"]]}
         if cmd == "invite" and name:
             key = self.access.invite(name)
+            self.note(OWNER, f"invited {name}")
             return {"key": key, **self.report_people()}
+        if cmd == "approve":
+            self.access.approve(self.report_people)
+            self.note(OWNER, "made visitors with the share's link wait in the lobby")
+            return self.report_people()
+        if cmd in ("admit", "deny") and name:
+            try:
+                waiter = self.access.lobby.take(name) if self.access.lobby else None
+                session = self.access.decide(name, admit=cmd == "admit")
+            except KeyError:
+                return {"found": False, **self.people()}
+            if waiter is not None:
+                who = f"{waiter.label} (name they gave)" if waiter.chosen else str(waiter.label)
+                self.note(OWNER, f"let {who} in from the lobby" if session else f"turned {who} away")
+            return {"found": True, **self.report_people()}
         if cmd == "revoke" and name:
             try:
                 sessions = self.access.revoke(name)
             except KeyError:
                 return {"found": False, **self.people()}
             self.gateway.cut(sessions)
+            self.note(OWNER, f"revoked {name}")
             links = self.access.links()
             if any(self.keys.get(role) != key for role, key in links.items()):  # retired: these replace them
                 self.keys.update(links)
@@ -243,6 +264,8 @@ class Helper:
         """Who is invited, connected (since when) or revoked, and how many browsers are connected in all; the
         version orders these reports (a kernel may get one as an answer before an older one as an event)."""
         connected = self.gateway.connected()
+        if self.recorder is not None:
+            self.recorder.connected(set(connected))
         people = []
         for grant in self.access.people():
             since = [moment for session, moment in connected.items() if session.grant is grant]
@@ -250,10 +273,18 @@ class Helper:
                           if session.grant is grant and session.identity), None)
             people.append({"name": grant.person, "key": None if grant.revoked_at else grant.key,
                            "connected_since": min(since, default=None), "revoked_at": grant.revoked_at,
-                           "email": email})
+                           "email": email, "chosen": grant.chosen})
+        lobby = self.access.lobby
         return {"visitors": len(connected), "people": people, "version": self.people_version,
                 "signed_in": signed_in(connected), "naming": self.naming,
-                "refused": self.access.refused_identities()}
+                "refused": self.access.refused_identities(), "approve": lobby is not None,
+                "waiting": [waiter.describe() for waiter in lobby.waiting()] if lobby else [],
+                "actions": self.recorder.last_actions() if self.recorder else {}}
+
+    def note(self, who: str, what: str) -> None:
+        """A line of the trail, when there is one."""
+        if self.recorder is not None:
+            self.recorder.note(who, what)
 
     def report_people(self) -> dict[str, Any]:
         with self.reporting:
@@ -288,6 +319,7 @@ class Helper:
                            "https://dashboard.ngrok.com/billing, or share without --sign-in.")
             self.events.started("failed", code=code, message=message)
             return
+        self.start_trail()
         self.gateway.open_to(public_url)
         self.public_url, self.started_at = public_url, time.time()
         self.keys = {role: self.link_key(role) for role in ("edit", "view") if self.settings.get(role, role == "edit")}
@@ -300,6 +332,10 @@ class Helper:
         ending = await self.watch()
         remove_record(self.settings["record"], os.getpid())  # no kernel may find a share that is ending
         self.gateway.close()
+        if self.recorder is not None:
+            self.recorder.note(OWNER, {"expired": "the share expired", None: "stopped the share"}.get(
+                ending, f"the share ended: {ending}"))
+            self.recorder.close()
         if self.view is not None:
             self.view.close()
         await in_thread(self.tunnel.close)
@@ -310,11 +346,32 @@ class Helper:
         else:
             self.events.emit("ended", status="stopped", reason=None)
 
+    def start_trail(self) -> None:
+        """The trail of this share, written as it goes (none where the trail's folder cannot be had)."""
+        try:
+            self.recorder = Recorder(self.server)
+        except OSError:
+            return
+        self.access.observer = self.recorder.request
+        self.gateway.tap = self.recorder.tap
+        self.recorder.note(OWNER, "started the share" + (
+            " (visitors with the share's link wait in the lobby)" if self.access.lobby else ""))
+
+    def follow_up(self) -> None:
+        """What the watch does every turn for the lobby and the trail: names whose page closed leave the list;
+        each person's last action reaches the kernels."""
+        if self.access.lobby is not None:
+            self.access.lobby.sweep()  # reports the people itself when the list changes
+        if self.recorder is not None and self.recorder.version != self.actions_version:
+            self.actions_version = self.recorder.version
+            self.report_people()
+
     async def watch(self) -> str | None:
         """Wait for a stop; return why the share ended by itself ("expired", or what went away), if it did."""
         server_pid = self.server.pid
         kernel_checked = time.monotonic()
         while not self.stopping.is_set():
+            self.follow_up()
             meter = self.gateway.meter
             if (meter.requests, meter.bytes_out) != self.cost:
                 self.cost = (meter.requests, meter.bytes_out)
