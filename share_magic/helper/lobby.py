@@ -88,7 +88,7 @@ input,button{{font:inherit;padding:.3em .6em}} .error{{color:#b00020}} [hidden]{
     var field = form.querySelector("input[name=name]"), url = form.getAttribute("action");
     if (field) {{ url += "&name=" + encodeURIComponent(field.value); }}
     busy = true;
-    fetch(url, {{method: "POST", credentials: "same-origin", headers: {{"X-Share-Magic-Lobby": "1"}}}})
+    fetch(url, {{method: "POST", credentials: "same-origin", headers: {{"X-Share-Lobby": "1"}}}})
       .then(function (r) {{ return r.json(); }})
       .then(function (answer) {{
         busy = false;
@@ -136,7 +136,8 @@ def source_of(identity: Identity | None) -> str | None:
 def clean_name(text: str) -> str:
     """A name typed on the waiting page, as a label: whitespace collapsed, no control or format characters; a
     ValueError says what is wrong with it."""
-    name = " ".join("".join(ch for ch in text if not unicodedata.category(ch).startswith("C")).split())
+    name = " ".join("".join(" " if ch.isspace() else ch for ch in text
+                            if ch.isspace() or not unicodedata.category(ch).startswith("C")).split())
     if not name:
         raise ValueError("Give a name, so that the person who shared this notebook knows who is asking.")
     if len(name) > NAME_LIMIT:
@@ -297,7 +298,7 @@ class Lobby:
         fields = {name.lower(): value for name, value in headers}
         params = parse_qs(query, keep_blank_values=True)
         token = (params.get("token") or [""])[0]
-        if fields.get("sec-fetch-site", "same-origin") != "same-origin" or "x-share-magic-lobby" not in fields \
+        if fields.get("sec-fetch-site", "same-origin") != "same-origin" or "x-share-lobby" not in fields \
                 or not hmac.compare_digest(waiter.token, _digest(token)):
             return _json(403, {"error": "This request did not come from the waiting page: reload it and try again."})
         if waiter.state != "naming":
