@@ -275,6 +275,9 @@ class Helper:
                            "connected_since": min(since, default=None), "revoked_at": grant.revoked_at,
                            "email": email, "chosen": grant.chosen})
         lobby = self.access.lobby
+        if self.recorder is not None and lobby is not None:
+            self.recorder.waiting([f"{waiter.label} (name they gave)" if waiter.chosen else str(waiter.label)
+                                   for waiter in lobby.waiting()])
         return {"visitors": len(connected), "people": people, "version": self.people_version,
                 "signed_in": signed_in(connected), "naming": self.naming,
                 "refused": self.access.refused_identities(), "approve": lobby is not None,

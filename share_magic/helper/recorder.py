@@ -20,13 +20,13 @@ import queue
 import threading
 import time
 from typing import Any, Callable
-from urllib.parse import parse_qs, unquote
+from urllib.parse import parse_qs, quote, unquote
 
 from ..jupyter import JupyterServer
 from ..trail import TrailFile
 from .access import Session
 from .lobby import CHOSEN
-from .wiretap import KernelReader, TerminalReader
+from .wiretap import KernelReader, RoomReader, TerminalReader
 
 BACKLOG_LIMIT = 16 * 1024 * 1024  # bytes of websocket traffic queued unread; past it, that websocket goes unread
 REPEAT_AFTER = 300.0  # seconds before the same open or download of one visitor is written again
@@ -50,8 +50,10 @@ class Recorder:
         self._last: dict[str, tuple[float, str]] = {}  # who -> their last action
         self._repeats: dict[tuple[str, str], float] = {}
         self._notebooks: dict[str, str] = {}  # kernel id -> the notebook it runs
+        self._documents: dict[str, str | None] = {}  # path -> file id, of documents opened for collaboration
         self._connected: set[Session] = set()
         self._away: set[Session] = set()  # left, and may come back
+        self._waiting: set[str] = set()
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._work, daemon=True, name="share_magic trail")
         self._thread.start()
@@ -77,6 +79,14 @@ class Recorder:
         for session in back:
             self.note(session, "came back")
 
+    def waiting(self, labels: list[str]) -> None:
+        """Who waits in the lobby now (as the trail names them): those new to the list asked to join."""
+        with self._lock:
+            new = [label for label in labels if label not in self._waiting]
+            self._waiting = set(labels)
+        for label in new:
+            self.note(label, "asked to join from the lobby")
+
     def tap(self, session: Session, target: str, request_headers: Headers, response_headers: Headers) -> Any:
         """The relay is about to carry this websocket: an observer of what the visitor sends, or None."""
         parts = self._path(target).split("/")
@@ -84,6 +94,10 @@ class Recorder:
             kernel = parts[2]
             return Tapped(self, session, lambda emit: KernelReader(response_headers, emit),
                           lambda code: ("ran", kernel, code))
+        if len(parts) == 4 and parts[:3] == ["api", "collaboration", "room"] and parts[3].count(":") >= 2:
+            file_id = parts[3].split(":", 2)[2]
+            return Tapped(self, session, lambda emit: RoomReader(response_headers, emit),
+                          lambda _: ("saved", file_id, ""))
         if len(parts) == 3 and parts[:2] == ["terminals", "websocket"]:
             terminal = parts[2]
             self.note(session, f"opened terminal {terminal}")
@@ -133,6 +147,8 @@ class Recorder:
             who = self.who(session, moment)
             if what == "ran":
                 self._write(moment, who, f"ran code in {self._notebook(where)}:\n{text}")
+            elif what == "saved":
+                self._write(moment, who, f"wrote {self._document(where)} (saved in real-time collaboration)")
             else:
                 self._write(moment, who, f"typed in terminal {where}: {text}")
 
@@ -163,7 +179,7 @@ class Recorder:
 
     def _fresh(self, who: str, what: str, method: str, moment: float) -> bool:
         """Whether to write ``what`` now: an open or a download already written a little while ago is not."""
-        if method not in ("GET", "HEAD"):
+        if not what.startswith(("opened ", "downloaded ", "exported ")):
             return True
         last = self._repeats.get((who, what))
         self._repeats[(who, what)] = moment
@@ -186,6 +202,10 @@ class Recorder:
                 return f"opened {shown}"
             return {"PUT": f"wrote {shown}", "POST": f"created a file in {shown}", "PATCH": f"renamed {shown}",
                     "DELETE": f"deleted {shown}"}.get(method)
+        if method == "PUT" and path.startswith("api/collaboration/session/"):
+            name = path[len("api/collaboration/session/"):]
+            self._documents.setdefault(name, None)
+            return f"opened {name}"
         if method == "GET" and path.startswith("files/"):
             return f"downloaded {path[len('files/'):]}"
         if method == "GET" and path.startswith("nbconvert/"):
@@ -194,6 +214,23 @@ class Recorder:
         if method == "POST" and path.rstrip("/") == "api/terminals":
             return "started a new terminal"
         return None
+
+    def _document(self, file_id: str) -> str:
+        """The path of a collaboration room's document: Jupyter's file ids are learnt the way JupyterLab learns
+        them, asking for a collaboration session of each path a visitor opened."""
+        for path, known in list(self._documents.items()):
+            if known is None:
+                notebook = path.endswith(".ipynb")
+                body = json.dumps({"format": "json" if notebook else "text",
+                                   "type": "notebook" if notebook else "file"})
+                try:
+                    status, answer = self.server.request("PUT", "api/collaboration/session/" + quote(path), body=body,
+                                                         timeout=3)
+                    self._documents[path] = json.loads(answer).get("fileId") if status in (200, 201) else ""
+                except (OSError, ValueError):
+                    pass
+        found = [path for path, known in self._documents.items() if known == file_id]
+        return found[0] if found else f"a document (file id {file_id[:8]})"
 
     def _notebook(self, kernel: str) -> str:
         """The notebook a kernel runs, as Jupyter's sessions say (asked once per kernel)."""

@@ -112,6 +112,39 @@ class KernelReader:
                 self.emit(first_lines(code))
 
 
+def _var_uint(data: bytes, at: int) -> tuple[int, int]:
+    """A variable-length unsigned integer (lib0's encoding, as Yjs writes it) at ``at``: its value, and where the
+    rest begins."""
+    value, shift = 0, 0
+    while True:
+        byte = data[at]
+        value |= (byte & 0x7F) << shift
+        at, shift = at + 1, shift + 7
+        if byte < 0x80:
+            return value, at
+
+
+class RoomReader:
+    """A real-time collaboration room's websocket (jupyter-collaboration): the one message the trail reads is a
+    save (a RAW message whose string is "save"); edits travel as CRDT updates it does not follow."""
+
+    RAW = 2
+
+    def __init__(self, response_headers: Headers, emit: Callable[[str], None]) -> None:
+        self.frames = Frames(response_headers)
+        self.emit = emit
+
+    def read(self, data: bytes) -> None:
+        for _, payload in self.frames.messages(data):
+            if isinstance(payload, str) or not payload:
+                continue
+            kind, at = _var_uint(payload, 0)
+            if kind == self.RAW:
+                size, at = _var_uint(payload, at)
+                if payload[at:at + size] == b"save":
+                    self.emit("save")
+
+
 class TerminalReader:
     """A terminal's websocket: what is typed (``["stdin", text]`` messages), a line at a time, as it would show;
     erased characters taken out, cursor keys and other escapes left out."""
