@@ -85,6 +85,14 @@ def test_a_newcomer_waits_is_admitted_and_the_trail_names_what_they_did(jupyter,
     assert kernel.execute("print('grace was here')\nx = 6 * 7")["stdout"] == "grace was here\n"
     saved = grace.send("PUT", "/api/contents/notes.txt", json={"type": "file", "format": "text", "content": "hi"})
     assert saved.status_code in (200, 201), saved.text
+    assert grace.send("PATCH", "/api/contents/notes.txt", json={"path": "kept.txt"}).status_code == 200
+    downloaded = grace.get("/files/kept.txt", headers={"Referer": grace.origin + "/lab"})  # as from the page
+    assert downloaded.text == "hi", (downloaded.status_code, downloaded.text[-600:])
+    assert grace.send("DELETE", "/api/contents/kept.txt").status_code == 204
+    terminal = grace.send("POST", "/api/terminals").json()["name"]
+    shell = grace.websocket(f"/terminals/websocket/{terminal}")
+    shell.send(json.dumps(["stdin", "echo one\r"]))
+    shell.send(json.dumps(["stdin", "ls -l nothere\x7f\x7f\x7f\x7f\x7f\x7f\x7fhere\r"]))
     status = wait_for(lambda: (out := notebook.run("%share status")) and "connected since" in out and out, 10,
                       "Grace to show as connected")
     assert "<b>Grace</b> (name they gave) (connected since" in status and "Waiting to be let in" not in status
@@ -96,6 +104,14 @@ def test_a_newcomer_waits_is_admitted_and_the_trail_names_what_they_did(jupyter,
     assert "print('grace was here')" in log and "x = 6 * 7" in log
     assert any("<b>Grace</b> (name they gave)" in line and line.endswith("wrote notes.txt") for line in lines)
     assert any("owner" in line and "let <b>Grace</b> (name they gave) in from the lobby" in line for line in lines)
+    log = wait_for(lambda: (out := notebook.run("%share log")) and "ls -l here" in out and out, 10,
+                   "the trail to follow the terminal")
+    for did in ("renamed notes.txt", "downloaded kept.txt", "deleted kept.txt", "started a new terminal",
+                f"opened terminal {terminal}", f"typed in terminal {terminal}: echo one",
+                f"typed in terminal {terminal}: ls -l here"):
+        assert did in log, (did, log)
+    wait_for(lambda: re.search(r"<b>Grace</b> \(name they gave\) \(connected since [0-9:]+\); last: [0-9:]+ typed in "
+                               r"terminal", notebook.run("%share status")), 10, "her last action beside her name")
 
     # Revocable like anyone invited.
     revoked = notebook.execute("%share revoke <b>Grace</b>")
@@ -131,7 +147,7 @@ def test_turned_away_stays_out_and_personal_and_view_links_never_wait(jupyter, o
     again = mallory.get(link)  # the link again, in the same browser
     assert again.status_code == 403 and "did not let you in" in again.text
     reaches_nothing(mallory, notebook.kernel_id)
-    assert "Mallory" not in notebook.run("%share status")
+    assert "Waiting to be let in: Mallory" not in notebook.run("%share status")
 
     ada = visitor(links["Ada"])
     assert ada.get(links["Ada"]).status_code == 200 and ada.get("/api/contents").status_code == 200
