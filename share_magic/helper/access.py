@@ -47,7 +47,7 @@ from ..contract import KEY_PARAM, VIEW_PAGE, Identity, is_email
 from .identity import LOGOUT, WRONG_ACCOUNT_PAGE, EdgeTrust, Untrusted
 from .lobby import PAGE_PATH as LOBBY_PAGE
 from .lobby import STATE_PATH as LOBBY_STATE
-from .lobby import Lobby
+from .lobby import Lobby, LobbyGate
 
 COOKIE = "share_magic"
 SWITCH_PATH = "share_magic/switch"  # below the base URL: the question page's button posts here
@@ -168,7 +168,7 @@ class Gate(Protocol):
         """May this request pass, as whom?"""
 
 
-class Access:
+class Access(LobbyGate):
     """The gate of one share.
 
     ``login`` returns Jupyter's login cookie (``name=value``) for a new session, or None when the share adds no
@@ -190,29 +190,6 @@ class Access:
         self.lobby: Lobby | None = None  # with --approve: the anyone-link's visitors wait there for the owner
         self.observer: Observer | None = None  # told of every request admitted (the trail): must be quick
         self._lock = threading.Lock()
-
-    def approve(self, on_change: Callable[[], None] | None = None) -> Lobby:
-        """From now on, whoever comes with the share's own edit link waits in the lobby for the owner."""
-        if self.lobby is None:
-            self.lobby = Lobby(self.cookie_path, self._cookie, lambda label: any(
-                grant.person == label for grant in list(self._grants.values())), on_change)
-        return self.lobby
-
-    def decide(self, name: str, admit: bool) -> Session | None:
-        """Let ``name`` in from the lobby -- a person of the share from now on, under the label they were shown by
-        (its key is in no link), revocable like anyone invited -- or turn them away. KeyError if nobody waits so."""
-        if self.lobby is None:
-            raise KeyError(name)
-        waiter = self.lobby.take(name)
-        session = None
-        if admit:
-            person = waiter.label if waiter.chosen or waiter.identity is None else waiter.identity.email
-            grant = Grant(new_key(), person, chosen=waiter.chosen)
-            with self._lock:
-                self._grants[digest(grant.key)] = grant
-            session = self._start_session(grant, waiter.identity, waiter.session)  # the cookie it already holds
-        self.lobby.settle(waiter, admitted=admit)  # only now: the waiting page goes on at once
-        return session
 
     def link_key(self, role: str) -> str:
         """The key of the share's own link for ``role`` ("edit" or "view"): made on first use, then the same."""
@@ -322,7 +299,13 @@ class Access:
             if identity is not None and is_email(grant.person) and (grant.person or "").lower() != identity.key:
                 return Reply(_wrong_account(identity, headers))
             if self._waits(grant):
-                return self._lobby_link(session, grant, clean_target, cookies, identity, headers)
+                answer, about = self._lobby_link(session, grant, self._safe_target(clean_target), cookies.get(COOKIE),
+                                                 identity, headers)
+                if answer == "go":
+                    return _go_on(about or self._safe_target(clean_target))
+                if answer == "refuse":
+                    return Reply(_refusal(about, headers, ended=False))
+                return self._ask(session, grant, clean_target, cookies[COOKIE]) if answer == "ask" else Reply(about)
             if session is None or (identity is not None and (session.identity is None
                                                              or session.identity.key != identity.key)):
                 return self._admit_and_redirect(grant, clean_target, identity)  # nobody live to replace
@@ -352,29 +335,6 @@ class Access:
                                   b"Visitors cannot rename themselves: the person who shared this notebook "
                                   b"names them.\n"))
         return self._admitted(session, clean_target, headers, cookies)
-
-    def _waits(self, grant: Grant) -> bool:
-        """Whether a browser that comes with ``grant``'s key waits in the lobby: only the share's own edit link
-        does (personal links were made for one person; view links reach nothing of Jupyter)."""
-        return self.lobby is not None and grant.person is None and grant.role == "edit"
-
-    def _lobby_link(self, session: Session | None, grant: Grant, target: str, cookies: dict[str, str],
-                    identity: Identity | None, headers: Headers) -> Reply:
-        """The anyone-link with the lobby on: an editor already in goes on; a browser waiting goes back to its
-        page; one turned away stays out; a view reader is asked first; anyone else waits."""
-        assert self.lobby is not None
-        waiter = self.lobby.of(cookies.get(COOKIE))
-        if waiter is not None and waiter.state in ("naming", "waiting"):
-            return _go_on(self.cookie_path + LOBBY_PAGE)
-        lobby_says = self.lobby.refusal(cookies.get(COOKIE), identity)
-        if lobby_says and session is None:
-            return Reply(_refusal(lobby_says, headers, ended=False))
-        if session is not None and (identity is None or (session.identity is not None
-                                                         and session.identity.key == identity.key)):
-            if session.grant.role == "edit":
-                return _go_on(self._safe_target(target))  # in already: the link changes nothing
-            return self._ask(session, grant, target, cookies[COOKIE])  # the question page's button leads here
-        return Reply(self.lobby.enter(self._safe_target(target), identity))
 
     def _is_me(self, target: str) -> bool:
         """Whether ``target`` is Jupyter's ``api/me`` (however a visitor spells the path)."""

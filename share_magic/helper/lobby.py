@@ -30,7 +30,7 @@ import threading
 import time
 import unicodedata
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 from urllib.parse import parse_qs
 
 from ..contract import Identity
@@ -328,6 +328,63 @@ class Lobby:
             label = f"{name} ({number})"
         waiter.label, waiter.chosen, waiter.state = label, chosen, "waiting"
         waiter.seen = time.monotonic()
+
+
+class LobbyGate:
+    """The gate's side of the lobby (a part of :class:`~share_magic.helper.access.Access`): which links wait, where
+    a browser with the share's own link goes, and the owner's decisions."""
+
+    lobby: Lobby | None
+    cookie_path: str
+
+    def approve(self, on_change: Callable[[], None] | None = None) -> Lobby:
+        """From now on, whoever comes with the share's own edit link waits in the lobby for the owner."""
+        if self.lobby is None:
+            self.lobby = Lobby(self.cookie_path, self._cookie, lambda label: any(  # type: ignore[attr-defined]
+                grant.person == label for grant in list(self._grants.values())), on_change)  # type: ignore
+        return self.lobby
+
+    def decide(self, name: str, admit: bool) -> Any:
+        """Let ``name`` in from the lobby -- a person of the share from now on, under the label they were shown by
+        (its key is in no link), revocable like anyone invited -- or turn them away. Return the new session (None
+        when turned away); KeyError if nobody waiting goes by ``name``."""
+        from .access import Grant, digest, new_key
+
+        if self.lobby is None:
+            raise KeyError(name)
+        waiter = self.lobby.take(name)
+        session = None
+        if admit:
+            person = waiter.label if waiter.chosen or waiter.identity is None else waiter.identity.email
+            grant = Grant(new_key(), person, chosen=waiter.chosen)
+            with self._lock:  # type: ignore[attr-defined]
+                self._grants[digest(grant.key)] = grant  # type: ignore[attr-defined]
+            # the cookie the browser already holds becomes a live session
+            session = self._start_session(grant, waiter.identity, waiter.session)  # type: ignore[attr-defined]
+        self.lobby.settle(waiter, admitted=admit)  # only now: the waiting page goes on at once
+        return session
+
+    def _waits(self, grant: Any) -> bool:
+        """Whether a browser that comes with ``grant``'s key waits in the lobby: only the share's own edit link
+        does (personal links were made for one person; view links reach nothing of Jupyter)."""
+        return self.lobby is not None and grant.person is None and grant.role == "edit"
+
+    def _lobby_link(self, session: Any, grant: Any, target: str, session_id: str | None, identity: Identity | None,
+                    headers: Headers) -> tuple[str, Any]:
+        """The share's own link with the lobby on, as the gate should answer it: ("go", target) for an editor
+        already in or a browser waiting (back to its page); ("refuse", why) for one turned away; ("ask", None) for a
+        view reader (the question page, whose button leads here again); ("wait", response) for anyone else."""
+        assert self.lobby is not None
+        waiter = self.lobby.of(session_id)
+        if waiter is not None and waiter.state in ("naming", "waiting"):
+            return "go", self.cookie_path + PAGE_PATH
+        lobby_says = self.lobby.refusal(session_id, identity)
+        if lobby_says and session is None:
+            return "refuse", lobby_says
+        if session is not None and (identity is None or (session.identity is not None
+                                                         and session.identity.key == identity.key)):
+            return ("go", None) if session.grant.role == "edit" else ("ask", None)
+        return "wait", self.lobby.enter(target, identity)
 
 
 def _digest(secret: str) -> bytes:

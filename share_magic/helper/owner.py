@@ -38,6 +38,7 @@ from .identity import EdgeTrust, new_secret, traffic_policy
 from .listener import ControlListener, record_of_this_helper, write_record
 from .login import login_cookie, named_login_cookie
 from .meter import Compression
+from .oversight import LobbyAndTrail
 from .recorder import OWNER, Recorder
 from .tunnel import Tunnel
 from .view import NotebookSource, NotebookView
@@ -88,7 +89,7 @@ class Events:
                     self.watchers.remove(connection)
 
 
-class Helper:
+class Helper(LobbyAndTrail):
     def __init__(self, settings: dict[str, Any], events: Events) -> None:
         self.settings = settings
         self.events = events
@@ -231,20 +232,8 @@ class Helper:
             key = self.access.invite(name)
             self.note(OWNER, f"invited {name}")
             return {"key": key, **self.report_people()}
-        if cmd == "approve":
-            self.access.approve(self.report_people)
-            self.note(OWNER, "made visitors with the share's link wait in the lobby")
-            return self.report_people()
-        if cmd in ("admit", "deny") and name:
-            try:
-                waiter = self.access.lobby.take(name) if self.access.lobby else None
-                session = self.access.decide(name, admit=cmd == "admit")
-            except KeyError:
-                return {"found": False, **self.people()}
-            if waiter is not None:
-                who = f"{waiter.label} (name they gave)" if waiter.chosen else str(waiter.label)
-                self.note(OWNER, f"let {who} in from the lobby" if session else f"turned {who} away")
-            return {"found": True, **self.report_people()}
+        if cmd in ("approve", "admit", "deny"):
+            return self.lobby_command(cmd, name)
         if cmd == "revoke" and name:
             try:
                 sessions = self.access.revoke(name)
@@ -264,8 +253,6 @@ class Helper:
         """Who is invited, connected (since when) or revoked, and how many browsers are connected in all; the
         version orders these reports (a kernel may get one as an answer before an older one as an event)."""
         connected = self.gateway.connected()
-        if self.recorder is not None:
-            self.recorder.connected(set(connected))
         people = []
         for grant in self.access.people():
             since = [moment for session, moment in connected.items() if session.grant is grant]
@@ -274,20 +261,9 @@ class Helper:
             people.append({"name": grant.person, "key": None if grant.revoked_at else grant.key,
                            "connected_since": min(since, default=None), "revoked_at": grant.revoked_at,
                            "email": email, "chosen": grant.chosen})
-        lobby = self.access.lobby
-        if self.recorder is not None and lobby is not None:
-            self.recorder.waiting([f"{waiter.label} (name they gave)" if waiter.chosen else str(waiter.label)
-                                   for waiter in lobby.waiting()])
         return {"visitors": len(connected), "people": people, "version": self.people_version,
                 "signed_in": signed_in(connected), "naming": self.naming,
-                "refused": self.access.refused_identities(), "approve": lobby is not None,
-                "waiting": [waiter.describe() for waiter in lobby.waiting()] if lobby else [],
-                "actions": self.recorder.last_actions() if self.recorder else {}}
-
-    def note(self, who: str, what: str) -> None:
-        """A line of the trail, when there is one."""
-        if self.recorder is not None:
-            self.recorder.note(who, what)
+                "refused": self.access.refused_identities(), **self.lobby_and_trail(connected)}
 
     def report_people(self) -> dict[str, Any]:
         with self.reporting:
@@ -348,26 +324,6 @@ class Helper:
             self.events.emit("ended", status="lost", reason=ending)
         else:
             self.events.emit("ended", status="stopped", reason=None)
-
-    def start_trail(self) -> None:
-        """The trail of this share, written as it goes (none where the trail's folder cannot be had)."""
-        try:
-            self.recorder = Recorder(self.server)
-        except OSError:
-            return
-        self.access.observer = self.recorder.request
-        self.gateway.tap = self.recorder.tap
-        self.recorder.note(OWNER, "started the share" + (
-            " (visitors with the share's link wait in the lobby)" if self.access.lobby else ""))
-
-    def follow_up(self) -> None:
-        """What the watch does every turn for the lobby and the trail: names whose page closed leave the list;
-        each person's last action reaches the kernels."""
-        if self.access.lobby is not None:
-            self.access.lobby.sweep()  # reports the people itself when the list changes
-        if self.recorder is not None and self.recorder.version != self.actions_version:
-            self.actions_version = self.recorder.version
-            self.report_people()
 
     async def watch(self) -> str | None:
         """Wait for a stop; return why the share ended by itself ("expired", or what went away), if it did."""
