@@ -141,3 +141,17 @@ def test_the_tap_passes_every_byte_even_when_its_observer_fails() -> None:
     finally:
         for sock in (visitor, visitor_end, upstream, upstream_end):
             sock.close()
+
+
+def test_a_flood_of_link_openings_neither_evicts_who_waits_nor_forgets_who_was_turned_away(monkeypatch) -> None:
+    monkeypatch.setattr(lobby_module, "PENDING_LIMIT", 8)
+    lobby = new_lobby()
+    grace, mallory = waiter_of(lobby), waiter_of(lobby)
+    lobby._take_a_place(grace, "Grace", chosen=True)
+    lobby._take_a_place(mallory, "Mallory", chosen=True)
+    mallory_cookie = next(key for key, value in lobby._waiters.items() if value is mallory)
+    lobby.settle(lobby.take("Mallory"), admitted=False)
+    for _ in range(50):
+        waiter_of(lobby)
+    assert len(lobby._waiters) <= 8 and [waiter.label for waiter in lobby.waiting()] == ["Grace"]
+    assert mallory_cookie not in lobby._waiters and mallory_cookie in lobby._denied

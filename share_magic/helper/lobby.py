@@ -158,6 +158,7 @@ class Lobby:
         self.on_change = on_change
         self._waiters: dict[bytes, Waiter] = {}
         self._denied_identities: set[str] = set()
+        self._denied: set[bytes] = set()  # the cookies of browsers turned away (as many as the owner turned away)
         self._lock = threading.Lock()
 
     # -- the owner's side -------------------------------------------------------------------------------------------
@@ -180,8 +181,10 @@ class Lobby:
         """The owner's decision: the waiting page goes on (the gate has made its session live) or says no."""
         with self._lock:
             waiter.state = "admitted" if admitted else "denied"
-            if not admitted and waiter.identity is not None:
-                self._denied_identities.add(waiter.identity.key)
+            if not admitted:
+                self._denied.add(waiter.session)
+                if waiter.identity is not None:
+                    self._denied_identities.add(waiter.identity.key)
         self._changed()
 
     def _find(self, name: str) -> Waiter | None:
@@ -218,7 +221,7 @@ class Lobby:
     def refusal(self, session_id: str | None, identity: Identity | None) -> str | None:
         """Why the gate refuses this browser, if the lobby is the reason: it waits, or was turned away."""
         waiter = self.of(session_id)
-        if (waiter is not None and waiter.state == "denied") or (
+        if (session_id and _digest(session_id) in self._denied) or (
                 identity is not None and identity.key in self._denied_identities):
             return "The person who shared this notebook did not let you in."
         if waiter is not None and waiter.state in ("naming", "waiting"):
@@ -231,11 +234,10 @@ class Lobby:
         session_id = secrets.token_urlsafe(32)
         waiter = Waiter(_digest(session_id), target, b"", identity, source_of(identity))
         with self._lock:
-            while len(self._waiters) >= PENDING_LIMIT:
-                oldest = next(iter(self._waiters))
-                if self._waiters[oldest].state == "waiting":
-                    self._waiters[oldest].state = "gone"
-                del self._waiters[oldest]
+            if len(self._waiters) >= PENDING_LIMIT:  # the oldest not waiting go (at most WAITING_LIMIT wait)
+                for old in [key for key, other in self._waiters.items() if other.state != "waiting"][
+                        :len(self._waiters) - PENDING_LIMIT + 1]:
+                    del self._waiters[old]
             self._waiters[waiter.session] = waiter
         return _response(*status, [("Location", self.cookie_path + PAGE_PATH), ("Set-Cookie", self.cookie(session_id)),
                                    ("Referrer-Policy", "no-referrer")])
