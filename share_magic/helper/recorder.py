@@ -41,7 +41,7 @@ class Recorder:
     def __init__(self, server: JupyterServer) -> None:
         self.server = server
         self.file = TrailFile(server.url)
-        self.version = 0  # counts the lines written: the owner reports last actions when it moves
+        self.version = 0  # counts the visitors' lines written: the owner reports last actions when it moves
         self._base = server.base_url
         self._queue: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
         self._backlog = 0
@@ -173,6 +173,8 @@ class Recorder:
 
     def _write(self, moment: float, who: str, what: str) -> None:
         self.file.write(moment, who, what)
+        if who == OWNER:  # what kernels show is each visitor's last action
+            return
         with self._lock:
             self._last[who] = (moment, what.splitlines()[0] if what else what)
             self.version += 1
