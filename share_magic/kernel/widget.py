@@ -43,6 +43,7 @@ NO_COLLABORATION = ("jupyter-collaboration is not installed on this server: if y
                     "<code>pip install jupyter-collaboration</code>, then restart Jupyter.")
 LINKS_KEPT_OUT = html.escape(KEPT_OUT_TEXT).replace("%share links", "<code>%share links</code>")
 EDIT_LABEL = "Anyone with this link:"
+ANONYMOUS_SHOWN = 5  # visitors with the share's link, no name: the latest ones' last actions
 VIEW_LABEL = "View only (this notebook, nothing else):"
 
 
@@ -219,7 +220,8 @@ class PeoplePanel(widgets.VBox):
         share = self.share
         visitors = [visitor for visitor in share.signed_in if visitor.invitation is None]
         named = {person.label for person in share.people.values()} | {v.identity.email for v in visitors} | {"owner"}
-        others = [who for who in share.actions if who not in named]
+        others = sorted((who for who in share.actions if who not in named and who.endswith("(anyone-link)")),
+                        key=lambda who: share.actions[who][0] or 0)[-ANONYMOUS_SHOWN:]  # no row of their own
         shown = (tuple((p.name, p.link, p.state, p.email, p.last_action) for p in share.people.values()),
                  tuple((visitor.describe(), share.last_action(visitor.identity.email)) for visitor in visitors),
                  tuple((w.name, w.email) for w in share.waiting),
