@@ -110,7 +110,7 @@ def test_jupyterlab_owner_and_visitor(jupyter, browsers) -> None:
     stop = widget.get_by_role("button", name="Stop")
     copy = widget.get_by_role("button", name="Copy")
     assert stop.is_visible() and copy.is_visible()
-    assert widget.locator("svg").first.is_visible()  # the QR code
+    widget.locator("svg").first.wait_for(timeout=20_000)  # the QR code (drawn once the kernel answers)
     assert "full control of this server" in widget.inner_text() and "Visit Site" in widget.inner_text()
     collaborating = server.api("GET", "api/collaboration/session/probe").status_code == 405  # a test extra
     assert ("jupyter-collaboration is not installed" in widget.inner_text()) is not collaborating

@@ -75,7 +75,7 @@ def test_people_get_in_with_their_own_links_and_one_is_revoked_alone(jupyter, ow
     ("%share invite ' Ada'", "' Ada' cannot name a person"),
     ("%share revoke Zed", "Nobody named 'Zed' has a live invitation"),
     ("%share revoke", "Name the people to revoke"),
-    ("%share status Ada", "names go with invite and revoke only"),
+    ("%share status Ada", "names go with invite, revoke, admit and deny only"),
 ])
 def test_bad_names_change_nothing(jupyter, owner, line: str, expected: str) -> None:
     notebook = owner(jupyter())

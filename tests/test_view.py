@@ -212,7 +212,9 @@ def test_the_kernel_loads_no_code_that_serves_visitors(viewed) -> None:
         "print(json.dumps({'lines': sum(len(open(f).readlines()) for f in mine), 'helper': "
         "[n for n in sys.modules if n.startswith('share_magic.helper')], 'nbconvert': 'nbconvert' in sys.modules}))"))
     assert loaded["helper"] == [] and not loaded["nbconvert"]
-    assert loaded["lines"] <= 2100, loaded  # was 3,224 before the kernel and the helper had folders of their own
+    # was 3,224 before the kernel and the helper had folders of their own; 2,100 before the owner's side of the lobby
+    # and the trail (admit, deny, who waits, last actions: none of it serves visitors)
+    assert loaded["lines"] <= 2300, loaded
 
 
 def key_of(link: str) -> str:

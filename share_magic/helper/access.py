@@ -46,6 +46,9 @@ from urllib.parse import parse_qs, unquote
 from ..contract import KEY_PARAM, VIEW_PAGE, Identity, is_email
 from .answers import response
 from .identity import LOGOUT, WRONG_ACCOUNT_PAGE, EdgeTrust, Untrusted
+from .lobby import PAGE_PATH as LOBBY_PAGE
+from .lobby import STATE_PATH as LOBBY_STATE
+from .lobby import Lobby, LobbyGate
 
 COOKIE = "share_magic"
 SWITCH_PATH = "share_magic/switch"  # below the base URL: the question page's button posts here
@@ -97,6 +100,7 @@ class Grant:
     revoked_at: float | None = None  # the key admits nobody, and the sessions it admitted end
     role: str = "edit"
     retired_at: float | None = None  # the key admits nobody new; the sessions it admitted go on
+    chosen: bool = False  # made when the owner admitted someone from the lobby: ``person`` is the name they gave
 
 
 @dataclass(eq=False)
@@ -157,12 +161,15 @@ class Reply:
 Verdict = Union[Admitted, Local, Reply]
 
 
+Observer = Callable[[Session, str, str], None]  # (session, method, target) of each request the gate admits
+
+
 class Gate(Protocol):
     def check(self, method: str, target: str, headers: Headers) -> Verdict:
         """May this request pass, as whom?"""
 
 
-class Access:
+class Access(LobbyGate):
     """The gate of one share.
 
     ``login`` returns Jupyter's login cookie (``name=value``) for a new session, or None when the share adds no
@@ -181,6 +188,8 @@ class Access:
         self._revoked_sessions: set[bytes] = set()  # to tell their browsers why they are refused
         self._switches: dict[bytes, Switch] = {}  # each browser's latest question, by its session cookie's digest
         self.local_paths: set[str] = set()  # answered by the gateway itself for editing sessions (the bridge)
+        self.lobby: Lobby | None = None  # with --approve: the anyone-link's visitors wait there for the owner
+        self.observer: Observer | None = None  # told of every request admitted (the trail): must be quick
         self._lock = threading.Lock()
 
     def link_key(self, role: str) -> str:
@@ -197,7 +206,7 @@ class Access:
         with self._lock:
             for grant in self._grants.values():
                 if grant.person == person and grant.role == role and grant.revoked_at is None \
-                        and grant.retired_at is None:
+                        and grant.retired_at is None and not grant.chosen:
                     return grant.key
             key = new_key()
             self._grants[digest(key)] = Grant(key, person, role=role)
@@ -258,7 +267,16 @@ class Access:
     # -- the question the gateway asks ------------------------------------------------------------------------------
 
     def check(self, method: str, target: str, headers: Headers) -> Verdict:
-        """May this request pass, as whom?"""
+        """May this request pass, as whom? (The observer hears of each request let through to Jupyter.)"""
+        verdict = self._check(method, target, headers)
+        if isinstance(verdict, Admitted) and self.observer is not None:
+            try:
+                self.observer(verdict.session, method, verdict.target)
+            except Exception:  # the trail never stands in a visitor's way
+                pass
+        return verdict
+
+    def _check(self, method: str, target: str, headers: Headers) -> Verdict:
         raw_headers = headers
         try:
             identity, headers = self.edge.identify(headers)
@@ -271,6 +289,9 @@ class Access:
                                   f"(you are signed in as {identity.email}).", headers))
         if method == "POST" and clean_target.split("?", 1)[0] == self.cookie_path + SWITCH_PATH:
             return self._switch(clean_target, headers, cookies, identity)
+        if self.lobby is not None and clean_target.split("?", 1)[0] in (self.cookie_path + LOBBY_PAGE,
+                                                                        self.cookie_path + LOBBY_STATE):
+            return Reply(self.lobby.answer(method, clean_target, headers, cookies.get(COOKIE), identity))
         navigation = method in ("GET", "HEAD") and not any(name.lower() == "upgrade" for name, _ in headers)
         grant = self._grants.get(digest(keys[-1])) if keys and navigation else None
         session = self._session(cookies.get(COOKIE))
@@ -278,6 +299,14 @@ class Access:
             # a key opens pages; websockets need the cookie
             if identity is not None and is_email(grant.person) and (grant.person or "").lower() != identity.key:
                 return Reply(_wrong_account(identity, headers))
+            if self._waits(grant):
+                answer, about = self._lobby_link(session, grant, self._safe_target(clean_target), cookies.get(COOKIE),
+                                                 identity, headers, self.edge.client_address(raw_headers))
+                if answer == "go":
+                    return _go_on(about or self._safe_target(clean_target))
+                if answer == "refuse":
+                    return Reply(_refusal(about, headers, ended=False))
+                return self._ask(session, grant, clean_target, cookies[COOKIE]) if answer == "ask" else Reply(about)
             if session is None or (identity is not None and (session.identity is None
                                                              or session.identity.key != identity.key)):
                 return self._admit_and_redirect(grant, clean_target, identity)  # nobody live to replace
@@ -288,6 +317,9 @@ class Access:
                                                              or session.identity.key != identity.key):
             return Reply(_wrong_account(identity, headers))  # signed in again, as someone else
         if session is None:
+            lobby_says = self.lobby.refusal(cookies.get(COOKIE), identity) if self.lobby is not None else None
+            if lobby_says:
+                return Reply(_refusal(lobby_says, headers, ended=False))
             if digest(cookies.get(COOKIE, "")) in self._revoked_sessions:
                 why = "The person who shared this notebook has revoked your access."
             elif grant is not None and grant.retired_at is not None:
@@ -372,21 +404,33 @@ class Access:
             return Reply(_refusal("The person who shared this notebook has ended this link.", headers))
         if identity is not None and is_email(grant.person) and (grant.person or "").lower() != identity.key:
             return Reply(_wrong_account(identity, headers))
+        if self._waits(grant):
+            assert self.lobby is not None
+            return Reply(self.lobby.enter(switch.target, identity, status=(303, "See Other")))
         return self._admit_and_redirect(grant, switch.target, identity, status=(303, "See Other"))
 
     def _admit_and_redirect(self, grant: Grant, target: str, identity: Identity | None = None,
                             status: tuple[int, str] = (302, "Found")) -> Reply:
         session_id = secrets.token_urlsafe(32)
+        self._start_session(grant, identity, digest(session_id))
+        return Reply(response(*status, [("Location", self._safe_target(target)),
+                                        ("Set-Cookie", self._cookie(session_id)),
+                                        ("Cache-Control", "no-store"), ("Referrer-Policy", "no-referrer")]))
+
+    def _start_session(self, grant: Grant, identity: Identity | None, session_digest: bytes) -> Session:
         name = jupyter_name(grant, identity)
         cookie = None if self.login is None else self.login(name) if name else self.login()
         session = Session(grant, jupyter_cookie=cookie, identity=identity, name=name)
         with self._lock:
-            self._sessions[digest(session_id)] = session
+            self._sessions[session_digest] = session
+        return session
+
+    def _cookie(self, session_id: str) -> str:
+        """The Set-Cookie value that gives a browser the gateway's session ``session_id``."""
         cookie = f"{COOKIE}={session_id}; Path={self.cookie_path}; Secure; HttpOnly; SameSite=Lax"
         if self.expires_at is not None:
             cookie += f"; Max-Age={max(0, int(self.expires_at - time.time()))}"
-        return Reply(response(*status, [("Location", self._safe_target(target)), ("Set-Cookie", cookie),
-                                        ("Cache-Control", "no-store"), ("Referrer-Policy", "no-referrer")]))
+        return cookie
 
     def _admitted(self, session: Session, target: str, headers: Headers, cookies: dict[str, str]) -> Admitted:
         hidden = _cookie_name(session.jupyter_cookie) if session.jupyter_cookie else None
@@ -473,10 +517,14 @@ def _without_key(target: str) -> tuple[str, list[str]]:
     return path + (question + "&".join(kept) if kept else ""), keys
 
 
-def _refusal(why: str, headers: Headers) -> bytes:
+def _refusal(why: str, headers: Headers, ended: bool = True) -> bytes:
+    """403 with ``why``; ``ended`` False: the lobby's refusals, which are not about the link being bad."""
     accept = next((value for name, value in headers if name.lower() == "accept"), "")
+    title = "This link has ended or is not valid" if ended else "Not let in"
     if "text/html" in accept:
-        return response(403, "Forbidden", [("Content-Type", "text/html; charset=utf-8")],
-                        REFUSED_PAGE.format(why=html.escape(why)).encode())
+        page = REFUSED_PAGE.format(why=html.escape(why)).replace("This link has ended or is not valid", title)
+        if not ended:
+            page = page.replace(" Ask the person who shared the notebook for a new link.", "")
+        return response(403, "Forbidden", [("Content-Type", "text/html; charset=utf-8")], page.encode())
     return response(403, "Forbidden", [("Content-Type", "text/plain; charset=utf-8")],
-                    f"This link has ended or is not valid. {why}\n".encode())
+                    f"{title}. {why}\n".encode())

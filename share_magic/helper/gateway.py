@@ -117,6 +117,9 @@ class Gateway:
         self.rewrite_page: Callable[[bytes], bytes] | None = None
         # Blanked from every HTML answer a visitor gets, whatever its status or size (the server's token).
         self.blanked: bytes | None = None
+        # The trail's tap: tap(session, target, request headers, response headers) for each websocket relayed gives
+        # an observer (or None) that is fed a copy of what the visitor sends (feed(data), then close()).
+        self.tap: Callable[[Session, str, Headers, Headers], Any] | None = None
         self.port = 0
         self.tls = server.tls_context()
         self.pool = ThreadPoolExecutor(max_workers=POOL, thread_name_prefix="share_magic gateway")

@@ -40,6 +40,8 @@ from .identity import EdgeTrust, new_secret, traffic_policy
 from .listener import ControlListener, record_of_this_helper, write_record
 from .login import login_cookie, named_login_cookie
 from .meter import Compression
+from .oversight import LobbyAndTrail
+from .recorder import OWNER, Recorder
 from .tunnel import Tunnel
 from .view import NotebookSource, NotebookView
 from .worker import Worker
@@ -90,7 +92,7 @@ class Events:
                     self.watchers.remove(connection)
 
 
-class Helper:
+class Helper(LobbyAndTrail):
     def __init__(self, settings: dict[str, Any], events: Events) -> None:
         self.settings = settings
         self.events = events
@@ -103,6 +105,10 @@ class Helper:
         self.naming: bool | None = None  # can the server name visitors? None: not asked yet
         self.access = Access(self.server.base_url, expires_at=self.expires_at, edge=self.edge,
                              login=self.login if settings.get("include_token", True) else None)
+        if settings.get("approve"):
+            self.access.approve(self.report_people)
+        self.recorder: Recorder | None = None  # the trail, from the moment the share is live
+        self.actions_version = 0
         economy = settings.get("economy", True)
         self.gateway = Gateway(self.server, self.access, on_change=self.report_people,
                                compression=Compression(enabled=economy), limits=limits(settings.get("limits", {})))
@@ -241,13 +247,17 @@ class Helper:
             return {"key": self.keys[command["role"]]}
         if cmd == "invite" and name:
             key = self.access.invite(name)
+            self.note(OWNER, f"invited {name}")
             return {"key": key, **self.report_people()}
+        if cmd in ("approve", "admit", "deny"):
+            return self.lobby_command(cmd, name)
         if cmd == "revoke" and name:
             try:
                 sessions = self.access.revoke(name)
             except KeyError:
                 return {"found": False, **self.people()}
             self.gateway.cut(sessions)
+            self.note(OWNER, f"revoked {name}")
             links = self.access.links()
             if any(self.keys.get(role) != key for role, key in links.items()):  # retired: these replace them
                 self.keys.update(links)
@@ -267,10 +277,11 @@ class Helper:
                           if session.grant is grant and session.identity), None)
             people.append({"name": grant.person, "key": None if grant.revoked_at else grant.key,
                            "connected_since": min(since, default=None), "revoked_at": grant.revoked_at,
-                           "email": email})
+                           "email": email, "chosen": grant.chosen})
         return {"visitors": len(connected), "people": people, "version": self.people_version,
                 "signed_in": signed_in(connected), "naming": self.naming,
-                "refused": self.access.refused_identities(), "full": self.gateway.capacity.full}
+                "refused": self.access.refused_identities(), "full": self.gateway.capacity.full,
+                **self.lobby_and_trail(connected)}
 
     def report_people(self) -> dict[str, Any]:
         with self.reporting:
@@ -305,6 +316,7 @@ class Helper:
                            "https://dashboard.ngrok.com/billing, or share without --sign-in.")
             self.events.started("failed", code=code, message=message)
             return
+        self.start_trail()
         self.gateway.open_to(public_url)
         self.public_url, self.started_at = public_url, time.time()
         self.keys = {role: self.link_key(role) for role in ("edit", "view") if self.settings.get(role, role == "edit")}
@@ -317,6 +329,10 @@ class Helper:
         ending = await self.watch()
         remove_record(self.settings["record"], os.getpid())  # no kernel may find a share that is ending
         self.gateway.close()
+        if self.recorder is not None:
+            self.recorder.note(OWNER, {"expired": "the share expired", None: "stopped the share"}.get(
+                ending, f"the share ended: {ending}"))
+            self.recorder.close()
         if self.view is not None:
             self.view.close()
         if self.worker is not None:
@@ -334,6 +350,7 @@ class Helper:
         server_pid = self.server.pid
         kernel_checked = time.monotonic()
         while not self.stopping.is_set():
+            self.follow_up()
             meter = self.gateway.meter
             if (meter.requests, meter.bytes_out) != self.cost:
                 self.cost = (meter.requests, meter.bytes_out)

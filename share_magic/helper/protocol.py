@@ -28,7 +28,7 @@ from tornado.iostream import IOStream, StreamClosedError, UnsatisfiableReadError
 from .access import Local, Reply, Session
 from .answers import Headers, text
 from .meter import chunked
-from .relay import CHUNK, RETRY_BODY_LIMIT, NoResponse, Out, Response, Upstream, head_bytes, pipe
+from .relay import CHUNK, RETRY_BODY_LIMIT, NoResponse, Out, Response, Upstream, head_bytes, pipe, quietly
 
 if TYPE_CHECKING:
     from .gateway import Gateway
@@ -494,9 +494,11 @@ class Exchange(httputil.HTTPMessageDelegate):
             if not getattr(self, "piping", False):
                 stream.close()
 
-    async def _upgraded(self, head: bytes, upstream: Upstream) -> None:
+    async def _upgraded(self, head: bytes, upstream: Upstream, response_headers: Headers) -> None:
         assert self.response is not None
         out = self.response.out
+        admitted = self.response.admitted
+        tapped = quietly(self.gateway.tap, admitted.session, admitted.target, admitted.headers, response_headers)
         await out.send(head)
         await out.drain()
         self.piping = True
@@ -506,8 +508,10 @@ class Exchange(httputil.HTTPMessageDelegate):
         assert connection.session is not None
         gateway.set_live(connection, True)
         try:
-            await asyncio.gather(pipe(upstream.stream, visitor), pipe(visitor, upstream.stream))
+            await asyncio.gather(pipe(upstream.stream, visitor), pipe(visitor, upstream.stream, tapped))
         finally:
+            if tapped is not None:
+                quietly(tapped.close)
             gateway.set_live(connection, False)
             upstream.close()
             visitor.close()

@@ -291,17 +291,27 @@ async def copy_exactly(upstream: Upstream, sink: Any, remaining: int, flush: Any
         await flush()
 
 
-async def pipe(source: IOStream, target: IOStream) -> None:
+async def pipe(source: IOStream, target: IOStream, tap: Any = None) -> None:
     """One direction of a websocket: copy until either side ends, then close the other (which ends the reverse
-    direction too)."""
+    direction too). ``tap`` (the trail's observer) is fed a copy of each chunk once it is sent on."""
     try:
         while True:
             data = await source.read_bytes(CHUNK, partial=True)
             await target.write(data)
+            if tap is not None:
+                quietly(tap.feed, data)
     except (StreamClosedError, OSError):
         pass
     finally:
         target.close()
+
+
+def quietly(call: Any, *args: Any) -> Any:
+    """A call of the trail's: nothing it raises reaches the relay (None instead)."""
+    try:
+        return call(*args) if call is not None else None
+    except Exception:
+        return None
 
 
 class Response:
@@ -325,7 +335,7 @@ class Response:
             headers_out = gateway.response_headers(self.admitted.response_headers(response_headers))
             head = head_bytes(status_line, headers_out)
             if status == 101:
-                await on_upgrade(head, upstream)
+                await on_upgrade(head, upstream, response_headers)
                 return False
             if status >= 200:
                 break

@@ -35,7 +35,7 @@ class HelperClient:
         settings = {"server": dataclasses.asdict(self.server), "startup_timeout": timeout,
                     "edit": not self.view_first, "view": self.view_first, "notebook_path": self.notebook_path,
                     "economy": self.economy, "authenticated": self.authenticated, "kernel_id": kernel,
-                    "sign_in": self.sign_in,
+                    "sign_in": self.sign_in, "approve": self.approve,
                     "authtoken": authtoken or os.environ.get("NGROK_AUTHTOKEN"), "include_token": self.include_token,
                     # what a view must not show, though the agent uses another: an output may print it
                     "authtokens": [token for token in (os.environ.get("NGROK_AUTHTOKEN"),) if token],

@@ -11,8 +11,10 @@ from traitlets import Bool, Float, Unicode
 
 from ..errors import ShareError, TunnelError
 
-USAGE = ("%share [stop | status | links | invite NAME... | revoke NAME] [--view] [--for DURATION] [--sign-in PROVIDER] "
-         "[--port N | --url URL [--token T]] [--no-token] [--insecure]")
+USAGE = ("%share [stop | status | links | log | invite NAME... | revoke NAME | admit NAME | deny NAME] [--view] "
+         "[--approve] [--for DURATION] [--sign-in PROVIDER] [--port N | --url URL [--token T]] [--no-token] "
+         "[--insecure]")
+NAMED = ("invite", "revoke", "admit", "deny")
 
 
 SAVED_WITH_THE_NOTEBOOK = ("This output is saved with the notebook, keys included: clear it (Edit > Clear Cell "
@@ -47,6 +49,9 @@ class ShareMagics(Magics):
     sign_in = Unicode("", help="Make every visitor sign in at ngrok's edge with this provider (google, github, "
                                "microsoft, gitlab, linkedin, twitch) before anything reaches this machine; empty: "
                                "no sign-in. --sign-in overrides it.").tag(config=True)
+    approve = Bool(False, help="Make whoever opens the share's own edit link wait until you let them in (%share "
+                               "admit NAME, or the widget's Admit). Personal and view links never wait. --approve "
+                               "turns it on for one share.").tag(config=True)
     startup_timeout = Float(20.0, help="Seconds to wait for the ngrok agent to start before giving up.").tag(
         config=True)
 
@@ -56,17 +61,24 @@ class ShareMagics(Magics):
             shell.configurables.append(self)  # so that %config reaches these settings
 
     @magic_arguments()
-    @argument("action", nargs="?", default="start", choices=["start", "stop", "status", "links", "invite", "revoke"],
+    @argument("action", nargs="?", default="start",
+              choices=["start", "stop", "status", "links", "log", "invite", "revoke", "admit", "deny"],
               help="start (the default) shares this kernel's Jupyter server; stop ends the share; status prints it "
                    "and who is in; links prints every live link, for front-ends without widgets (that output is "
                    "saved with the notebook: clear it before you share the file); invite gives each named person a "
-                   "link of their own (starting the share if needed); revoke cuts one person off at once.")
+                   "link of their own (starting the share if needed); revoke cuts one person off at once; admit "
+                   "and deny let someone waiting in the lobby in, or turn them away (--approve); log prints what "
+                   "visitors did through this server's latest share, oldest first.")
     @argument("names", nargs="*", metavar="NAME",
-              help="with invite and revoke: people's names (1-40 letters, digits, spaces and . - _ @; quote names "
-                   "with spaces).")
+              help="with invite, revoke, admit and deny: people's names (1-40 letters, digits, spaces and . - _ @; "
+                   "quote names with spaces).")
     @argument("--view", action="store_true",
               help="A view-only link of this notebook: readers see it as last saved, updated live when it is "
                    "saved, and reach nothing else (no code, no files, no other notebook).")
+    @argument("--approve", action="store_true",
+              help="Whoever opens the share's own edit link waits on a page of the share, giving a name, until you "
+                   "let them in (admit NAME, or Admit in the widget) or turn them away (deny NAME). "
+                   "Personal and view links never wait.")
     @argument("--for", dest="duration", metavar="DURATION",
               help="End the share by itself after this long: 90s, 30m, 2h, 1h30m, 1d (default: "
                    "ShareMagics.duration, or until stopped or its kernel is shut down).")
@@ -110,14 +122,18 @@ class ShareMagics(Magics):
             args = parse_argstring(self.share, line)
         except UsageError as e:
             raise UsageError(f"%share {line.strip()}: {e}. Usage: {USAGE}; %share? explains every option.") from None
-        if args.names and args.action not in ("invite", "revoke"):
+        if args.names and args.action not in NAMED:
             raise UsageError(f"%share {line.strip()}: unrecognized arguments: {' '.join(args.names)} (names go with "
-                             f"invite and revoke only). Usage: {USAGE}; %share? explains every option.")
+                             f"invite, revoke, admit and deny only). Usage: {USAGE}; %share? explains every option.")
         from . import share as lifecycle
 
         try:
             if args.action in ("invite", "revoke"):
                 self._people(args, lifecycle)
+            elif args.action in ("admit", "deny"):
+                self._lobby(args, lifecycle)
+            elif args.action == "log":
+                self._log(lifecycle)
             elif args.action == "stop":
                 share = lifecycle.current()
                 if share is None:
@@ -142,7 +158,7 @@ class ShareMagics(Magics):
         options = dict(port=args.port, url=args.url, token=args.token, authtoken=args.authtoken,
                        include_token=self.include_token and not args.no_token, insecure=args.insecure,
                        timeout=self.startup_timeout, duration=args.duration or self.duration, view=args.view,
-                       economy=self.economy, sign_in=self._sign_in(args))
+                       economy=self.economy, sign_in=self._sign_in(args), approve=self.approve or args.approve)
         try:
             return lifecycle.share(**options)
         except TunnelError as e:
@@ -167,8 +183,12 @@ class ShareMagics(Magics):
                              "'Grace Hopper' (quote names with spaces).")
         from .people import check_email, check_name
 
-        # IPython splits magic lines without removing quotes; all names are checked before anything changes.
-        names = [check_name(_unquoted(name)) for name in args.names]
+        # IPython splits magic lines without removing quotes; all names are checked before anything changes. A
+        # person let in from the lobby goes by the name they gave, whatever it is.
+        live = lifecycle.current()
+        chosen = {person.name for person in live.people.values() if person.chosen} if live is not None else set()
+        names = [_unquoted(name) if args.action == "revoke" and _unquoted(name) in chosen
+                 else check_name(_unquoted(name)) for name in args.names]
         live = lifecycle.current()
         if self._sign_in(args) or (live is not None and live.sign_in):
             names = [check_email(name) for name in names]
@@ -201,6 +221,45 @@ class ShareMagics(Magics):
             from .widget import ShareView
 
             ShareView(share).show()
+
+    def _lobby(self, args: argparse.Namespace, lifecycle: Any) -> None:
+        """%share admit NAME... and %share deny NAME...: the owner's decision on people waiting in the lobby."""
+        if not args.names:
+            raise ShareError(f"Name who to {args.action}, e.g. %share {args.action} Grace ('%share status' lists who "
+                             "waits; quote names with spaces).")
+        share = lifecycle.current()
+        if share is None:
+            raise ShareError("Nothing is shared from this kernel, so nobody waits to be let in. Start a share with "
+                             "%share --approve.")
+        for name in map(_unquoted, args.names):
+            if args.action == "admit":
+                share.admit(name)
+                print(f"{name} is let in: their waiting page goes on into Jupyter. %share revoke {name} cuts them "
+                      "off again.")
+            else:
+                share.deny(name)
+                print(f"{name} is turned away: the link reaches nothing from their browser any more.")
+
+    def _log(self, lifecycle: Any) -> None:
+        """%share log: the trail of this server's latest share, live or ended."""
+        from .. import trail
+
+        share = lifecycle.latest()
+        if share is not None:
+            server_url = share.server.url
+        else:
+            from .discovery import find_server, kernel_id
+
+            server_url = find_server(kernel_id()).url
+        try:
+            entries = trail.read(server_url)
+        except OSError as e:
+            raise ShareError(f"The trail of this server cannot be read ({e.strerror or e}): its folder is "
+                             "share_magic/trails in Jupyter's data folder (jupyter --data-dir).") from None
+        if not entries:
+            raise ShareError("No share of this Jupyter server has a trail yet: %share starts one, and %share log then "
+                             "prints what visitors do through it.")
+        print(trail.format_entries(entries))
 
     def _links(self, lifecycle: Any) -> None:
         """%share links: every live link in plain text, for front-ends that cannot show the widget."""

@@ -8,6 +8,7 @@ from ..contract import Identity, is_email
 from ..errors import ShareError
 from .status import clock
 
+CHOSEN = "name they gave"  # beside every name a visitor typed in the lobby: a label, not an identity
 NAME_CHARACTERS = " .-_@"
 NAME_RULE = "1-40 letters, digits, spaces and . - _ @"
 
@@ -21,6 +22,13 @@ class Person:
     connected_since: datetime.datetime | None = None
     revoked_at: datetime.datetime | None = None
     email: str | None = None  # verified at the edge, while they are connected with sign-in
+    chosen: bool = False  # let in from the lobby: ``name`` is the name they gave
+    last_action: str | None = None  # what the trail saw them do last
+
+    @property
+    def label(self) -> str:
+        """Their name as the share shows it: a name they gave themselves says so."""
+        return f"{self.name} ({CHOSEN})" if self.chosen else self.name
 
     @property
     def connected(self) -> bool:
@@ -30,7 +38,26 @@ class Person:
     def state(self) -> str:
         if self.revoked_at is not None:
             return f"revoked at {clock(self.revoked_at)}"
-        return f"connected since {clock(self.connected_since)}" if self.connected else "invited, not connected"
+        if self.connected:
+            return f"connected since {clock(self.connected_since)}"
+        return "let in from the lobby, not connected" if self.chosen else "invited, not connected"
+
+
+@dataclasses.dataclass
+class Waiting:
+    """Someone who opened the share's link and waits in the lobby for the owner to let them in."""
+
+    name: str  # what the owner admits or turns them away by
+    chosen: bool  # a name they typed (else the e-mail the edge verified)
+    email: str | None
+    since: datetime.datetime | None
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} ({CHOSEN})" if self.chosen else self.name
+
+    def describe(self) -> str:
+        return f"{self.label}, waiting since {clock(self.since)}"
 
 
 @dataclasses.dataclass

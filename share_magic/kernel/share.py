@@ -38,7 +38,7 @@ from ..errors import ShareError, UnsafeServer
 from ..jupyter import JupyterServer
 from .client import STARTUP_TIMEOUT, HelperClient, from_epoch
 from .discovery import find_server, kernel_id, server_at
-from .people import Person, SignedIn, check_email, check_name
+from .people import Person, SignedIn, Waiting, check_email, check_name
 from .status import Described
 
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -65,8 +65,11 @@ class Share(HelperClient, Described):
 
     def __init__(self, server: JupyterServer, notebook_path: str | None = None, include_token: bool = True,
                  authenticated: bool = True, duration: float | None = None, view: bool = False,
-                 economy: bool = True, sign_in: str | None = None) -> None:
+                 economy: bool = True, sign_in: str | None = None, approve: bool = False) -> None:
         self.server = server
+        self.approve = approve  # visitors with the share's own edit link wait until the owner lets them in
+        self.waiting: list[Waiting] = []  # who waits in the lobby now, first come first
+        self.actions: dict[str, tuple[datetime.datetime | None, str]] = {}  # each person's last action (the trail)
         self.sign_in = sign_in  # ngrok's sign-in provider at the edge, if visitors must sign in
         self.notebook_path = notebook_path  # of this kernel: the links shown here open it
         self.include_token = include_token
@@ -155,6 +158,25 @@ class Share(HelperClient, Described):
                              "another notebook?). %share status shows who has.")
         self._links_from(reply["links"])  # the event saying so may come after this answer: it goes another way
 
+    def admit(self, name: str) -> None:
+        """Let ``name`` in from the lobby: their waiting page goes on into Jupyter, and they are a person of the
+        share from then on (listed, revocable with :meth:`revoke`)."""
+        self._decide("admit", name)
+
+    def deny(self, name: str) -> None:
+        """Turn ``name`` away: their waiting page says so, and the link reaches nothing from their browser."""
+        self._decide("deny", name)
+
+    def _decide(self, command: str, name: str) -> None:
+        if self.live and not self.approve:
+            raise ShareError(f"This share lets everyone with its link in, so nobody waits to be let in. Start it "
+                             f"with %share --approve, or run %share --approve now, to {command} each newcomer.")
+        if not self._command(command, name=name)["found"]:
+            waiting = ", ".join(repr(waiter.name) for waiter in self.waiting)
+            raise ShareError(f"Nobody waiting to be let in gave the name {name!r}. " + (
+                f"Waiting: {waiting} (names they gave); %share {command} NAME with one of them."
+                if waiting else "Nobody is waiting right now; %share status lists who waits."))
+
     def _links_from(self, links: dict[str, Any]) -> None:
         """The share's own keys, as the helper has them now (a revocation replaces them)."""
         with self._state_lock:
@@ -174,6 +196,12 @@ class Share(HelperClient, Described):
             raise ShareError(f"Nobody named {name!r} has a live invitation to this share, so there is nothing to "
                              "revoke. " + (f"Invited: {', '.join(live)}." if live else
                                            "Invite people with %share invite NAME."))
+
+    def require_approval(self) -> None:
+        """From now on, whoever opens the share's own edit link waits until someone lets them in (those already in
+        stay in)."""
+        if not self.approve:
+            self._command("approve")
 
     def enable(self, role: str) -> None:
         """Add the share's own edit link (``"edit"``) or view link (``"view"``) to a live share, if it lacks it."""
@@ -198,10 +226,18 @@ class Share(HelperClient, Described):
                 return
             self._people_version = report["version"]
             self.visitors = report["visitors"]
+            self.actions = {who: (from_epoch(moment), what) for who, (moment, what) in
+                            (report.get("actions") or {}).items()}
             self.people = {entry["name"]: Person(entry["name"], self._link_with(entry["key"]),
                                                  from_epoch(entry["connected_since"]),
-                                                 from_epoch(entry["revoked_at"]), entry.get("email"))
+                                                 from_epoch(entry["revoked_at"]), entry.get("email"),
+                                                 bool(entry.get("chosen")))
                            for entry in report["people"]}
+            for person in self.people.values():
+                person.last_action = self.last_action(person.label)
+            self.approve = bool(report.get("approve", self.approve))
+            self.waiting = [Waiting(entry["name"], bool(entry["chosen"]), entry.get("email"),
+                                    from_epoch(entry.get("since"))) for entry in report.get("waiting") or []]
             self.signed_in = [SignedIn(Identity(entry["email"], entry.get("name") or "", entry.get("provider") or ""),
                                        entry.get("jupyter_name"), entry.get("invitation"),
                                        from_epoch(entry.get("connected_since")))
@@ -210,6 +246,11 @@ class Share(HelperClient, Described):
             self.refused = report.get("refused") or []
             self.full = report.get("full")
         self._changed()
+
+    def last_action(self, who: str) -> str | None:
+        """What the trail saw ``who`` do last, with when: "10:02:03 ran code in shared.ipynb"."""
+        found = self.actions.get(who)
+        return f"{found[0]:%H:%M:%S} {found[1]}" if found and found[0] else None
 
     def __repr__(self) -> str:
         return f"<Share {self.status} {self.public_url or ''}>"
@@ -307,14 +348,15 @@ def parse_duration(text: str | float | None) -> float | None:
 def share(*, port: int | None = None, url: str | None = None, token: str | None = None,
           include_token: bool = True, authtoken: str | None = None, insecure: bool = False,
           timeout: float = STARTUP_TIMEOUT, duration: str | float | None = None, view: bool = False,
-          economy: bool = True, sign_in: str | None = None) -> Share:
+          economy: bool = True, sign_in: str | None = None, approve: bool = False) -> Share:
     """Share the Jupyter server behind this kernel (or the one at ``port``/``url``) and return the live share.
 
     ``duration`` (``"30m"``, ``"1h30m"``, or seconds) ends the share by itself after that long. With ``view``, the
     share gets a view-only link of this notebook (its ``view_link``); without, its edit ``link``. ``economy`` (on by
     default) compresses what visitors get and carries their pages' API calls over one websocket, to spare the
     owner's ngrok plan. ``sign_in`` (an ngrok-managed provider: google, github, ...) makes every visitor sign in at
-    ngrok's edge first. Calling it again
+    ngrok's edge first. With ``approve``, whoever opens the share's own edit link waits until the owner lets them in
+    (:meth:`Share.admit`, :meth:`Share.deny`; personal and view links never wait). Calling it again
     while a share is live returns that share, with the link asked for added; so does calling it from another
     notebook of the same server.
     """
@@ -333,6 +375,8 @@ def share(*, port: int | None = None, url: str | None = None, token: str | None 
             if provider and existing.sign_in != provider:
                 raise ShareError(_sign_in_mismatch(existing, provider))
             existing.enable("view" if view else "edit")
+            if approve:
+                existing.require_approval()
             return existing
         kernel = kernel_id()
         server = server_at(url, port, token) if (port or url) else find_server(kernel)
@@ -345,6 +389,8 @@ def share(*, port: int | None = None, url: str | None = None, token: str | None 
             if provider and found.sign_in != provider:
                 raise ShareError(_sign_in_mismatch(found, provider))
             found.enable("view" if view else "edit")
+            if approve:
+                found.require_approval()
             return found
         authenticated = server.has_authentication()
         if not authenticated and not insecure:
@@ -353,7 +399,7 @@ def share(*, port: int | None = None, url: str | None = None, token: str | None 
                 "anyone on the internet run code on this machine. Fix: restart Jupyter with its default token, "
                 "or set a password with `jupyter server password`. To share it anyway, run %share --insecure.")
         _current = Share(server, notebook, include_token=include_token, authenticated=authenticated,
-                         duration=seconds, view=view, economy=economy, sign_in=provider)
+                         duration=seconds, view=view, economy=economy, sign_in=provider, approve=approve)
         _current.collaborative = server.has_collaboration()
         # Bound to the kernel id where the server answers for this kernel (a restart keeps the share); else to
         # this process (another server's share, or one that cannot be asked without a token).

@@ -49,6 +49,7 @@ class Described:
                 lines.append(f"  {self.sign_in_summary()}")
             for visitor in self.signed_in:
                 lines.append(f"  Connected: {visitor.describe()}")
+            lines += self.lobby_summary()
             if self.refused:
                 lines.append(f"  Refused on every link (revoked): {', '.join(self.refused)}")
             if self.naming is False:
@@ -86,7 +87,20 @@ class Described:
         lines = ["Edit link: this notebook in Jupyter, for anyone who has it"] if self.link else []
         if self.view_link:
             lines.append(f"View-only link: {self._view_shows()}, nothing else")
-        return lines + [f"{person.name} ({person.state})" for person in self.people.values()]
+        return lines + [f"{person.label} ({person.state})" + (f"; last: {person.last_action}" if person.last_action
+                                                             else "") for person in self.people.values()]
+
+    def lobby_summary(self) -> list[str]:
+        """Who waits to be let in, and what visitors without a row of their own did last (``%share status``)."""
+        lines = []
+        if self.approve:
+            lines.append("  Visitors with the share's own link wait until you let them in: %share admit NAME, "
+                         "%share deny NAME.")
+            lines += [f"  Waiting to be let in: {waiter.describe()}" for waiter in self.waiting]
+        named = {person.label for person in self.people.values()} | {"owner"}
+        lines += [f"  {who}: last {moment:%H:%M:%S} {what}" for who, (moment, what) in self.actions.items()
+                  if who not in named and moment]
+        return lines
 
     def links(self) -> list[tuple[str, str]]:
         """Every live link of the share, labelled: what ``%share links`` prints."""

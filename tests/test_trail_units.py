@@ -1,0 +1,165 @@
+"""The lobby's list and the trail's reading, without a server: bounded list, one source cannot fill it, names as
+labels; the websocket frames a browser sends (JSON, Jupyter's binary v1 protocol, permessage-deflate, a terminal's
+keys) read back into code and lines; the relay's tap passes every byte whatever the observer does."""
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+
+import pytest
+from wsproto.extensions import PerMessageDeflate
+from wsproto.frame_protocol import FrameProtocol
+
+from share_magic.contract import Identity
+from share_magic.helper import lobby as lobby_module
+from share_magic.helper.lobby import PER_SOURCE, WAITING_LIMIT, Full, Lobby, clean_name
+from share_magic.helper.relay import pipe
+from share_magic.helper.wiretap import V1, KernelReader, TerminalReader
+
+
+def new_lobby() -> Lobby:
+    return Lobby("/", lambda session_id: f"share_magic={session_id}", lambda label: label == "Ada")
+
+
+def waiter_of(lobby: Lobby, identity: Identity | None = None):
+    response = lobby.enter("/lab", identity)
+    session_id = response.split(b"share_magic=", 1)[1].split(b";", 1)[0].split(b"\r", 1)[0].decode()
+    return lobby.of(session_id)
+
+
+def test_the_waiting_list_is_bounded_and_one_source_cannot_fill_it() -> None:
+    lobby = new_lobby()
+    ada = Identity("ada@example.com", "Ada")
+    for _ in range(PER_SOURCE):
+        lobby._take_a_place(waiter_of(lobby, ada), ada.email, chosen=False)
+    with pytest.raises(Full, match="from where you are already wait"):
+        lobby._take_a_place(waiter_of(lobby, ada), ada.email, chosen=False)
+    for number in range(WAITING_LIMIT - PER_SOURCE):
+        lobby._take_a_place(waiter_of(lobby), f"guest {number}", chosen=True)
+    with pytest.raises(Full, match=f"{WAITING_LIMIT} people are already waiting"):
+        lobby._take_a_place(waiter_of(lobby), "one too many", chosen=True)
+    assert len(lobby.waiting()) == WAITING_LIMIT
+    labels = [waiter.label for waiter in lobby.waiting()]
+    assert labels[:3] == ["ada@example.com", "ada@example.com (2)", "ada@example.com (3)"]  # told apart
+
+
+def test_names_are_labels_and_a_closed_page_leaves_the_list(monkeypatch) -> None:
+    assert clean_name("  Grace \n Hopper\u202e ") == "Grace Hopper"
+    for bad in ("", " \t ", "\u200b", "x" * 41):
+        with pytest.raises(ValueError):
+            clean_name(bad)
+    lobby = new_lobby()
+    ada = waiter_of(lobby)
+    lobby._take_a_place(ada, "Ada", chosen=True)
+    assert ada.label == "Ada (2)"  # a person of the share is called Ada already
+    assert lobby.take("ada (2)") is ada and lobby.take("Ada (2)") is ada
+    with pytest.raises(KeyError):
+        lobby.take("Zed")
+    monkeypatch.setattr(lobby_module, "GONE_AFTER", -1.0)
+    assert lobby.sweep() and lobby.waiting() == []
+
+
+def client(extension: str | None = None) -> FrameProtocol:
+    extensions = []
+    if extension:
+        deflate = PerMessageDeflate()
+        deflate.finalize(extension)
+        extensions.append(deflate)
+    return FrameProtocol(client=True, extensions=extensions)
+
+
+EXECUTE = {"header": {"msg_type": "execute_request", "msg_id": "1"}, "parent_header": {}, "metadata": {},
+           "content": {"code": "import os\nprint(os.getcwd())\n" + "\n".join(f"x{i} = {i}" for i in range(12))}}
+
+
+def v1(message: dict, channel: str = "shell") -> bytes:
+    """Jupyter's binary v1.kernel.websocket.jupyter.org layout, as jupyter_server defines it."""
+    from jupyter_server.services.kernels.connection.base import serialize_msg_to_ws_v1
+
+    return serialize_msg_to_ws_v1(message, channel, lambda part: json.dumps(part).encode())
+
+
+@pytest.mark.parametrize("deflate", [None, "permessage-deflate; client_max_window_bits=12"])
+@pytest.mark.parametrize("protocol", ["json", V1])
+def test_code_run_on_a_kernel_websocket_is_read_whatever_the_framing(deflate, protocol) -> None:
+    headers = [("Sec-WebSocket-Extensions", deflate)] if deflate else []
+    if protocol == V1:
+        headers.append(("Sec-WebSocket-Protocol", V1))
+    seen: list[str] = []
+    reader = KernelReader(headers, seen.append)
+    browser = client(deflate)
+    kernel_info = {**EXECUTE, "header": {"msg_type": "kernel_info_request"}}
+    stream = b""
+    for message in (kernel_info, EXECUTE, EXECUTE):
+        stream += bytes(browser.send_data(v1(message) if protocol == V1 else json.dumps(message)))
+    stream += bytes(browser.ping(b"x"))
+    for at in range(0, len(stream), 7):  # as the relay's reads split it
+        reader.read(stream[at:at + 7])
+    assert len(seen) == 2 and seen[0].startswith("import os\nprint(os.getcwd())\nx0 = 0")
+    assert seen[0].endswith("... (6 more lines)")
+
+
+def test_a_terminal_is_read_line_by_line_as_it_shows() -> None:
+    lines: list[str] = []
+    reader = TerminalReader([], lines.append)
+    browser = client()
+    for typed in ("ls -l", "a\x7f", "\r", "echo \x1b[A\x1b[Dhi\r", "sudo rm\x03", "cat secrets"):
+        reader.read(bytes(browser.send_data(json.dumps(["stdin", typed]))))
+    reader.read(bytes(browser.send_data(json.dumps(["set_size", 24, 80]))))
+    reader.close()
+    assert lines == ["ls -l", "echo hi", "cat secrets  (not entered)"]
+
+
+def test_the_tap_passes_every_byte_even_when_its_observer_fails() -> None:
+    from tornado.iostream import IOStream
+
+    class Broken:
+        fed = 0
+
+        def feed(self, data: bytes) -> None:
+            Broken.fed += len(data)
+            raise RuntimeError("an observer's bug")
+
+    visitor, visitor_end = socket.socketpair()
+    upstream, upstream_end = socket.socketpair()
+    payload = bytes(range(256)) * 4096
+    received = bytearray()
+
+    def drain() -> None:
+        while chunk := upstream_end.recv(65536):
+            received.extend(chunk)
+
+    def send() -> None:
+        visitor.sendall(payload)
+        visitor.shutdown(socket.SHUT_WR)
+
+    async def relay() -> None:  # the visitor's side of a websocket, as the gateway relays it
+        await pipe(IOStream(visitor_end), IOStream(upstream), Broken())
+
+    helpers = [threading.Thread(target=drain), threading.Thread(target=send)]
+    try:
+        for helper in helpers:
+            helper.start()
+        asyncio.run(asyncio.wait_for(relay(), 30))
+        for helper in helpers:
+            helper.join(10)
+        assert received == payload and Broken.fed == len(payload)
+    finally:
+        for sock in (visitor, visitor_end, upstream, upstream_end):
+            sock.close()
+
+
+def test_a_flood_of_link_openings_neither_evicts_who_waits_nor_forgets_who_was_turned_away(monkeypatch) -> None:
+    monkeypatch.setattr(lobby_module, "PENDING_LIMIT", 8)
+    lobby = new_lobby()
+    grace, mallory = waiter_of(lobby), waiter_of(lobby)
+    lobby._take_a_place(grace, "Grace", chosen=True)
+    lobby._take_a_place(mallory, "Mallory", chosen=True)
+    mallory_cookie = next(key for key, value in lobby._waiters.items() if value is mallory)
+    lobby.settle(lobby.take("Mallory"), admitted=False)
+    for _ in range(50):
+        waiter_of(lobby)
+    assert len(lobby._waiters) <= 8 and [waiter.label for waiter in lobby.waiting()] == ["Grace"]
+    assert mallory_cookie not in lobby._waiters and mallory_cookie in lobby._denied
