@@ -495,11 +495,11 @@ def test_immutable_assets_are_compressed_once_and_kept() -> None:
 
 
 def test_markdown_images_are_embedded_by_the_views_own_rule_alone(tmp_path, monkeypatch) -> None:
-    """view.py replaces a private method of nbconvert's markdown renderer (``_src_to_base64``): if nbconvert stops
+    """render.py replaces a private method of nbconvert's markdown renderer (``_src_to_base64``): if nbconvert stops
     calling it, images would be embedded by nbconvert's own rule (any file) or not at all. This notices either."""
     import nbformat
 
-    from share_magic.helper import view
+    from share_magic.helper import render as view
 
     (tmp_path / "figure.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 32)
     (tmp_path / "credentials.png").write_text("AWS_SECRET=not an image at all")
