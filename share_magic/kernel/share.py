@@ -372,12 +372,7 @@ def share(*, port: int | None = None, url: str | None = None, token: str | None 
             if (port or url) and server_at(url, port, token).url != existing.server.url:
                 raise ShareError(f"This kernel already shares {existing.server.url} at "
                                  f"{existing.public_url}. Run %share stop first to share another server.")
-            if provider and existing.sign_in != provider:
-                raise ShareError(_sign_in_mismatch(existing, provider))
-            existing.enable("view" if view else "edit")
-            if approve:
-                existing.require_approval()
-            return existing
+            return _shown_again(existing, provider, view, approve)
         kernel = kernel_id()
         server = server_at(url, port, token) if (port or url) else find_server(kernel)
         notebook = server.notebook_path(kernel)
@@ -386,12 +381,7 @@ def share(*, port: int | None = None, url: str | None = None, token: str | None 
         found = _find_live_share(server, notebook)
         if found is not None:
             _current = found
-            if provider and found.sign_in != provider:
-                raise ShareError(_sign_in_mismatch(found, provider))
-            found.enable("view" if view else "edit")
-            if approve:
-                found.require_approval()
-            return found
+            return _shown_again(found, provider, view, approve)
         authenticated = server.has_authentication()
         if not authenticated and not insecure:
             raise UnsafeServer(
@@ -406,6 +396,16 @@ def share(*, port: int | None = None, url: str | None = None, token: str | None 
         bound = kernel if kernel and server.owns_kernel(kernel) else None
         _current.start(authtoken, timeout, kernel=bound)
         return _current
+
+
+def _shown_again(share: Share, provider: str | None, view: bool, approve: bool) -> Share:
+    """A live share asked for again: with the link asked for added, and the lobby if asked; never another sign-in."""
+    if provider and share.sign_in != provider:
+        raise ShareError(_sign_in_mismatch(share, provider))
+    share.enable("view" if view else "edit")
+    if approve:
+        share.require_approval()
+    return share
 
 
 def _sign_in_mismatch(share: Share, provider: str) -> str:
