@@ -98,8 +98,14 @@ def format_entries(entries: list[dict[str, Any]]) -> str:
     lines = []
     for entry in entries:
         moment = datetime.datetime.fromtimestamp(float(entry.get("t") or 0))
-        what = str(entry.get("what", "")).splitlines() or [""]
-        lead = f"{moment:%Y-%m-%d %H:%M:%S}  {str(entry.get('who', '')):<{width}}  "
+        what = _printable(str(entry.get("what", ""))).splitlines() or [""]
+        lead = f"{moment:%Y-%m-%d %H:%M:%S}  {_printable(str(entry.get('who', ''))):<{width}}  "
         lines.append(lead + what[0])
         lines += [" " * len(lead) + more for more in what[1:]]
     return "\n".join(lines)
+
+
+def _printable(text: str) -> str:
+    """``text`` without escape or control characters (but its line breaks): what a visitor typed or ran must not
+    recolour or hide lines of the log where it is printed."""
+    return "".join(ch for ch in text if ch == "\n" or (ch >= " " and not "\x7f" <= ch <= "\x9f"))

@@ -163,3 +163,35 @@ def test_a_flood_of_link_openings_neither_evicts_who_waits_nor_forgets_who_was_t
         waiter_of(lobby)
     assert len(lobby._waiters) <= 8 and [waiter.label for waiter in lobby.waiting()] == ["Grace"]
     assert mallory_cookie not in lobby._waiters and mallory_cookie in lobby._denied
+
+
+def test_the_log_prints_no_escape_a_visitor_ran() -> None:
+    from share_magic.trail import format_entries
+
+    printed = format_entries([{"t": 0, "who": "Eve\x1b[8m", "what": "ran code:\nprint(1)\x1b[30;40m hidden\x9b2J"}])
+    assert "\x1b" not in printed and "\x9b" not in printed and "print(1)[30;40m hidden" in printed
+
+
+def test_requests_the_edge_did_not_vouch_for_share_one_source_in_the_lobby() -> None:
+    """A visitor who sends a client-address header of their own makes two (the edge appends), so the gate trusts
+    neither: all such requests are one source, which can hold only its few places in the lobby."""
+    from share_magic.helper.access import Access
+    from share_magic.helper.identity import CLIENT_HEADER, SECRET_HEADER, EdgeTrust
+
+    gate = Access("/", edge=EdgeTrust(vouch="the-shares-secret"))
+    vouched = [(CLIENT_HEADER, "203.0.113.7"), (SECRET_HEADER, "the-shares-secret")]
+    forged = [(CLIENT_HEADER, f"198.51.100.{n}") for n in range(3)]
+    assert gate._source(vouched) == "203.0.113.7"
+    assert gate._source([(CLIENT_HEADER, "10.0.0.1"), *vouched]) == "unvouched"  # theirs beside the edge's
+    assert gate._source(forged) == "unvouched"
+    lobby = new_lobby()
+    waiting = 0
+    for n in range(PER_SOURCE + 2):
+        response = lobby.enter("/lab", None, client=gate._source([(CLIENT_HEADER, f"10.0.0.{n}"), *vouched]))
+        session_id = response.split(b"share_magic=", 1)[1].split(b";", 1)[0].split(b"\r", 1)[0].decode()
+        try:
+            lobby._take_a_place(lobby.of(session_id), f"Name {n}", chosen=True)
+            waiting += 1
+        except Full:
+            pass
+    assert waiting == PER_SOURCE

@@ -308,3 +308,30 @@ def test_the_worker_pieces(tmp_path):
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700 and stat.S_IMODE(path.stat().st_mode) == 0o600
     assert Memory(str(path)).paths(build) == ["static/lab/1234.0123456789abcdef.js"]
     assert json.loads(path.read_text()) == {build: ["static/lab/1234.0123456789abcdef.js"]}
+
+
+def test_packs_and_batches_answer_only_the_shares_own_worker(tmp_path):
+    """A page elsewhere can send an editor's browser to a batch (the cookie goes with a top-level GET) to make the
+    helper build huge packs: only a same-origin fetch that is not a navigation gets one."""
+    from share_magic.helper.access import Grant, Local, Session
+
+    class Server:
+        base_url = "/"
+
+        @staticmethod
+        def exchange(method, path, **_):
+            return 200, b"console.log(1)", {"Cache-Control": "public, max-age=31536000, immutable"}
+
+    worker = Worker(Server(), Memory(None))
+    try:
+        editor = Session(Grant("k", None, role="edit"))
+        target = f"{worker.batch_path}?b=x&p=static/lab/1234.0123456789abcdef.js"
+        for refused in ([("Sec-Fetch-Site", "cross-site"), ("Sec-Fetch-Mode", "navigate")],
+                        [("Sec-Fetch-Site", "same-origin"), ("Sec-Fetch-Mode", "navigate")],
+                        [("Sec-Fetch-Site", "same-site"), ("Sec-Fetch-Mode", "cors")]):
+            assert worker.answer(Local(editor, "GET", target, refused)).startswith(b"HTTP/1.1 403 "), refused
+        fetched = worker.answer(Local(editor, "GET", target, [("Sec-Fetch-Site", "same-origin"),
+                                                              ("Sec-Fetch-Mode", "cors")]))
+        assert fetched.startswith(b"HTTP/1.1 200 ")
+    finally:
+        worker.close()

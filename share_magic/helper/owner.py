@@ -210,9 +210,9 @@ class Helper(LobbyAndTrail):
     def secrets(self) -> list[str]:
         """What no view may show, wherever the notebook holds it: every key of the share, the server's token, every
         ngrok authtoken the share knows of (the kernel's -- given, or its NGROK_AUTHTOKEN --, and ngrok's config
-        file's) and the sign-in secret."""
+        file's), the sign-in secret and the secret the edge vouches for client addresses with."""
         return [*self.access.keys(), self.server.token or "", *self.tunnel.authtokens(),
-                *self.settings.get("authtokens", []), self.edge.secret or ""]
+                *self.settings.get("authtokens", []), self.edge.secret or "", self.edge.vouch or ""]
 
     def rewrite_page(self, page: bytes) -> bytes:
         """A Jupyter page as an editing visitor gets it: with the bridge's script. (The gateway has already blanked

@@ -242,6 +242,11 @@ class Worker:
         if request.method not in ("GET", "HEAD"):
             return response(405, "Method Not Allowed", [("Allow", "GET"), ("Content-Type", "text/plain")])
         fields = {name.lower(): value for name, value in request.headers}
+        if path != self.script_path and (fields.get("sec-fetch-site", "same-origin") != "same-origin"
+                                         or fields.get("sec-fetch-mode") == "navigate"):
+            # A page elsewhere could send an editor's browser here (the cookie goes with a top-level GET) to have
+            # the helper build huge packs: packs and batches are for the share's own worker's fetches only.
+            return response(403, "Forbidden", [("Content-Type", "text/plain")])
         if path == self.script_path:
             # Only the share's own pages may register it: a service worker script is fetched same-origin.
             return response(200, "OK", [("Content-Type", "text/javascript; charset=utf-8"),
