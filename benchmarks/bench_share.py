@@ -107,6 +107,9 @@ class Http:
         return samples
 
     def download(self, path: str) -> tuple[float, int]:
+        # A connection kept idle longer than the gateway keeps idle ones (30 s: the kernel round trips take longer)
+        # is closed by then; a browser would open another, and so does this.
+        self.conn.close()
         start = time.perf_counter()
         self.conn.request("GET", path, headers=self.headers)
         response = self.conn.getresponse()
