@@ -24,7 +24,7 @@ from typing import Any, Callable, Optional
 from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
 from .access import Admitted, Local
-from .answers import HOP_BY_HOP, gzip_bytes
+from .answers import HOP_BY_HOP, gzip_bytes, header
 from .identity import HEADERS as IDENTITY_HEADERS
 from .meter import MIN_SIZE
 from .protocol import BadRequest, check_request
@@ -143,7 +143,7 @@ class Bridge:
     async def replay(self, message: dict[str, Any], request: Local) -> dict[str, Any]:
         """The call as the browser would have made it over HTTP from the share's page: the Origin is the one the
         bridge was opened from (checked), the Referer a page of that origin."""
-        origin = _header(request.headers, "origin") or ""
+        origin = header(request.headers, "origin") or ""
         base = [(name, value) for name, value in request.headers
                 if name.lower() in ("host", "user-agent", "accept-language", "x-forwarded-for",
                                     "x-forwarded-proto", "x-forwarded-host", *IDENTITY_HEADERS)]
@@ -151,7 +151,7 @@ class Bridge:
         body = base64.b64decode(message["body"]) if message.get("body") else b""
         if len(body) > MAX_BODY:
             return {"fallback": True}
-        gate_cookie = _header(request.headers, "cookie") or ""
+        gate_cookie = header(request.headers, "cookie") or ""
         cookies = "; ".join(filter(None, [gate_cookie, str(message.get("cookie") or "")]))
         referrer = str(message.get("referrer") or "")
         if not (referrer + "/").startswith(origin + "/"):
@@ -218,10 +218,6 @@ class BridgeSocket(WebSocketHandler):
 
     def on_close(self) -> None:
         self.set_live(self.visitor, False)
-
-
-def _header(headers: list[tuple[str, str]], wanted: str) -> str | None:
-    return next((value for name, value in headers if name.lower() == wanted), None)
 
 
 FORBIDDEN = frozenset({"host", "cookie", "connection", "content-length", "transfer-encoding", "upgrade", "origin",

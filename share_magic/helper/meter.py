@@ -63,7 +63,7 @@ class Compression:
         """Whether to gzip this response (``request``/``response``: lower-cased header fields)."""
         if not self.enabled or method != "GET" or status != 200 or "content-encoding" in response:
             return False
-        if not _accepts_gzip(request.get("accept-encoding", "")):
+        if not accepts_gzip(request.get("accept-encoding", "")):
             return False
         kind = response.get("content-type", "").split(";")[0].strip().lower()
         if not kind.startswith(COMPRESSIBLE):
@@ -88,7 +88,7 @@ class Compression:
                 and int(response.get("content-length") or CACHEABLE_SIZE + 1) <= CACHEABLE_SIZE)
 
     def stored(self, target: str, request: dict[str, str]) -> Stored | None:
-        if not self.enabled or not _accepts_gzip(request.get("accept-encoding", "")):
+        if not self.enabled or not accepts_gzip(request.get("accept-encoding", "")):
             return None
         with self._lock:
             found = self._stored.get(target)
@@ -139,4 +139,3 @@ def chunked(body: bytes) -> bytes:
     return (b"%x\r\n" % len(body) + body + b"\r\n" if body else b"") + b"0\r\n\r\n"
 
 
-_accepts_gzip = accepts_gzip

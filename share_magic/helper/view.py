@@ -39,7 +39,7 @@ from urllib.parse import parse_qs, quote
 from ..contract import VIEW_PAGE
 from ..jupyter import JupyterServer
 from .access import Local
-from .answers import GZIP_HEADER, accepts_gzip, deflate_block, gzip_bytes, response
+from .answers import GZIP_HEADER, accepts_gzip, deflate_block, gzip_bytes, header, response
 from .answers import text as _answer_text
 from .render import cleaned, defanged, view_exporter
 
@@ -350,7 +350,7 @@ class NotebookView:
                 ("Cache-Control", "private, max-age=31536000, immutable"), ("X-Content-Type-Options", "nosniff")],
                 plain, gzipped))
         elif path == self.events_path:
-            since = _header(request.headers, "last-event-id") or (parse_qs(query).get("since") or [None])[0]
+            since = header(request.headers, "last-event-id") or (parse_qs(query).get("since") or [None])[0]
             await self._stream(answer, since, _accepts_gzip(request.headers))
         else:
             await answer.finish(_text(404, "Not Found", "A view link shows one notebook and nothing else: "
@@ -359,7 +359,7 @@ class NotebookView:
     @staticmethod
     def _answer(request: Local, headers: list[tuple[str, str]], plain: bytes, gzipped: bytes,
                 validator: str | None = None) -> bytes:
-        if validator is not None and _header(request.headers, "if-none-match") == validator:
+        if validator is not None and header(request.headers, "if-none-match") == validator:
             return response(304, "Not Modified", [(name, value) for name, value in headers
                                                   if name in ("ETag", "Cache-Control", "Vary")])
         body = plain
@@ -489,11 +489,7 @@ def _saved_at(version: str) -> str:
 
 
 def _accepts_gzip(headers: list[tuple[str, str]]) -> bool:
-    return accepts_gzip(_header(headers, "accept-encoding") or "")
-
-
-def _header(headers: list[tuple[str, str]], wanted: str) -> str | None:
-    return next((value for name, value in headers if name.lower() == wanted), None)
+    return accepts_gzip(header(headers, "accept-encoding") or "")
 
 
 def _policy(script: str) -> str:
