@@ -181,13 +181,13 @@ def test_requests_the_edge_did_not_vouch_for_share_one_source_in_the_lobby() -> 
     gate = Access("/", edge=EdgeTrust(vouch="the-shares-secret"))
     vouched = [(CLIENT_HEADER, "203.0.113.7"), (SECRET_HEADER, "the-shares-secret")]
     forged = [(CLIENT_HEADER, f"198.51.100.{n}") for n in range(3)]
-    assert gate._source(vouched) == "203.0.113.7"
-    assert gate._source([(CLIENT_HEADER, "10.0.0.1"), *vouched]) == "unvouched"  # theirs beside the edge's
-    assert gate._source(forged) == "unvouched"
+    assert gate.edge.source(vouched) == "203.0.113.7"
+    assert gate.edge.source([(CLIENT_HEADER, "10.0.0.1"), *vouched]) == "unvouched"  # theirs beside the edge's
+    assert gate.edge.source(forged) == "unvouched"
     lobby = new_lobby()
     waiting = 0
     for n in range(PER_SOURCE + 2):
-        response = lobby.enter("/lab", None, client=gate._source([(CLIENT_HEADER, f"10.0.0.{n}"), *vouched]))
+        response = lobby.enter("/lab", None, client=gate.edge.source([(CLIENT_HEADER, f"10.0.0.{n}"), *vouched]))
         session_id = response.split(b"share_magic=", 1)[1].split(b";", 1)[0].split(b"\r", 1)[0].decode()
         try:
             lobby._take_a_place(lobby.of(session_id), f"Name {n}", chosen=True)

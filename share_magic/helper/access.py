@@ -301,7 +301,7 @@ class Access(LobbyGate):
                 return Reply(_wrong_account(identity, headers))
             if self._waits(grant):
                 answer, about = self._lobby_link(session, grant, self._safe_target(clean_target), cookies.get(COOKIE),
-                                                 identity, headers, self._source(raw_headers))
+                                                 identity, headers, self.edge.source(raw_headers))
                 if answer == "go":
                     return _go_on(about or self._safe_target(clean_target))
                 if answer == "refuse":
@@ -348,12 +348,6 @@ class Access(LobbyGate):
             return None
         session = self._sessions.get(digest(session_id))
         return session if session is not None and session.grant.revoked_at is None else None
-
-    def _source(self, headers: Headers) -> str | None:
-        """The client address the edge vouched for; with a vouching edge, one shared source for every request it
-        did not vouch for (a forged address header makes two, so the gate trusts neither)."""
-        client = self.edge.client_address(headers)
-        return client or ("unvouched" if self.edge.vouch else None)
 
     def _safe_target(self, target: str) -> str:
         if not target.startswith("/") or target.startswith("//") or "\\" in target.split("?", 1)[0]:

@@ -41,6 +41,7 @@ from ..jupyter import JupyterServer
 from .access import Admitted, Gate, Local, Session, Verdict
 from .answers import HOP_BY_HOP, Headers, text
 from .capacity import Capacity, Limits
+from .identity import UNVOUCHED
 from .meter import Compression, Meter
 from .protocol import BadRequest, Connection, answer_and_close, check_request
 from .relay import HEAD_LIMIT, Blanking, blank, fetch_whole
@@ -50,7 +51,6 @@ _Blanking = Blanking  # the name the hardening tests know it by
 
 DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 POOL = 4  # threads for blocking calls, whatever the number of visitors
-UNVOUCHED = "unvouched"  # the one source of every request no edge vouched for
 
 
 def origin_of(url: str) -> str | None:
@@ -276,8 +276,7 @@ class Gateway:
     def source_of(self, headers: Headers) -> str:
         """The client address the share's edge vouched for; one shared source for whatever it did not."""
         edge = getattr(self.access, "edge", None)
-        client = edge.client_address(headers) if edge is not None else None
-        return client or UNVOUCHED
+        return (edge.source(headers) if edge is not None else None) or UNVOUCHED
 
     def claim(self, connection: Connection, holder: Any, role: str) -> bytes | None:
         """Give ``connection`` to ``holder`` (an editing or viewing session, or a source the gate answers); the

@@ -35,6 +35,7 @@ SECRET_HEADER = PREFIX + "secret"
 CLIENT_HEADER = PREFIX + "client"
 HEADERS = (EMAIL_HEADER, NAME_HEADER, SECRET_HEADER, CLIENT_HEADER)
 LOGOUT = "/ngrok/logout"
+UNVOUCHED = "unvouched"  # the one source of every request the edge did not vouch for
 
 Headers = list[tuple[str, str]]
 
@@ -84,6 +85,14 @@ class EdgeTrust:
         self.provider = provider
         self.secret = secret  # with sign-in only
         self.vouch = vouch or secret  # the secret beside a client address: every share's policy adds one
+
+    def source(self, headers: Headers) -> str | None:
+        """Where a request comes from, as far as the edge vouches: its client address, else the one source shared
+        by every request the edge did not vouch for (a forged address header makes two, so neither is trusted);
+        None where this edge vouches for nothing."""
+        if self.vouch is None:
+            return None
+        return self.client_address(headers) or UNVOUCHED
 
     def client_address(self, headers: Headers) -> str | None:
         """The client address the edge vouched for: exactly one address header beside exactly one secret equal to
