@@ -76,6 +76,19 @@ def private_folder(prefix: str, parent: str | None = None) -> str:
     return folder
 
 
+def private_dir(path: str) -> str:
+    """``path``, a folder that outlives any share (the trail's, the worker's memory), made only this user's: created
+    0700 if new; one of this user's with wider rights is narrowed to 0700; a PermissionError if it is not a folder
+    of this user's (a link, or someone else's)."""
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    info = os.lstat(path)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+        raise PermissionError(f"{path} is not a folder of this user's: share_magic keeps nothing there")
+    if stat.S_IMODE(info.st_mode) != 0o700:
+        os.chmod(path, 0o700)
+    return path
+
+
 def remove_folder(path: str) -> None:
     """Remove ``path`` if it is a private folder of this user's (not a link, not anyone else's)."""
     try:

@@ -13,9 +13,10 @@ import datetime
 import hashlib
 import json
 import os
-import stat
 import threading
 from typing import Any
+
+from .processes import private_dir
 
 MAX_BYTES = 4 * 1024 * 1024  # per trail
 KEEP = 3  # earlier trails of a server kept beside the latest one
@@ -26,14 +27,7 @@ def folder() -> str:
     """The folder of every trail, made only this user's if it is new; an OSError if it is someone else's."""
     from jupyter_core.paths import jupyter_data_dir
 
-    path = os.path.join(jupyter_data_dir(), "share_magic", "trails")
-    os.makedirs(path, mode=0o700, exist_ok=True)
-    info = os.lstat(path)
-    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
-        raise PermissionError(f"{path} is not a folder of this user's: share_magic keeps no trail there")
-    if stat.S_IMODE(info.st_mode) != 0o700:
-        os.chmod(path, 0o700)
-    return path
+    return private_dir(os.path.join(jupyter_data_dir(), "share_magic", "trails"))
 
 
 def path_for(server_url: str, earlier: int = 0) -> str:

@@ -30,7 +30,6 @@ import hashlib
 import json
 import os
 import re
-import stat
 import struct
 import threading
 from collections import OrderedDict
@@ -39,6 +38,7 @@ from pathlib import Path
 from urllib.parse import parse_qs
 
 from ..jupyter import JupyterServer
+from ..processes import private_dir
 from .access import Local
 from .answers import accepts_gzip, gzip_bytes, response
 
@@ -153,11 +153,7 @@ class Memory:
         if self.path is None:
             return
         try:
-            folder = os.path.dirname(self.path)
-            os.makedirs(folder, mode=0o700, exist_ok=True)
-            info = os.lstat(folder)
-            if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
-                return  # not a folder of ours alone: remember nothing there
+            private_dir(os.path.dirname(self.path))  # not a folder of ours: remember nothing there (OSError)
             temporary = f"{self.path}.{os.getpid()}.{threading.get_ident()}"
             descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(descriptor, "w", encoding="utf-8") as f:
