@@ -10,6 +10,7 @@ import json
 import os
 import re
 import select
+import signal
 import socket
 import ssl
 import subprocess
@@ -253,17 +254,29 @@ class HelperProcess:
         self.process = subprocess.Popen([sys.executable, "-m", "share_magic.helper"], stdin=subprocess.PIPE,
                                         stdout=subprocess.PIPE, text=True, start_new_session=True)
         assert self.process.stdin is not None and self.process.stdout is not None
-        self.process.stdin.write(json.dumps(settings) + "\n")
-        self.process.stdin.flush()
-        event = json.loads(self.process.stdout.readline())
-        assert event["event"] == "ready", event
+        try:
+            self.process.stdin.write(json.dumps(settings) + "\n")
+            self.process.stdin.flush()
+            event = json.loads(self.process.stdout.readline())
+            assert event["event"] == "ready", event
+        except BaseException:
+            self.stop()  # a helper that did not start is ended too, with its agent
+            raise
         self.port = event["gateway_port"]
 
     def stop(self) -> None:
         assert self.process.stdin is not None and self.process.stdout is not None
-        self.process.stdin.close()  # its lifeline: the helper takes the tunnel down and exits
-        self.process.wait(30)
-        self.process.stdout.close()
+        try:
+            self.process.stdin.close()  # its lifeline: the helper takes the tunnel down and exits
+        except BrokenPipeError:
+            pass  # it is gone already
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:  # deaf to its lifeline: its whole group (the agent too) goes
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        finally:
+            self.process.stdout.close()
 
 
 @pytest.fixture
@@ -274,9 +287,11 @@ def helper_with(jupyter, tmp_path):
         started.append(HelperProcess(jupyter(), limits, tmp_path / f"record-{len(started)}.json"))
         return started[-1]
 
-    yield start
-    for helper in started:
-        helper.stop()
+    try:
+        yield start
+    finally:
+        for helper in started:
+            helper.stop()
 
 
 def test_a_head_that_trickles_in_is_cut_within_the_head_timeout(helper_with) -> None:
