@@ -21,7 +21,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
-from harness import processes_with, share_links
+from harness import processes_with, share_links, wait_for
 from test_hardening import gateway_port, gateway_with
 from test_units import LetEveryoneIn, read_head
 from test_view import notebook, save
@@ -237,6 +237,52 @@ def test_a_reader_who_leaves_frees_their_place_at_once(lecture) -> None:
                     await asyncio.sleep(0.1)
 
             assert await asyncio.wait_for(again(), 5) == 200
+
+    asyncio.run(scenario())
+
+
+def test_a_helper_out_of_open_files_turns_newcomers_away_says_so_and_keeps_its_editors(lecture, visitor) -> None:
+    """The helper's open files run out (its soft limit lowered to what it holds, from outside, as a tight
+    `ulimit -n` would): a newcomer gets a 503 that says the share is full, the owner's `%share status` says so and
+    why, and an editor already in keeps running cells. Once files are free again, a new reader gets in and the
+    status no longer says full."""
+    import resource
+
+    server, kernel, edit, view = lecture
+    parts = urllib.parse.urlsplit(view)
+    (pid,) = processes_with("share_magic.helper")
+    editor = visitor(edit)
+    assert editor.get(edit).status_code == 200
+    cells = editor.kernel(f"/api/kernels/{kernel.kernel_id}/channels")
+    assert cells.execute("print('before')")["stdout"] == "before\n"
+    soft, hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+
+    async def scenario() -> None:
+        async with hall(view) as room:
+            reader = Reader(room, 1, view)
+            await reader.enter()
+            held = {int(fd) for fd in os.listdir(f"/proc/{pid}/fd")}
+            # A new file takes the lowest free number; from there on, none is free. (Should a file the helper had
+            # open for a moment close meanwhile, one newcomer still gets in: the next one cannot.)
+            resource.prlimit(pid, resource.RLIMIT_NOFILE, (min(set(range(len(held) + 1)) - held), hard))
+            try:
+                for newcomer in range(2, 5):
+                    status, _, body = await room.ask(newcomer, f"{parts.path}?{parts.query}")
+                    if status == 503:
+                        break
+                assert status == 503 and b"The share is full" in body, (status, body[:200])
+                said = await asyncio.to_thread(wait_for, lambda: "FULL" in kernel.run("%share status"), 30,
+                                               "the status to say the share is full")
+                assert said
+                assert "ran out of open files" in kernel.run("%share status")
+                answer = await asyncio.to_thread(cells.execute, "print('still working')")
+                assert answer["stdout"] == "still working\n"
+            finally:
+                resource.prlimit(pid, resource.RLIMIT_NOFILE, (soft, hard))
+            guest = Reader(room, 5, view)
+            await asyncio.wait_for(guest.enter(), 60)
+            await asyncio.to_thread(wait_for, lambda: "FULL" not in kernel.run("%share status"), 30,
+                                    "the status to stop saying full")
 
     asyncio.run(scenario())
 
