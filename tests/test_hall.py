@@ -449,3 +449,28 @@ def test_editors_never_compete_with_readers_for_room() -> None:
     other = Conn()
     capacity.admit_connection(other)
     assert capacity.claim(other, ("session", "other"), True, limits.per_reader) is None
+
+
+def test_opening_the_view_link_again_and_again_keeps_a_bounded_number_of_sessions() -> None:
+    """Each opening of the view link without a cookie makes a session: one person with the link could grow the
+    helper's memory without end. Past the bound the oldest sessions not connected go (their browsers are sent back
+    to the link), a reader still connected keeps theirs, and an editor's session is never touched."""
+    from share_magic.helper.access import Access, Local, Reply
+    from test_identity import admit
+
+    access = Access("/")
+    access.max_view_sessions = 20
+    view, edit = access.link_key("view"), access.link_key("edit")
+    editor = admit(access, edit, [])
+    first, second = admit(access, view, []), admit(access, view, [])
+    still_in = access.check("GET", "/", [("Cookie", second)])
+    assert isinstance(still_in, Local)
+    access.connected = lambda: {still_in.session}  # the second reader holds their live view open
+    later = [admit(access, view, []) for _ in range(200)]
+    assert len(access._sessions) == 20 + 1  # the bound, and the editor
+    gone = access.check("GET", "/", [("Cookie", first)])
+    assert isinstance(gone, Reply) and b"needs the link" in gone.response
+    assert isinstance(access.check("GET", "/", [("Cookie", second)]), Local)
+    assert isinstance(access.check("GET", "/", [("Cookie", later[-1])]), Local)
+    assert not isinstance(access.check("GET", "/lab", [("Cookie", editor)]), Reply)
+    assert admit(access, view, [])  # the link itself still works for the one sent back to it

@@ -40,7 +40,8 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Protocol, Union
+from collections import OrderedDict
+from typing import Any, Callable, Protocol, Union
 from urllib.parse import parse_qs, unquote
 
 from ..contract import KEY_PARAM, VIEW_PAGE, Identity, is_email
@@ -55,6 +56,8 @@ SWITCH_PATH = "share_magic/switch"  # below the base URL: the question page's bu
 SWITCH_PARAM = "token"
 SWITCH_LIFETIME = 600.0  # seconds a question page's button works
 SWITCH_LIMIT = 1024  # questions pending at once (one per browser), share-wide; the oldest go first
+# View sessions kept at once (five times the largest hall measured); past it, the oldest one not connected goes.
+VIEW_SESSIONS = 10_000
 
 Headers = list[tuple[str, str]]
 
@@ -185,6 +188,9 @@ class Access(LobbyGate):
         self.expires_at = expires_at
         self._grants: dict[bytes, Grant] = {}
         self._sessions: dict[bytes, Session] = {}
+        self._view_sessions: OrderedDict[bytes, None] = OrderedDict()  # their digests, oldest first
+        self.max_view_sessions = VIEW_SESSIONS
+        self.connected: Callable[[], Any] = tuple  # the sessions holding a live connection (the gateway says)
         self._revoked_sessions: set[bytes] = set()  # to tell their browsers why they are refused
         self._switches: dict[bytes, Switch] = {}  # each browser's latest question, by its session cookie's digest
         self.local_paths: set[str] = set()  # answered by the gateway itself for editing sessions (the bridge)
@@ -423,7 +429,29 @@ class Access(LobbyGate):
         session = Session(grant, jupyter_cookie=cookie, identity=identity, name=name)
         with self._lock:
             self._sessions[session_digest] = session
+            if grant.role == "view":
+                self._view_sessions[session_digest] = None
+                self._forget_idle_readers()
         return session
+
+    def _forget_idle_readers(self) -> None:
+        """Keep at most :attr:`max_view_sessions` view sessions. Each opening of the view link without the cookie
+        makes one, so one person with that link could otherwise grow the helper's memory without end; the oldest
+        ones not holding a live connection (a reader who left, or a session never used) go first. A reader whose
+        session went opens the link again."""
+        excess = len(self._view_sessions) - self.max_view_sessions
+        if excess <= 0:
+            return
+        connected = set(self.connected())
+        for session_digest in list(self._view_sessions):
+            if excess <= 0:
+                break
+            session = self._sessions.get(session_digest)
+            if session is not None and session in connected:
+                continue
+            self._sessions.pop(session_digest, None)
+            del self._view_sessions[session_digest]
+            excess -= 1
 
     def _cookie(self, session_id: str) -> str:
         """The Set-Cookie value that gives a browser the gateway's session ``session_id``."""

@@ -114,6 +114,7 @@ class Helper(LobbyAndTrail):
                                compression=Compression(enabled=economy), limits=limits(settings.get("limits", {})))
         self.gateway.local = self.answer_locally
         self.gateway.on_full = lambda why: self.report_people()
+        self.access.connected = self.gateway.connected  # view sessions of readers still in are kept
         self.gateway.rewrite_page = self.rewrite_page
         self.gateway.blanked = self.server.token.encode() if self.server.token else None
         self.view: NotebookView | None = None
