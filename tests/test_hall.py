@@ -453,24 +453,44 @@ def test_editors_never_compete_with_readers_for_room() -> None:
 
 def test_opening_the_view_link_again_and_again_keeps_a_bounded_number_of_sessions() -> None:
     """Each opening of the view link without a cookie makes a session: one person with the link could grow the
-    helper's memory without end. Past the bound the oldest sessions not connected go (their browsers are sent back
-    to the link), a reader still connected keeps theirs, and an editor's session is never touched."""
+    helper's memory without end. Past the bound only a session gone unused makes room (one never used soonest);
+    a reader in the hall, or between two connections of their page, keeps theirs, and an editor is never touched.
+    When every session is in use, the newcomer gets a 503 instead of taking anyone's place."""
     from share_magic.helper.access import Access, Local, Reply
     from test_identity import admit
 
     access = Access("/")
-    access.max_view_sessions = 20
+    access.max_view_sessions, access.view_unused, access.view_idle = 20, 0.0, 3600.0
     view, edit = access.link_key("view"), access.link_key("edit")
     editor = admit(access, edit, [])
-    first, second = admit(access, view, []), admit(access, view, [])
-    still_in = access.check("GET", "/", [("Cookie", second)])
-    assert isinstance(still_in, Local)
-    access.connected = lambda: {still_in.session}  # the second reader holds their live view open
-    later = [admit(access, view, []) for _ in range(200)]
+    streaming, between = admit(access, view, []), admit(access, view, [])
+    live = access.check("GET", "/", [("Cookie", streaming)])
+    assert isinstance(live, Local) and isinstance(access.check("GET", "/", [("Cookie", between)]), Local)
+    access.connected = lambda: {live.session}  # one reader's page is streaming; the other's is reconnecting
+    minted = [admit(access, view, []) for _ in range(200)]  # never used: these make room for each other
     assert len(access._sessions) == 20 + 1  # the bound, and the editor
-    gone = access.check("GET", "/", [("Cookie", first)])
+    gone = access.check("GET", "/", [("Cookie", minted[0])])
     assert isinstance(gone, Reply) and b"needs the link" in gone.response
-    assert isinstance(access.check("GET", "/", [("Cookie", second)]), Local)
-    assert isinstance(access.check("GET", "/", [("Cookie", later[-1])]), Local)
+    for cookie in (streaming, between, minted[-1]):
+        assert isinstance(access.check("GET", "/", [("Cookie", cookie)]), Local)
     assert not isinstance(access.check("GET", "/lab", [("Cookie", editor)]), Reply)
-    assert admit(access, view, [])  # the link itself still works for the one sent back to it
+
+    for _ in range(40):  # now every place is taken by someone who uses it
+        cookie_or_refusal = access.check("GET", f"/?share_key={view}", [])
+        assert isinstance(cookie_or_refusal, Reply)
+        if cookie_or_refusal.response.startswith(b"HTTP/1.1 503"):
+            break
+        admit_cookie = next(line for line in cookie_or_refusal.response.decode().split("\r\n")
+                            if line.startswith("Set-Cookie: ")).split(": ", 1)[1].split(";")[0]
+        assert isinstance(access.check("GET", "/", [("Cookie", admit_cookie)]), Local)
+    assert cookie_or_refusal.response.startswith(b"HTTP/1.1 503") and b"open the link again" in \
+        cookie_or_refusal.response
+    for cookie in (streaming, between, editor):
+        assert not isinstance(access.check("GET", "/lab" if cookie == editor else "/", [("Cookie", cookie)]), Reply)
+    assert len(access._sessions) == 20 + 1
+
+    access.view_idle = 0.0  # time passes: every place not streaming has gone unused long enough
+    for _ in range(2 * access.max_view_sessions):  # newcomers go through every other place, twice over
+        assert admit(access, view, [])
+    assert isinstance(access.check("GET", "/", [("Cookie", streaming)]), Local)  # still streaming, still in
+    assert len(access._sessions) == 20 + 1

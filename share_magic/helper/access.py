@@ -39,8 +39,8 @@ import html
 import secrets
 import threading
 import time
-from dataclasses import dataclass, field
 from collections import OrderedDict
+from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, Union
 from urllib.parse import parse_qs, unquote
 
@@ -56,8 +56,12 @@ SWITCH_PATH = "share_magic/switch"  # below the base URL: the question page's bu
 SWITCH_PARAM = "token"
 SWITCH_LIFETIME = 600.0  # seconds a question page's button works
 SWITCH_LIMIT = 1024  # questions pending at once (one per browser), share-wide; the oldest go first
-# View sessions kept at once (five times the largest hall measured); past it, the oldest one not connected goes.
-VIEW_SESSIONS = 10_000
+# View sessions kept at once: more than the readers' part of the largest hall the gateway holds (14,336 of 16,384
+# connections). Past it, one that has gone unused long enough makes room (see Access._room_for_a_reader).
+VIEW_SESSIONS = 20_000
+VIEW_IDLE = 120.0  # seconds without a request or a live page before a used view session may go (a page retries in 3)
+VIEW_UNUSED = 10.0  # ...for one never used since its link was opened (a browser follows the redirect at once)
+VIEW_SCAN = 256  # view sessions looked at for each newcomer, at most
 
 Headers = list[tuple[str, str]]
 
@@ -115,6 +119,7 @@ class Session:
     jupyter_cookie: str | None = None  # "name=value" of Jupyter's login cookie, added upstream by the gateway
     identity: Identity | None = None  # who signed in at the edge, when the share has sign-in
     name: str | None = None  # what Jupyter calls this visitor, when the gateway named them
+    seen: float | None = None  # when a request last came with its cookie (None: never since its link was opened)
 
 
 @dataclass(eq=False)
@@ -189,7 +194,7 @@ class Access(LobbyGate):
         self._grants: dict[bytes, Grant] = {}
         self._sessions: dict[bytes, Session] = {}
         self._view_sessions: OrderedDict[bytes, None] = OrderedDict()  # their digests, oldest first
-        self.max_view_sessions = VIEW_SESSIONS
+        self.max_view_sessions, self.view_idle, self.view_unused = VIEW_SESSIONS, VIEW_IDLE, VIEW_UNUSED
         self.connected: Callable[[], Any] = tuple  # the sessions holding a live connection (the gateway says)
         self._revoked_sessions: set[bytes] = set()  # to tell their browsers why they are refused
         self._switches: dict[bytes, Switch] = {}  # each browser's latest question, by its session cookie's digest
@@ -353,7 +358,10 @@ class Access(LobbyGate):
         if not session_id or (self.expires_at is not None and time.time() >= self.expires_at):
             return None
         session = self._sessions.get(digest(session_id))
-        return session if session is not None and session.grant.revoked_at is None else None
+        if session is None or session.grant.revoked_at is not None:
+            return None
+        session.seen = time.time()
+        return session
 
     def _safe_target(self, target: str) -> str:
         if not target.startswith("/") or target.startswith("//") or "\\" in target.split("?", 1)[0]:
@@ -418,12 +426,21 @@ class Access(LobbyGate):
     def _admit_and_redirect(self, grant: Grant, target: str, identity: Identity | None = None,
                             status: tuple[int, str] = (302, "Found")) -> Reply:
         session_id = secrets.token_urlsafe(32)
-        self._start_session(grant, identity, digest(session_id))
+        if self._start_session(grant, identity, digest(session_id)) is None:
+            return Reply(response(503, "Service Unavailable", [("Content-Type", "text/plain; charset=utf-8"),
+                                                               ("Retry-After", "30")],
+                                  b"This notebook's view has as many readers as it can keep right now; open the "
+                                  b"link again in a minute.\n"))
         return Reply(response(*status, [("Location", self._safe_target(target)),
                                         ("Set-Cookie", self._cookie(session_id)),
                                         ("Cache-Control", "no-store"), ("Referrer-Policy", "no-referrer")]))
 
-    def _start_session(self, grant: Grant, identity: Identity | None, session_digest: bytes) -> Session:
+    def _start_session(self, grant: Grant, identity: Identity | None, session_digest: bytes) -> Session | None:
+        """A new session of ``grant``; None when it is a view session and there is no room for another."""
+        if grant.role == "view":
+            with self._lock:
+                if not self._room_for_a_reader():
+                    return None
         name = jupyter_name(grant, identity)
         cookie = None if self.login is None else self.login(name) if name else self.login()
         session = Session(grant, jupyter_cookie=cookie, identity=identity, name=name)
@@ -431,27 +448,32 @@ class Access(LobbyGate):
             self._sessions[session_digest] = session
             if grant.role == "view":
                 self._view_sessions[session_digest] = None
-                self._forget_idle_readers()
         return session
 
-    def _forget_idle_readers(self) -> None:
-        """Keep at most :attr:`max_view_sessions` view sessions. Each opening of the view link without the cookie
-        makes one, so one person with that link could otherwise grow the helper's memory without end; the oldest
-        ones not holding a live connection (a reader who left, or a session never used) go first. A reader whose
-        session went opens the link again."""
-        excess = len(self._view_sessions) - self.max_view_sessions
-        if excess <= 0:
-            return
-        connected = set(self.connected())
-        for session_digest in list(self._view_sessions):
-            if excess <= 0:
-                break
+    def _room_for_a_reader(self) -> bool:
+        """Whether another view session may be made. Each opening of the view link without the cookie makes one, so
+        one person with that link could otherwise grow the helper's memory without end: at most
+        :attr:`max_view_sessions` are kept. Past that, one that has gone unused makes room -- no live page, and no
+        request for :attr:`view_idle` seconds (:attr:`view_unused` for one never used) -- so a reader who is in,
+        or whose page is about to reconnect, keeps theirs. If none has (every one in use: the hall is full), the
+        newcomer is refused and tries again later. Looks at :data:`VIEW_SCAN` sessions at most, longest-unseen
+        first; those still in use are looked at again last. Under the lock."""
+        if len(self._view_sessions) < self.max_view_sessions:
+            return True
+        connected, now = set(self.connected()), time.time()
+        for _ in range(min(VIEW_SCAN, len(self._view_sessions))):
+            session_digest, _ = self._view_sessions.popitem(last=False)
             session = self._sessions.get(session_digest)
-            if session is not None and session in connected:
-                continue
-            self._sessions.pop(session_digest, None)
-            del self._view_sessions[session_digest]
-            excess -= 1
+            if session is not None and session not in connected:
+                unused_for = now - (session.since if session.seen is None else session.seen)
+                if unused_for >= (self.view_unused if session.seen is None else self.view_idle):
+                    del self._sessions[session_digest]
+                    session = None
+            if session is not None:
+                self._view_sessions[session_digest] = None  # in use: looked at again last
+            if len(self._view_sessions) < self.max_view_sessions:
+                return True
+        return False
 
     def _cookie(self, session_id: str) -> str:
         """The Set-Cookie value that gives a browser the gateway's session ``session_id``."""
