@@ -153,6 +153,8 @@ def test_the_tap_passes_every_byte_even_when_its_observer_fails() -> None:
 
 def test_a_flood_of_link_openings_neither_evicts_who_waits_nor_forgets_who_was_turned_away(monkeypatch) -> None:
     monkeypatch.setattr(lobby_module, "PENDING_LIMIT", 8)
+    monkeypatch.setattr(lobby_module, "UNUSED_FOR", 0.0)  # openings whose page never came may go at once
+    monkeypatch.setattr(lobby_module, "IDLE_FOR", 0.0)
     lobby = new_lobby()
     grace, mallory = waiter_of(lobby), waiter_of(lobby)
     lobby._take_a_place(grace, "Grace", chosen=True)
@@ -163,6 +165,35 @@ def test_a_flood_of_link_openings_neither_evicts_who_waits_nor_forgets_who_was_t
         waiter_of(lobby)
     assert len(lobby._waiters) <= 8 and [waiter.label for waiter in lobby.waiting()] == ["Grace"]
     assert mallory_cookie not in lobby._waiters and mallory_cookie in lobby._denied
+
+
+def test_a_flood_of_link_openings_cannot_push_out_someone_typing_their_name(monkeypatch) -> None:
+    """Openings of the link that never load the waiting page push out only each other; a visitor whose page came
+    (and who may be typing their name) keeps their place. When every place is in use, the newcomer gets a 503."""
+    monkeypatch.setattr(lobby_module, "PENDING_LIMIT", 8)
+    monkeypatch.setattr(lobby_module, "UNUSED_FOR", 0.0)
+    lobby = new_lobby()
+    response = lobby.enter("/lab", None)
+    olivia = response.split(b"share_magic=", 1)[1].split(b";", 1)[0].split(b"\r", 1)[0].decode()
+    assert lobby.answer("GET", "/share_magic/lobby", [], olivia, None).startswith(b"HTTP/1.1 200")  # her page
+    for _ in range(50):
+        assert waiter_of(lobby) is not None
+    assert lobby.of(olivia) is not None and lobby.of(olivia).state == "naming"
+
+    pages = []
+    while len(pages) < 8:  # now each newcomer loads their page: every place is in use
+        answer = lobby.enter("/lab", None)
+        if answer.startswith(b"HTTP/1.1 503"):
+            break
+        cookie = answer.split(b"share_magic=", 1)[1].split(b";", 1)[0].split(b"\r", 1)[0].decode()
+        assert lobby.answer("GET", "/share_magic/lobby", [], cookie, None).startswith(b"HTTP/1.1 200")
+        pages.append(cookie)
+    refused = lobby.enter("/lab", None)
+    assert refused.startswith(b"HTTP/1.1 503") and b"open the link again" in refused
+    assert lobby.of(olivia) is not None and len(lobby._waiters) == 8
+
+    monkeypatch.setattr(lobby_module, "IDLE_FOR", 0.0)  # a minute later, pages that stopped asking make room
+    assert waiter_of(lobby) is not None
 
 
 def test_the_log_prints_no_escape_a_visitor_ran() -> None:
