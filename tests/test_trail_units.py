@@ -9,6 +9,7 @@ import socket
 import threading
 
 import pytest
+from harness import wait_for
 from wsproto.extensions import PerMessageDeflate
 from wsproto.frame_protocol import FrameProtocol
 
@@ -226,3 +227,51 @@ def test_requests_the_edge_did_not_vouch_for_share_one_source_in_the_lobby() -> 
         except Full:
             pass
     assert waiting == PER_SOURCE
+
+
+def test_a_websocket_the_trail_cannot_keep_up_with_goes_unread_and_the_backlog_comes_back_to_zero(
+        monkeypatch, tmp_path) -> None:
+    """Past BACKLOG_LIMIT bytes queued and not yet read, the trail stops reading that websocket (and says so) rather
+    than hold memory; once read, the backlog is back at zero, so the next websocket is read in full."""
+    import uuid
+    from types import SimpleNamespace
+
+    from share_magic import trail
+    from share_magic.helper import recorder as recorder_module
+    from share_magic.helper.access import Grant, Session
+    from share_magic.helper.recorder import Recorder, Tapped
+
+    monkeypatch.setenv("JUPYTER_DATA_DIR", str(tmp_path))
+    monkeypatch.setattr(recorder_module, "BACKLOG_LIMIT", 1000)
+    server = SimpleNamespace(url=f"http://127.0.0.1:1/{uuid.uuid4().hex}/", base_url="/")
+    recorder = Recorder(server)
+    session = Session(Grant("key", "Grace"))
+    entered, held, read = threading.Event(), threading.Event(), []
+
+    class Slow:
+        def read(self, data: bytes) -> None:
+            entered.set()
+            held.wait(30)  # the recorder's thread is busy: what the relay feeds meanwhile queues up
+            read.append(data)
+
+    try:
+        busy = Tapped(recorder, session, lambda emit: Slow(), lambda text: ("ran", "k", text))
+        busy.feed(b"x" * 100)
+        assert entered.wait(10)  # the recorder took the first 100 bytes, and reads them until released
+        for _ in range(11):
+            busy.feed(b"x" * 100)
+        assert busy.unread and recorder._queued_bytes - recorder._read_bytes == 1000  # 10 more, then no more
+        held.set()
+        wait_for(lambda: recorder._read_bytes == recorder._queued_bytes, 10, "the backlog read")
+        calm = Tapped(recorder, session, lambda emit: Slow(), lambda text: ("ran", "k", text))
+        for _ in range(30):  # 3,000 bytes, each taken before the next comes
+            before = len(read)
+            calm.feed(b"y" * 100)
+            wait_for(lambda: len(read) > before, 10, "the recorder to read what came")
+        assert not calm.unread and recorder._queued_bytes == recorder._read_bytes
+    finally:
+        held.set()
+        recorder.close()
+    said = [entry["what"] for entry in trail.read(server.url)]
+    assert any("more on a websocket than the trail could read" in what for what in said)
+
