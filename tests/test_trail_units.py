@@ -9,6 +9,7 @@ import socket
 import threading
 
 import pytest
+from harness import wait_for
 from wsproto.extensions import PerMessageDeflate
 from wsproto.frame_protocol import FrameProtocol
 
@@ -153,6 +154,8 @@ def test_the_tap_passes_every_byte_even_when_its_observer_fails() -> None:
 
 def test_a_flood_of_link_openings_neither_evicts_who_waits_nor_forgets_who_was_turned_away(monkeypatch) -> None:
     monkeypatch.setattr(lobby_module, "PENDING_LIMIT", 8)
+    monkeypatch.setattr(lobby_module, "UNUSED_FOR", 0.0)  # openings whose page never came may go at once
+    monkeypatch.setattr(lobby_module, "IDLE_FOR", 0.0)
     lobby = new_lobby()
     grace, mallory = waiter_of(lobby), waiter_of(lobby)
     lobby._take_a_place(grace, "Grace", chosen=True)
@@ -163,6 +166,35 @@ def test_a_flood_of_link_openings_neither_evicts_who_waits_nor_forgets_who_was_t
         waiter_of(lobby)
     assert len(lobby._waiters) <= 8 and [waiter.label for waiter in lobby.waiting()] == ["Grace"]
     assert mallory_cookie not in lobby._waiters and mallory_cookie in lobby._denied
+
+
+def test_a_flood_of_link_openings_cannot_push_out_someone_typing_their_name(monkeypatch) -> None:
+    """Openings of the link that never load the waiting page push out only each other; a visitor whose page came
+    (and who may be typing their name) keeps their place. When every place is in use, the newcomer gets a 503."""
+    monkeypatch.setattr(lobby_module, "PENDING_LIMIT", 8)
+    monkeypatch.setattr(lobby_module, "UNUSED_FOR", 0.0)
+    lobby = new_lobby()
+    response = lobby.enter("/lab", None)
+    olivia = response.split(b"share_magic=", 1)[1].split(b";", 1)[0].split(b"\r", 1)[0].decode()
+    assert lobby.answer("GET", "/share_magic/lobby", [], olivia, None).startswith(b"HTTP/1.1 200")  # her page
+    for _ in range(50):
+        assert waiter_of(lobby) is not None
+    assert lobby.of(olivia) is not None and lobby.of(olivia).state == "naming"
+
+    pages = []
+    while len(pages) < 8:  # now each newcomer loads their page: every place is in use
+        answer = lobby.enter("/lab", None)
+        if answer.startswith(b"HTTP/1.1 503"):
+            break
+        cookie = answer.split(b"share_magic=", 1)[1].split(b";", 1)[0].split(b"\r", 1)[0].decode()
+        assert lobby.answer("GET", "/share_magic/lobby", [], cookie, None).startswith(b"HTTP/1.1 200")
+        pages.append(cookie)
+    refused = lobby.enter("/lab", None)
+    assert refused.startswith(b"HTTP/1.1 503") and b"open the link again" in refused
+    assert lobby.of(olivia) is not None and len(lobby._waiters) == 8
+
+    monkeypatch.setattr(lobby_module, "IDLE_FOR", 0.0)  # a minute later, pages that stopped asking make room
+    assert waiter_of(lobby) is not None
 
 
 def test_the_log_prints_no_escape_a_visitor_ran() -> None:
@@ -195,3 +227,51 @@ def test_requests_the_edge_did_not_vouch_for_share_one_source_in_the_lobby() -> 
         except Full:
             pass
     assert waiting == PER_SOURCE
+
+
+def test_a_websocket_the_trail_cannot_keep_up_with_goes_unread_and_the_backlog_comes_back_to_zero(
+        monkeypatch, tmp_path) -> None:
+    """Past BACKLOG_LIMIT bytes queued and not yet read, the trail stops reading that websocket (and says so) rather
+    than hold memory; once read, the backlog is back at zero, so the next websocket is read in full."""
+    import uuid
+    from types import SimpleNamespace
+
+    from share_magic import trail
+    from share_magic.helper import recorder as recorder_module
+    from share_magic.helper.access import Grant, Session
+    from share_magic.helper.recorder import Recorder, Tapped
+
+    monkeypatch.setenv("JUPYTER_DATA_DIR", str(tmp_path))
+    monkeypatch.setattr(recorder_module, "BACKLOG_LIMIT", 1000)
+    server = SimpleNamespace(url=f"http://127.0.0.1:1/{uuid.uuid4().hex}/", base_url="/")
+    recorder = Recorder(server)
+    session = Session(Grant("key", "Grace"))
+    entered, held, read = threading.Event(), threading.Event(), []
+
+    class Slow:
+        def read(self, data: bytes) -> None:
+            entered.set()
+            held.wait(30)  # the recorder's thread is busy: what the relay feeds meanwhile queues up
+            read.append(data)
+
+    try:
+        busy = Tapped(recorder, session, lambda emit: Slow(), lambda text: ("ran", "k", text))
+        busy.feed(b"x" * 100)
+        assert entered.wait(10)  # the recorder took the first 100 bytes, and reads them until released
+        for _ in range(11):
+            busy.feed(b"x" * 100)
+        assert busy.unread and recorder._queued_bytes - recorder._read_bytes == 1000  # 10 more, then no more
+        held.set()
+        wait_for(lambda: recorder._read_bytes == recorder._queued_bytes, 10, "the backlog read")
+        calm = Tapped(recorder, session, lambda emit: Slow(), lambda text: ("ran", "k", text))
+        for _ in range(30):  # 3,000 bytes, each taken before the next comes
+            before = len(read)
+            calm.feed(b"y" * 100)
+            wait_for(lambda: len(read) > before, 10, "the recorder to read what came")
+        assert not calm.unread and recorder._queued_bytes == recorder._read_bytes
+    finally:
+        held.set()
+        recorder.close()
+    said = [entry["what"] for entry in trail.read(server.url)]
+    assert any("more on a websocket than the trail could read" in what for what in said)
+

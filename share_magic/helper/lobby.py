@@ -11,7 +11,8 @@ itself. Turned away, the cookie is marked for good: the link reaches nothing fro
 A name typed here is a label the visitor chose, not an identity: it is kept as text (control characters out, at
 most :data:`NAME_LIMIT` characters), shown escaped and always with "(name they gave)" beside it; two visitors giving
 the same name are told apart ("Grace", "Grace (2)"). The list is bounded: :data:`WAITING_LIMIT` names waiting at
-once, of which :data:`PER_SOURCE` from one source. A source is what the gate can prove about where a visitor comes
+once, of which :data:`PER_SOURCE` from one source; and the browsers the lobby knows, :data:`PENDING_LIMIT`, of which
+only those no page uses any more make room for newcomers. A source is what the gate can prove about where a visitor comes
 from (:func:`source_of`): the e-mail verified at the edge, when the share has sign-in, else the client address the
 edge vouched for with the share's secret; without either, each browser session is its own source.
 
@@ -40,7 +41,9 @@ STATE_PATH = "share_magic/lobby/state"  # the page polls this for the owner's de
 NAME_LIMIT = 40
 WAITING_LIMIT = 20  # names waiting at once
 PER_SOURCE = 3  # names waiting at once from one source
-PENDING_LIMIT = 512  # browsers known to the lobby at once (waiting, deciding, decided); the oldest go first
+PENDING_LIMIT = 512  # browsers known to the lobby at once (waiting, naming, decided); see Lobby.enter
+UNUSED_FOR = 10.0  # seconds a browser's record is kept, at least, while its page never came (it follows at once)
+IDLE_FOR = 60.0  # ...and since its page last asked anything (someone typing their name asks nothing meanwhile)
 GONE_AFTER = 30.0  # seconds without a poll: the waiting page was closed, the name leaves the list
 POLL_MS = 1500  # how often the waiting page asks (each ask is one ngrok request)
 CHOSEN = "name they gave"
@@ -116,6 +119,7 @@ class Waiter:
     state: str = "naming"  # naming, waiting, admitted, denied, gone
     since: float = field(default_factory=time.time)
     seen: float = field(default_factory=time.monotonic)
+    asked: bool = False  # its page has asked the lobby something
 
     def describe(self) -> dict[str, object]:
         """As the owner's kernels get it."""
@@ -237,13 +241,30 @@ class Lobby:
         session_id = secrets.token_urlsafe(32)
         waiter = Waiter(_digest(session_id), target, b"", identity, source_of(identity, client))
         with self._lock:
-            if len(self._waiters) >= PENDING_LIMIT:  # the oldest not waiting go (at most WAITING_LIMIT wait)
-                for old in [key for key, other in self._waiters.items() if other.state != "waiting"][
-                        :len(self._waiters) - PENDING_LIMIT + 1]:
-                    del self._waiters[old]
+            if not self._room_for_one_more():
+                return _response(503, "Service Unavailable", [("Content-Type", "text/plain; charset=utf-8"),
+                                                              ("Retry-After", "30")],
+                                 b"Too many people are joining this notebook at once: open the link again in a "
+                                 b"minute.\n")
             self._waiters[waiter.session] = waiter
         return _response(*status, [("Location", self.cookie_path + PAGE_PATH), ("Set-Cookie", self.cookie(session_id)),
                                    ("Referrer-Policy", "no-referrer")])
+
+    def _room_for_one_more(self) -> bool:
+        """Whether the lobby may know one more browser: at most :data:`PENDING_LIMIT`. Past it, the longest-unseen
+        record no page uses any more makes room -- never one of those waiting, and not a browser whose page came
+        within :data:`IDLE_FOR` seconds (its visitor may be typing their name) or which was sent to it within
+        :data:`UNUSED_FOR`. So link openings that never load the page, however many, push out only each other;
+        if every record is in use, the newcomer is refused and tries again. Under the lock."""
+        if len(self._waiters) < PENDING_LIMIT:
+            return True
+        now = time.monotonic()
+        for key, other in sorted(self._waiters.items(), key=lambda item: item[1].seen):
+            if other.state != "waiting" and now - other.seen >= (IDLE_FOR if other.asked else UNUSED_FOR):
+                del self._waiters[key]
+                if len(self._waiters) < PENDING_LIMIT:
+                    return True
+        return False
 
     def answer(self, method: str, target: str, headers: Headers, session_id: str | None,
                identity: Identity | None) -> bytes:
@@ -254,7 +275,7 @@ class Lobby:
             return _json(403, {"state": "gone", "why": "This page needs the link the notebook's owner shared: "
                                                        "open it again."})
         with self._lock:
-            waiter.seen = time.monotonic()
+            waiter.seen, waiter.asked = time.monotonic(), True
         if path == self.cookie_path + STATE_PATH and method == "GET":
             return self._state(waiter)
         if path != self.cookie_path + PAGE_PATH:

@@ -44,7 +44,10 @@ class Recorder:
         self.version = 0  # counts the visitors' lines written: the owner reports last actions when it moves
         self._base = server.base_url
         self._queue: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
-        self._backlog = 0
+        # Bytes of websocket traffic queued (counted by the relay's thread only) and read (by the recorder's only):
+        # one counter written from both threads would lose updates and drift.
+        self._queued_bytes = 0
+        self._read_bytes = 0
         self._names: dict[Session, str] = {}
         self._visitors = 0
         self._last: dict[str, tuple[float, str]] = {}  # who -> their last action
@@ -138,7 +141,7 @@ class Recorder:
             self._write(moment, who if isinstance(who, str) else self.who(who, moment), what)
         elif kind == "bytes":
             _, tapped, data = item
-            self._backlog -= len(data)
+            self._read_bytes += len(data)
             tapped.read(data)
         elif kind == "closed":
             item[1].finish()
@@ -260,12 +263,13 @@ class Tapped:
     def feed(self, data: bytes) -> None:
         if self.unread:
             return
-        if self.recorder._backlog + len(data) > BACKLOG_LIMIT:
+        recorder = self.recorder
+        if recorder._queued_bytes - recorder._read_bytes + len(data) > BACKLOG_LIMIT:
             self.unread = True
             self.recorder.note(self.session, "sent more on a websocket than the trail could read: the rest of it "
                                              "is not in the trail")
             return
-        self.recorder._backlog += len(data)
+        recorder._queued_bytes += len(data)
         self.recorder._queue.put(("bytes", self, data))
 
     def close(self) -> None:
