@@ -459,7 +459,8 @@ def test_opening_the_view_link_again_and_again_keeps_a_bounded_number_of_session
     from share_magic.helper.access import Access, Local, Reply
     from test_identity import admit
 
-    access = Access("/")
+    logins: list[str | None] = []
+    access = Access("/", login=lambda name=None: logins.append(name) or "username-x=1")
     access.max_view_sessions, access.view_unused, access.view_idle = 20, 0.0, 3600.0
     view, edit = access.link_key("view"), access.link_key("edit")
     editor = admit(access, edit, [])
@@ -469,6 +470,7 @@ def test_opening_the_view_link_again_and_again_keeps_a_bounded_number_of_session
     access.connected = lambda: {live.session}  # one reader's page is streaming; the other's is reconnecting
     minted = [admit(access, view, []) for _ in range(200)]  # never used: these make room for each other
     assert len(access._sessions) == 20 + 1  # the bound, and the editor
+    assert len(logins) == 1  # the editor's: a view session never reaches Jupyter, so none is logged in there
     gone = access.check("GET", "/", [("Cookie", minted[0])])
     assert isinstance(gone, Reply) and b"needs the link" in gone.response
     for cookie in (streaming, between, minted[-1]):

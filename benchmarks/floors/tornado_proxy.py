@@ -42,7 +42,8 @@ class Ex(httputil.HTTPMessageDelegate):
         self.rc.finish()
 
 async def main():
-    params = HTTP1ConnectionParameters(chunk_size=256 * 1024, max_header_size=65536, header_timeout=30, decompress=False)
+    params = HTTP1ConnectionParameters(chunk_size=256 * 1024, max_header_size=65536, header_timeout=30,
+                                       decompress=False)
     lsock = socket.socket(); lsock.bind(("127.0.0.1", 0)); lsock.listen(128); lsock.setblocking(False)
     print(lsock.getsockname()[1], flush=True)
     loop = asyncio.get_running_loop()

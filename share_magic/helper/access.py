@@ -442,7 +442,10 @@ class Access(LobbyGate):
                 if not self._room_for_a_reader():
                     return None
         name = jupyter_name(grant, identity)
-        cookie = None if self.login is None else self.login(name) if name else self.login()
+        if grant.role == "view" or self.login is None:  # a view session never reaches Jupyter: no login to mint
+            cookie = None
+        else:
+            cookie = self.login(name) if name else self.login()
         session = Session(grant, jupyter_cookie=cookie, identity=identity, name=name)
         with self._lock:
             self._sessions[session_digest] = session

@@ -11,10 +11,10 @@ itself. Turned away, the cookie is marked for good: the link reaches nothing fro
 A name typed here is a label the visitor chose, not an identity: it is kept as text (control characters out, at
 most :data:`NAME_LIMIT` characters), shown escaped and always with "(name they gave)" beside it; two visitors giving
 the same name are told apart ("Grace", "Grace (2)"). The list is bounded: :data:`WAITING_LIMIT` names waiting at
-once, of which :data:`PER_SOURCE` from one source; and the browsers the lobby knows, :data:`PENDING_LIMIT`, of which
-only those no page uses any more make room for newcomers. A source is what the gate can prove about where a visitor comes
-from (:func:`source_of`): the e-mail verified at the edge, when the share has sign-in, else the client address the
-edge vouched for with the share's secret; without either, each browser session is its own source.
+once, of which :data:`PER_SOURCE` from one source; and the browsers the lobby knows, :data:`PENDING_LIMIT`, of
+which only those no page uses any more make room for newcomers. A source is what the gate can prove about where a
+visitor comes from (:func:`source_of`): the e-mail verified at the edge, when the share has sign-in, else the client
+address the edge vouched for with the share's secret; without either, each browser session is its own source.
 
 Every page here is strict: a Content-Security-Policy with a nonce for its one script, no framing, no referrer, and
 the name travels in a same-origin POST that carries a token bound to the browser's cookie (no other site can read
