@@ -275,3 +275,39 @@ def test_a_websocket_the_trail_cannot_keep_up_with_goes_unread_and_the_backlog_c
     said = [entry["what"] for entry in trail.read(server.url)]
     assert any("more on a websocket than the trail could read" in what for what in said)
 
+
+
+def test_the_question_page_leads_into_the_lobby_as_the_link_does() -> None:
+    """A view reader who presses the question page's button for the anyone-link (lobby on) enters the lobby as the
+    link itself would take them: from their vouched source (so its few places hold), and not if they were turned
+    away (signed in)."""
+    import html as html_module
+    import re
+
+    from share_magic.helper.access import Access, Reply
+    from share_magic.helper.identity import CLIENT_HEADER, EMAIL_HEADER, NAME_HEADER, SECRET_HEADER, EdgeTrust
+
+    secret = "the-shares-secret"
+    gate = Access("/", edge=EdgeTrust("github", secret))
+    gate.approve()
+    view, edit = gate.link_key("view"), gate.link_key("edit")
+
+    def edge(email: str) -> list:
+        return [(CLIENT_HEADER, "203.0.113.7"), (EMAIL_HEADER, email), (NAME_HEADER, email), (SECRET_HEADER, secret)]
+
+    def switch_into_lobby(email: str) -> bytes:
+        entered = gate.check("GET", f"/lab?share_key={view}", edge(email))
+        cookie = entered.response.split(b"Set-Cookie: ", 1)[1].split(b";", 1)[0].decode()
+        asked = gate.check("GET", f"/lab?share_key={edit}", [("Cookie", cookie), *edge(email)])
+        action = html_module.unescape(re.search(rb'action="([^"]+)"', asked.response).group(1).decode())
+        pressed = gate.check("POST", action, [("Cookie", cookie), ("Sec-Fetch-Site", "same-origin"), *edge(email)])
+        assert isinstance(pressed, Reply)
+        return pressed.response
+
+    assert switch_into_lobby("eve@example.com").startswith(b"HTTP/1.1 303")
+    (waiter,) = [w for w in gate.lobby._waiters.values()]
+    assert waiter.source is not None  # counted against their source (without: None, a source of its own)
+    gate.lobby._take_a_place(waiter, "eve@example.com", chosen=False)
+    gate.lobby.settle(gate.lobby.take("eve@example.com"), admitted=False)
+    again = switch_into_lobby("eve@example.com")
+    assert again.startswith(b"HTTP/1.1 403") and b"did not let you in" in again

@@ -299,7 +299,7 @@ class Access(LobbyGate):
             return Reply(_refusal(f"The person who shared this notebook has revoked your access "
                                   f"(you are signed in as {identity.email}).", headers))
         if method == "POST" and clean_target.split("?", 1)[0] == self.cookie_path + SWITCH_PATH:
-            return self._switch(clean_target, headers, cookies, identity)
+            return self._switch(clean_target, headers, cookies, identity, self.edge.source(raw_headers))
         if self.lobby is not None and clean_target.split("?", 1)[0] in (self.cookie_path + LOBBY_PAGE,
                                                                         self.cookie_path + LOBBY_STATE):
             return Reply(self.lobby.answer(method, clean_target, headers, cookies.get(COOKIE), identity))
@@ -400,7 +400,8 @@ class Access(LobbyGate):
                                         "base-uri 'none'; frame-ancestors 'none'"),
             ("X-Frame-Options", "DENY"), ("X-Content-Type-Options", "nosniff")], page.encode()))
 
-    def _switch(self, target: str, headers: Headers, cookies: dict[str, str], identity: Identity | None) -> Reply:
+    def _switch(self, target: str, headers: Headers, cookies: dict[str, str], identity: Identity | None,
+                client: str | None = None) -> Reply:
         """The question page's button: a new session of the grant asked about, for the browser it was asked of."""
         token = (parse_qs(target.partition("?")[2]).get(SWITCH_PARAM) or [""])[0]
         site = next((value for name, value in headers if name.lower() == "sec-fetch-site"), "same-origin")
@@ -418,9 +419,12 @@ class Access(LobbyGate):
             return Reply(_refusal("The person who shared this notebook has ended this link.", headers))
         if identity is not None and is_email(grant.person) and (grant.person or "").lower() != identity.key:
             return Reply(_wrong_account(identity, headers))
-        if self._waits(grant):
+        if self._waits(grant):  # into the lobby as from the link itself: its source counted, a refusal kept
             assert self.lobby is not None
-            return Reply(self.lobby.enter(switch.target, identity, status=(303, "See Other")))
+            lobby_says = self.lobby.refusal(None, identity)
+            if lobby_says:
+                return Reply(_refusal(lobby_says, headers, ended=False))
+            return Reply(self.lobby.enter(switch.target, identity, status=(303, "See Other"), client=client))
         return self._admit_and_redirect(grant, switch.target, identity, status=(303, "See Other"))
 
     def _admit_and_redirect(self, grant: Grant, target: str, identity: Identity | None = None,
