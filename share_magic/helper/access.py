@@ -119,7 +119,8 @@ class Session:
     jupyter_cookie: str | None = None  # "name=value" of Jupyter's login cookie, added upstream by the gateway
     identity: Identity | None = None  # who signed in at the edge, when the share has sign-in
     name: str | None = None  # what Jupyter calls this visitor, when the gateway named them
-    seen: float | None = None  # when a request last came with its cookie (None: never since its link was opened)
+    seen: float = field(default_factory=time.monotonic)  # when a request last came with its cookie, or it began
+    used: bool = False  # a request has come with its cookie since its link was opened
 
 
 @dataclass(eq=False)
@@ -360,7 +361,7 @@ class Access(LobbyGate):
         session = self._sessions.get(digest(session_id))
         if session is None or session.grant.revoked_at is not None:
             return None
-        session.seen = time.time()
+        session.seen, session.used = time.monotonic(), True
         return session
 
     def _safe_target(self, target: str) -> str:
@@ -441,20 +442,19 @@ class Access(LobbyGate):
 
     def _start_session(self, grant: Grant, identity: Identity | None, session_digest: bytes) -> Session | None:
         """A new session of ``grant``; None when it is a view session and there is no room for another."""
-        if grant.role == "view":
+        name = jupyter_name(grant, identity)
+        if grant.role == "view":  # never reaches Jupyter: no login to mint, and made in one step with its room
+            session = Session(grant, identity=identity, name=name)
             with self._lock:
                 if not self._room_for_a_reader():
                     return None
-        name = jupyter_name(grant, identity)
-        if grant.role == "view" or self.login is None:  # a view session never reaches Jupyter: no login to mint
-            cookie = None
-        else:
-            cookie = self.login(name) if name else self.login()
+                self._sessions[session_digest] = session
+                self._view_sessions[session_digest] = None
+            return session
+        cookie = None if self.login is None else self.login(name) if name else self.login()
         session = Session(grant, jupyter_cookie=cookie, identity=identity, name=name)
         with self._lock:
             self._sessions[session_digest] = session
-            if grant.role == "view":
-                self._view_sessions[session_digest] = None
         return session
 
     def _room_for_a_reader(self) -> bool:
@@ -467,13 +467,12 @@ class Access(LobbyGate):
         first; those still in use are looked at again last. Under the lock."""
         if len(self._view_sessions) < self.max_view_sessions:
             return True
-        connected, now = set(self.connected()), time.time()
+        connected, now = set(self.connected()), time.monotonic()
         for _ in range(min(VIEW_SCAN, len(self._view_sessions))):
             session_digest, _ = self._view_sessions.popitem(last=False)
             session = self._sessions.get(session_digest)
             if session is not None and session not in connected:
-                unused_for = now - (session.since if session.seen is None else session.seen)
-                if unused_for >= (self.view_unused if session.seen is None else self.view_idle):
+                if now - session.seen >= (self.view_idle if session.used else self.view_unused):
                     del self._sessions[session_digest]
                     session = None
             if session is not None:

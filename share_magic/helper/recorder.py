@@ -266,11 +266,11 @@ class Tapped:
         recorder = self.recorder
         if recorder._queued_bytes - recorder._read_bytes + len(data) > BACKLOG_LIMIT:
             self.unread = True
-            self.recorder.note(self.session, "sent more on a websocket than the trail could read: the rest of it "
-                                             "is not in the trail")
+            recorder.note(self.session, "sent more on a websocket than the trail could read: the rest of it is "
+                                        "not in the trail")
             return
         recorder._queued_bytes += len(data)
-        self.recorder._queue.put(("bytes", self, data))
+        recorder._queue.put(("bytes", self, data))
 
     def close(self) -> None:
         self.recorder._queue.put(("closed", self))
