@@ -157,7 +157,8 @@ def checked(in_file: list[str], kept: list[str] | None) -> tuple[list[dict[str, 
         return entries_of(kept), None
     if agree:
         moment = when((entries_of(kept[agree - 1:agree]) or [{}])[0])
-        since = f"after {moment:%H:%M:%S} (its first {agree:,} line{'s' if agree > 1 else ''} agree)"
+        since = f"after {moment:%H:%M:%S} " + ("(its first line agrees)" if agree == 1 else
+                                               f"(its first {agree:,} lines agree)")
     else:
         since = "from its first line on"
     return entries_of(kept), (f"The trail file was changed {since}: someone who runs code as you (an editor, or you) "

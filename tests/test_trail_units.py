@@ -122,14 +122,16 @@ def test_a_terminal_is_read_line_by_line_as_it_shows_and_only_once_echoed() -> N
     typed("sudo -k true\r", "sudo -k true\r\n[sudo] password for ada: ")
     typed("hunter2\r", "\r\n")  # no echo
     typed("touch X\x01" + "\x7f" * 7 + "\r", "touch X\x1b[7D\r\n$ ")  # bash ran touch X
+    typed("ls -l nothere" + "\x7f" * 7 + "here\r",  # readline redraws across the right margin
+          "ls -l nothere\b\x1b[K\b\x1b[K\r\x1b[K\x1b[A" + "\x1b[C" * 70 + "here\r\n$ ")
     reader.read(bytes(browser.send_data(json.dumps(["set_size", 24, 80]))))
     typed("cat secrets", "cat secrets")
     reader.close()
     assert lines == ["ls -l", "echo ^[[A^[[Dhi  (the keys sent, editing keys included: what ran may differ)",
                      "sudo -k true",
-                     "typed 7 characters the terminal did not echo (not kept: what a password prompt reads)",
+                     "typed 7 characters without an echo the trail saw (not kept: what a password prompt reads)",
                      "touch X^A^?^?^?^?^?^?^?  (the keys sent, editing keys included: what ran may differ)",
-                     "cat secrets  (not entered)"]
+                     "ls -l here", "cat secrets  (not entered)"]
     assert not any("hunter2" in line for line in lines)
 
 

@@ -23,7 +23,7 @@ LINE_LIMIT = 200  # characters of one line the trail keeps
 ESCAPES = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)|[@-Z\\-_])")
 SHOWN_LIMIT = 64 * 1024  # characters of a terminal's output kept to find the echo of lines typed
 KEYS_LIMIT = 4096  # keys of one line kept (the rest counted)
-ENTERED_LIMIT = 256  # lines entered that wait for their echo
+PENDING_KEYS = 1024 * 1024  # keys of lines entered that wait for their echo
 
 Headers = list[tuple[str, str]]
 Emit = Callable[[str], None]
@@ -134,9 +134,11 @@ class TerminalReader:
         self.keys = ""  # the line being typed, as sent
         self.more = 0  # keys of it past KEYS_LIMIT, counted
         self.start: int | None = None  # where in what was shown its first key came
-        self.shown = ""  # what the terminal showed (escapes out, erasures applied), from the oldest line's start
+        self.shown = ""  # what the terminal showed (escapes out), from the oldest line's start
         self.base = 0  # how much was shown before self.shown
         self.entered: list[tuple[int, str, int]] = []  # lines entered, waiting for their echo: (start, keys, more)
+        self.pending = 0  # keys of those lines
+        self.after = 0  # where the echo of the last line said ended
 
     def read(self, data: bytes) -> None:
         for payload in self.frames.read(data):
@@ -150,15 +152,14 @@ class TerminalReader:
             message = _terminal_message(payload)
             if not message or message[0] != "stdout":
                 continue
-            text = ESCAPES.sub("", str(message[1])).replace("\x07", "")
+            # readline's echo of a character is the character; around it, the drawing: cursor moves, erasures,
+            # and at the right margin a space and a carriage return
+            text = ESCAPES.sub("", str(message[1])).replace(" \r", "")
             if self.start is None and not self.entered:  # nobody waits for an echo: nothing to keep
                 self.base += len(self.shown) + len(text)
                 self.shown = ""
-            elif "\b" not in text and "\x7f" not in text:
-                self.shown += text
             else:
-                for ch in text:
-                    self.shown = self.shown[:-1] if ch in "\b\x7f" else self.shown + ch
+                self.shown += text
         if len(self.shown) > SHOWN_LIMIT:  # what waits that long for its echo was not echoed
             cut = len(self.shown) - SHOWN_LIMIT
             self.base += cut
@@ -170,6 +171,7 @@ class TerminalReader:
             if ch in "\r\n":
                 if self.keys:
                     self.entered.append((self._start(), self.keys, self.more))
+                    self.pending += len(self.keys)
                 self.keys, self.start, self.more = "", None, 0
             elif ch == "\x03":  # Ctrl-C: the line is dropped
                 self.keys, self.start, self.more = "", None, 0
@@ -178,8 +180,10 @@ class TerminalReader:
                 self.keys += ch
             else:
                 self.more += 1
-        while len(self.entered) > ENTERED_LIMIT:  # lines that long unechoed were not echoed
-            self._say(*self.entered.pop(0))
+        while self.pending > PENDING_KEYS:  # so much typed ahead of its echo: the oldest is given up on
+            start, keys, more = self.entered.pop(0)
+            self.pending -= len(keys)
+            self._say(start, keys, more)
 
     def close(self) -> None:
         for start, keys, more in self.entered:
@@ -194,29 +198,43 @@ class TerminalReader:
         return self.start
 
     def _settle(self) -> None:
-        """Say the lines entered whose echo came; a line before one echoed was not echoed and is said as such."""
-        echoed = [n for n, (start, keys, _) in enumerate(self.entered) if self._echoed(start, keys)]
-        if echoed or (self.entered and self.entered[0][0] < self.base):
-            last = echoed[-1] if echoed else 0
-            for entry in self.entered[:last + 1]:
+        """Say the lines entered whose echo came, in order; a line before one echoed was not echoed."""
+        while self.entered:
+            window = self.entered[:8]  # echoes come in order: a line echoed is among the first few waiting
+            hit = next((n for n, (start, keys, _) in enumerate(window) if self._echo(start, keys) is not None), None)
+            if hit is None:
+                if self.entered[0][0] >= self.base:
+                    return
+                hit = 0  # what it waits for was shown so long ago that it is no longer kept
+            for entry in self.entered[:hit + 1]:
                 self._say(*entry)
-            self.entered = self.entered[last + 1:]
+            self.pending -= sum(len(keys) for _, keys, _ in self.entered[:hit + 1])
+            del self.entered[:hit + 1]
 
-    def _echoed(self, start: int, keys: str) -> bool:
-        if start < self.base:
-            return False
-        since = self.shown[start - self.base:]
-        return all(part in since for part in _typed_parts(keys))
+    def _echo(self, start: int, keys: str) -> int | None:
+        """Where the echo of ``keys`` ends in what was shown (each part of it, in order, after both where its first
+        key came and where the last line's echo ended); None if it is not there."""
+        at = max(start, self.after) - self.base
+        if at < 0:
+            return None
+        for part in _typed_parts(keys):
+            found = self.shown.find(part, at)
+            if found < 0:
+                return None
+            at = found + len(part)
+        return self.base + at
 
     def _say(self, start: int, keys: str, more: int, entered: bool = True) -> None:
         line, edited = _as_shown(keys)
         if not line.strip():
             return
-        if not self._echoed(start, keys):
+        end = self._echo(start, keys)
+        if end is None:
             count = len(ESCAPES.sub("", keys)) + more
-            self.emit(f"typed {count:,} character{'s' if count != 1 else ''} the terminal did not echo (not kept: "
+            self.emit(f"typed {count:,} character{'s' if count != 1 else ''} without an echo the trail saw (not kept: "
                       "what a password prompt reads)" + ("" if entered else ", not entered"))
             return
+        self.after = end
         if edited:
             line = f"{clean(keys, LINE_LIMIT)}  (the keys sent, editing keys included: what ran may differ)"
         else:
@@ -249,9 +267,5 @@ def _as_shown(keys: str) -> tuple[str, bool]:
 
 
 def _typed_parts(keys: str) -> list[str]:
-    """What the terminal must have shown, were ``keys`` echoed: the line itself, or each run of printable
-    characters of an edited line."""
-    line, edited = _as_shown(keys)
-    if not edited:
-        return [line] if line else []
+    """What the terminal shows, in this order, when it echoes ``keys``: each run of printable characters typed."""
     return [part for part in re.split(r"[\x00-\x1f\x7f]+", ESCAPES.sub("\x00", keys)) if part]
