@@ -142,6 +142,7 @@ def test_one_visitor_cannot_fill_the_trail_nor_make_it_keep_a_password_or_a_fals
     assert f"typed in terminal {terminal}: read -s -p 'Password: ' secret" in text
     assert (f"typed in terminal {terminal}: touch {target}^A^?^?^?^?^?^?^?  (the keys sent, editing keys included"
             in text)
+    assert f"typed in terminal {terminal}: #a" in text and "typed 2 characters without" not in text  # echoed
     counted = re.search(r"Ada\s+since [0-9:]+, typed ([0-9,]+) more lines in a terminal", text)
     assert counted and int(counted.group(1).replace(",", "")) > 25_000, text[-3000:]
     assert re.search(r"Ada\s+their share of the trail for typing in terminals is used up", text)

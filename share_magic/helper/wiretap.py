@@ -200,21 +200,25 @@ class TerminalReader:
     def _settle(self) -> None:
         """Say the lines entered whose echo came, in order; a line before one echoed was not echoed."""
         while self.entered:
-            window = self.entered[:8]  # echoes come in order: a line echoed is among the first few waiting
-            hit = next((n for n, (start, keys, _) in enumerate(window) if self._echo(start, keys) is not None), None)
+            at, ends, hit = self.after, [], None
+            for n, (start, keys, _) in enumerate(self.entered[:8]):  # echoes come in order, each after the last
+                end = self._echo(start, keys, at)
+                ends.append(end)
+                if end is not None:
+                    at, hit = end, n
             if hit is None:
-                if self.entered[0][0] >= self.base:
+                if max(self.entered[0][0], self.after) >= self.base:
                     return
-                hit = 0  # what it waits for was shown so long ago that it is no longer kept
-            for entry in self.entered[:hit + 1]:
-                self._say(*entry)
+                hit = 0  # where its echo would be is no longer kept: so much was shown since, and not that
+            for (start, keys, more), end in zip(self.entered[:hit + 1], ends):
+                self._say(start, keys, more, end=end)
             self.pending -= sum(len(keys) for _, keys, _ in self.entered[:hit + 1])
             del self.entered[:hit + 1]
 
-    def _echo(self, start: int, keys: str) -> int | None:
+    def _echo(self, start: int, keys: str, after: int) -> int | None:
         """Where the echo of ``keys`` ends in what was shown (each part of it, in order, after both where its first
-        key came and where the last line's echo ended); None if it is not there."""
-        at = max(start, self.after) - self.base
+        key came and ``after``, where the echo of the line before ended); None if it is not there."""
+        at = max(start, after) - self.base
         if at < 0:
             return None
         for part in _typed_parts(keys):
@@ -224,11 +228,12 @@ class TerminalReader:
             at = found + len(part)
         return self.base + at
 
-    def _say(self, start: int, keys: str, more: int, entered: bool = True) -> None:
+    def _say(self, start: int, keys: str, more: int, entered: bool = True, end: int | None = -1) -> None:
         line, edited = _as_shown(keys)
         if not line.strip():
             return
-        end = self._echo(start, keys)
+        if end == -1:
+            end = self._echo(start, keys, self.after)
         if end is None:
             count = len(ESCAPES.sub("", keys)) + more
             self.emit(f"typed {count:,} character{'s' if count != 1 else ''} without an echo the trail saw (not kept: "
