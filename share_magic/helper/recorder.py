@@ -341,7 +341,7 @@ class Tapped:
         reader = self.reader
         frames = getattr(reader, "shown_frames" if shown else "frames", None)
         try:
-            if getattr(frames, "ended", False):  # tornado's reader stopped here, as Jupyter's did: what comes after is not read
+            if getattr(frames, "ended", False):  # tornado's reader stopped, as Jupyter's did: the rest is not read
                 raise EOFError
             (reader.show if shown else reader.read)(data)
         except Exception:
