@@ -133,7 +133,7 @@ class AgentBinary:
                         raise Cancelled
                     if time.monotonic() - started > DOWNLOAD_LIMIT:
                         raise self._failed(f"still not done after {DOWNLOAD_LIMIT:g} s")
-                    chunk = answer.read(CHUNK)
+                    chunk = answer.read1(CHUNK)  # what has arrived: progress as it comes
                     if not chunk:
                         break
                     f.write(chunk)

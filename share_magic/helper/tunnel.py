@@ -157,15 +157,15 @@ def share_settings(path: str | None = None) -> dict[str, Any]:
         raise TunnelError(f"Your ngrok config ({path}) is not a mapping of settings. " + CONFIG_FIX)
     section = "agent." if isinstance(user, dict) and str(user.get("version")) == "3" else ""
     copied: dict[str, Any] = {}
-    for name, value in agent_section(user).items():
-        name = RENAMED.get(name, name) if not section else name
+    for written, value in agent_section(user).items():
+        name = RENAMED.get(written, written) if not section else written
         if name not in COPIED or value is None:
             continue
         why = refused(name, value)
         if why:
             shown = "****" if name == "authtoken" else repr(value)
-            raise TunnelError(f"Your ngrok config ({path}) sets {section}{name}: {shown}, which {why}. " + CONFIG_FIX,
-                              "config")
+            raise TunnelError(f"Your ngrok config ({path}) sets {section}{written}: {shown}, which {why}. "
+                              + CONFIG_FIX, "config")
         copied[name] = value
     return copied
 
