@@ -12,7 +12,7 @@ port kept in the state folder: a new endpoint waits for the last one's port rath
 keeps one certificate per account (``edge.crt`` in the account's state folder, with subjectAltName), which a test
 can make a browser trust. Like the real agent, it keeps every request it forwards (headers and all) in an
 inspection store served without authentication at ``GET /api/requests/http`` on its web address, unless the
-endpoint was created with ``"inspect": false`` or the config sets ``agent.inspect_db_size: -1``. It reads its
+agent's config sets ``agent.inspect_db_size: -1`` (a v3 endpoint has no field for it). It reads its
 authtoken from ``--authtoken`` or the config files only (``--config a.yml,b.yml`` merges them, later ones winning).
 
 For tests to look at, the state folder also gets ``agents/<pid>.json`` (each agent's web address and the config it
@@ -24,6 +24,10 @@ Knobs a test may set (all optional):
   STANDIN_NGROK_MAX_AGENTS   agents one account may run at once (default 3, the free plan's)
   STANDIN_NGROK_INTERSTITIAL 0 to skip the free plan's warning page for browsers (as a paid plan does)
   STANDIN_NGROK_DOMAIN       the account's domain suffix (default ngrok-free.app)
+  STANDIN_NGROK_UPSTREAM_FORM normalized: report an endpoint's upstream URL as the agent may hold it (a trailing
+                             slash added) rather than byte for byte as it was sent
+  STANDIN_NGROK_PLAN         free (default) | paid: on the free plan, a policy with remove-headers is refused with
+                             ERR_NGROK_4026 (it costs credit there), as ngrok's free plan does
   STANDIN_NGROK_SKIP_ACTIONS comma-separated Traffic Policy action types to leave out when running a policy (to test
                              what a gateway does if, say, the edge did not remove a header)
 
@@ -365,6 +369,15 @@ def parse_policy(policy) -> list[dict]:
     return rules
 
 
+def policy_actions(policy) -> set[str]:
+    """The action types a policy (text or object) uses; empty for one that does not parse (refused later)."""
+    try:
+        rules = parse_policy(policy) if policy else []
+    except (PolicyError, ValueError, TypeError, AttributeError):
+        return set()
+    return {action.get("type") for rule in rules for action in rule.get("actions") or []}
+
+
 def email_expression_holds(expression: str, identity: dict | None) -> bool:
     negated, listed = EMAIL_EXPRESSION.match(expression.strip()).groups()
     emails = [item.strip().strip("'\"") for item in listed.split(",") if item.strip()]
@@ -416,11 +429,14 @@ class Endpoint:
                            if action.get("type") == "oauth"), None)
 
     def as_json(self, metrics: bool = False) -> dict:
+        upstream = self.upstream_url
+        if os.environ.get("STANDIN_NGROK_UPSTREAM_FORM") == "normalized" and upstream.count("/") == 2:
+            upstream += "/"
         data = {
             "name": self.name,
             "uri": f"/api/endpoints/{self.name}",
             "url": self.public_url,
-            "upstream": {"url": self.upstream_url, "protocol": "http1"},
+            "upstream": {"url": upstream, "protocol": "http1"},
         }
         if metrics:
             data["metrics"] = {"conns": {"count": self.conns, "gauge": self.gauge}, "http": {"count": self.http}}
@@ -448,7 +464,7 @@ class Endpoint:
 
     @property
     def inspecting(self) -> bool:
-        return self.fields.get("inspect", True) is not False and self.agent.inspect_db_size != -1
+        return self.agent.inspect_db_size != -1
 
     async def stop(self) -> None:
         self.online = False
@@ -633,8 +649,27 @@ class Endpoint:
 
 # --- the agent: local API and lifetime ---------------------------------------------------------------------------
 
-ENDPOINT_FIELDS = {"name", "url", "upstream", "traffic_policy", "metadata", "description", "bindings",
-                   "pooling_enabled", "inspect"}
+# The agent's v3 endpoint definition, field by field, with the JSON type each decodes into (ngrok's v3 config
+# reference); the agent refuses anything else, as Go's strict decoding does.
+ENDPOINT_FIELDS = {"name": str, "description": str, "metadata": str, "url": str, "bindings": list, "upstream": dict,
+                   "traffic_policy": str, "pooling_enabled": bool, "agent_tls_termination": dict}
+UPSTREAM_FIELDS = {"url": str, "protocol": str, "proxy_protocol": str}
+FREE_PLAN_CHARGED = {"remove-headers"}  # Traffic Policy actions the free plan charges credit for
+
+
+def refused_field(request: dict) -> str | None:
+    """Why the agent would refuse this endpoint definition, in its own words; None if it decodes."""
+    for fields, kind, given in ((ENDPOINT_FIELDS, "Endpoint", request),
+                                (UPSTREAM_FIELDS, "Upstream", request.get("upstream"))):
+        if not isinstance(given, dict):
+            continue
+        for name, value in given.items():
+            if name not in fields:
+                return f"field {name} not found in type config.{kind}"
+            if not isinstance(value, fields[name]):
+                return (f"json: cannot unmarshal {type(value).__name__} into Go struct field {kind}.{name} of type "
+                        f"{fields[name].__name__}")
+    return None
 
 
 class Agent:
@@ -646,6 +681,7 @@ class Agent:
         self.certificate = edge_certificate(service)
         self.interstitial = os.environ.get("STANDIN_NGROK_INTERSTITIAL", "1") != "0"
         self.oauth_sessions: dict[str, dict] = {}  # the edge's sign-in sessions, by the id in its cookie
+        self.listings = 0
 
     async def api(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -672,10 +708,12 @@ class Agent:
         if path == "/api/standin/meter" and method == "GET":  # the stand-in's own: what the edge billed
             return "200 OK", {"requests": sum(e.http for e in self.endpoints.values()),
                               "bytes_out": sum(e.bytes_out for e in self.endpoints.values()),
+                              "listings": self.listings,  # GET /api/endpoints served: how often it was looked at
                               "recent": [line for e in self.endpoints.values() for line in e.recent]}
         if path == "/api/requests/http" and method == "GET":
             return "200 OK", {"uri": "/api/requests/http", "requests": self.inspected[-50:]}
         if path == "/api/endpoints" and method == "GET":
+            self.listings += 1
             return "200 OK", {"endpoints": [e.as_json() for e in self.endpoints.values()], "uri": "/api/endpoints"}
         if path == "/api/endpoints" and method == "POST":
             return await self.create(json.loads(body or b"{}"))
@@ -694,15 +732,17 @@ class Agent:
         return "404 Not Found", error(100, 404, "Not found")
 
     async def create(self, request: dict) -> tuple[str, dict]:
-        unknown = sorted(set(request) - ENDPOINT_FIELDS)
-        if unknown or "upstream" not in request or not isinstance(request["upstream"], dict):
-            detail = f"unknown field(s) {unknown}" if unknown else "upstream.url is required"
-            return "400 Bad Request", error(102, 400, "invalid tunnel configuration", detail)
+        refused = refused_field(request)
+        if refused or "url" not in (request.get("upstream") or {}):
+            return "400 Bad Request", error(102, 400, "invalid tunnel configuration",
+                                            refused or "upstream.url is required")
         name = request.get("name") or str(uuid.uuid4())
         if name in self.endpoints:
             return "400 Bad Request", error(102, 400, "invalid tunnel configuration",
                                             f"a tunnel with the name '{name}' already exists")
-        if os.environ.get("STANDIN_NGROK_MODE") == "no-credit":
+        charged = FREE_PLAN_CHARGED & policy_actions(request.get("traffic_policy"))
+        if os.environ.get("STANDIN_NGROK_MODE") == "no-credit" or (
+                charged and os.environ.get("STANDIN_NGROK_PLAN", "free") == "free"):
             err = ("failed to start tunnel: Your account does not have enough credit to use the requested "
                    "feature. Add a payment method at https://dashboard.ngrok.com/billing.\r\n\r\nERR_NGROK_4026\r\n")
             return "402 Payment Required", error(103, 402, "failed to start tunnel", err)

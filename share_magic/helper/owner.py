@@ -313,8 +313,8 @@ class Helper(LobbyAndTrail):
             message = str(e)
             if code == "ERR_NGROK_4026" and self.edge.on:
                 message = ("ngrok refused the sign-in policy: your plan has no credit for part of it (ERR_NGROK_4026; "
-                           "its remove-headers action costs credit on the free plan). Fix: add credit at "
-                           "https://dashboard.ngrok.com/billing, or share without --sign-in.")
+                           "the oauth action is free on every plan, so your account's own settings may ask for more). "
+                           "Fix: add credit at https://dashboard.ngrok.com/billing, or share without --sign-in.")
             self.events.started("failed", code=code, message=message)
             return
         self.start_trail()
