@@ -44,7 +44,20 @@ def ask(guest, action: str, name: str | None, **headers: str):
 
 
 def state(guest) -> dict:
-    return guest.get(f"/{WAITING}/state").json()
+    """What the waiting page's stream says first (then let go), as its script hears it."""
+    with guest.http.get(guest.absolute(f"/{WAITING}/events"), stream=True, timeout=20) as stream:
+        return next(events(stream))
+
+
+def events(stream):
+    """The lobby's events on an open stream, as they come (an EventSource's reading, for its one kind of event)."""
+    assert stream.status_code == 200 and stream.headers["Content-Type"] == "text/event-stream", stream.headers
+    kind = None
+    for line in stream.iter_lines(chunk_size=1):
+        if line.startswith(b"event: "):
+            kind = line[7:]
+        elif line.startswith(b"data: ") and kind == b"lobby":
+            yield json.loads(line[6:])
 
 
 def reaches_nothing(guest, kernel_id: str) -> None:
