@@ -311,3 +311,31 @@ def test_the_question_page_leads_into_the_lobby_as_the_link_does() -> None:
     gate.lobby.settle(gate.lobby.take("eve@example.com"), admitted=False)
     again = switch_into_lobby("eve@example.com")
     assert again.startswith(b"HTTP/1.1 403") and b"did not let you in" in again
+
+
+def test_a_page_holding_its_stream_is_there_however_long_it_waits(monkeypatch) -> None:
+    """With a stream, "asked lately" becomes "holds a stream, or held one lately": a waiter whose page holds its
+    stream never leaves the list, and a record whose page holds one never makes room; once the stream closes, the
+    clocks start from then."""
+    monkeypatch.setattr(lobby_module, "GONE_AFTER", -1.0)  # as if every page had gone quiet long ago
+    lobby = new_lobby()
+    grace = waiter_of(lobby)
+    lobby._take_a_place(grace, "Grace", chosen=True)
+    lobby._streaming(grace, 1)
+    assert not lobby.sweep() and lobby.waiting() == [grace]
+    lobby._streaming(grace, -1)
+    assert lobby.sweep() and lobby.waiting() == []
+
+    monkeypatch.setattr(lobby_module, "PENDING_LIMIT", 2)
+    monkeypatch.setattr(lobby_module, "UNUSED_FOR", 0.0)
+    monkeypatch.setattr(lobby_module, "IDLE_FOR", 0.0)
+    lobby = new_lobby()
+    ada, bob = waiter_of(lobby), waiter_of(lobby)
+    for waiter, name in ((ada, "Ada"), (bob, "Bob")):
+        lobby._take_a_place(waiter, name, chosen=True)
+        lobby.settle(waiter, admitted=True)  # decided, the last word still on its way down the stream
+        lobby._streaming(waiter, 1)
+    assert lobby.enter("/lab", None).startswith(b"HTTP/1.1 503")
+    lobby._streaming(bob, -1)
+    assert waiter_of(lobby) is not None
+    assert ada in lobby._waiters.values() and bob not in lobby._waiters.values()
