@@ -55,7 +55,7 @@ input,button{{font:inherit;padding:.3em .6em}} .error{{color:#b00020}} [hidden]{
            + "open: it goes on by itself.");
     }} else if (s.state === "naming") {{ over = true; form.hidden = false; }}
     else {{ over = true; show(s.why, true); }}
-    if (over && source) {{ source.close(); }}
+    if (over && source) {{ source.close(); source = null; status.setAttribute("data-stream", "done"); }}
   }}
   // One stream while waiting; a dropped one is opened again at most every {reconnect_ms} ms, from when the last
   // was opened, and ever more rarely (up to 16 times that) while no stream gets through at all.
@@ -63,11 +63,15 @@ input,button{{font:inherit;padding:.3em .6em}} .error{{color:#b00020}} [hidden]{
     if (over || source) {{ return; }}
     var heard = false;
     openedAt = Date.now();
+    status.setAttribute("data-stream", "opening");  // where the stream is, for whoever watches the page
     source = new EventSource(eventsUrl);
-    source.addEventListener("lobby", function (event) {{ heard = true; refused = 0; settle(JSON.parse(event.data)); }});
+    source.addEventListener("lobby", function (event) {{
+      heard = true; refused = 0; status.setAttribute("data-stream", "open"); settle(JSON.parse(event.data));
+    }});
     source.onerror = function () {{
       source.close(); source = null;
       if (over) {{ return; }}
+      status.setAttribute("data-stream", "closed");
       refused = heard ? 0 : Math.min(refused + 1, 5);
       if (refused > 1) {{ show("The share does not answer right now: this page keeps trying.", true); }}
       var spacing = {reconnect_ms} * Math.pow(2, Math.max(0, refused - 1));
