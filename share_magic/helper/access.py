@@ -40,6 +40,7 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Awaitable, Hashable
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, Union
 from urllib.parse import parse_qs, unquote
@@ -48,7 +49,7 @@ from ..contract import KEY_PARAM, VIEW_PAGE, Identity, is_email
 from .answers import response
 from .identity import LOGOUT, WRONG_ACCOUNT_PAGE, EdgeTrust, Untrusted
 from .lobby import PAGE_PATH as LOBBY_PAGE
-from .lobby import STATE_PATH as LOBBY_STATE
+from .lobby import EVENTS_PATH as LOBBY_EVENTS
 from .lobby import Lobby, LobbyGate
 
 COOKIE = "share_magic"
@@ -167,7 +168,16 @@ class Reply:
     response: bytes
 
 
-Verdict = Union[Admitted, Local, Reply]
+@dataclass
+class Held:
+    """Answer the request from the gateway itself on a connection it then holds (a waiting page's stream): ``await
+    serve(answer)`` on the gateway's loop. ``holder`` is who the connection counts for, as a reader's would."""
+
+    holder: Hashable
+    serve: Callable[[Any], Awaitable[None]]
+
+
+Verdict = Union[Admitted, Local, Reply, Held]
 
 
 Observer = Callable[[Session, str, str], None]  # (session, method, target) of each request the gate admits
@@ -302,8 +312,9 @@ class Access(LobbyGate):
         if method == "POST" and clean_target.split("?", 1)[0] == self.cookie_path + SWITCH_PATH:
             return self._switch(clean_target, headers, cookies, identity, self.edge.source(raw_headers))
         if self.lobby is not None and clean_target.split("?", 1)[0] in (self.cookie_path + LOBBY_PAGE,
-                                                                        self.cookie_path + LOBBY_STATE):
-            return Reply(self.lobby.answer(method, clean_target, headers, cookies.get(COOKIE), identity))
+                                                                        self.cookie_path + LOBBY_EVENTS):
+            answer = self.lobby.answer(method, clean_target, headers, cookies.get(COOKIE), identity)
+            return Reply(answer) if isinstance(answer, bytes) else answer
         navigation = method in ("GET", "HEAD") and not any(name.lower() == "upgrade" for name, _ in headers)
         grant = self._grants.get(digest(keys[-1])) if keys and navigation else None
         session = self._session(cookies.get(COOKIE))

@@ -38,7 +38,7 @@ from tornado.http1connection import HTTP1ConnectionParameters, HTTP1ServerConnec
 
 from ..contract import KEY_PARAM
 from ..jupyter import JupyterServer
-from .access import Admitted, Gate, Local, Session, Verdict
+from .access import Admitted, Gate, Held, Local, Session, Verdict
 from .answers import HOP_BY_HOP, Headers, text
 from .capacity import Capacity, Limits
 from .identity import UNVOUCHED
@@ -282,7 +282,8 @@ class Gateway:
         """Give ``connection`` to ``holder`` (an editing or viewing session, or a source the gate answers); the
         answer to send instead when that holder already holds all it may, or the hall is full."""
         limits = self.limits
-        limit = {"edit": limits.per_editor, "view": limits.per_reader}.get(role, limits.per_source)
+        limit = {"edit": limits.per_editor, "view": limits.per_reader, "lobby": limits.per_reader}.get(
+            role, limits.per_source)  # a waiting page's stream counts as a reader's
         was_full = self.capacity.full
         status = self.capacity.claim(connection, holder, role != "edit", limit)
         if status is None:
@@ -303,6 +304,13 @@ class Gateway:
                 await answer.finish(text(404, "Not Found", "Nothing is served here."))
             else:
                 await self.local(request, answer)
+        except Exception:
+            stream.close()
+
+    async def hold(self, verdict: Held, connection: Connection, stream: Any) -> None:
+        """A connection the gate's answer holds for a while (a waiting page's stream), on the visitor's connection."""
+        try:
+            await verdict.serve(LocalAnswer(self, connection, stream))
         except Exception:
             stream.close()
 

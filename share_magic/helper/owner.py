@@ -329,6 +329,8 @@ class Helper(LobbyAndTrail):
                             authkey=self.control.authkey.hex())
         ending = await self.watch()
         remove_record(self.settings["record"], os.getpid())  # no kernel may find a share that is ending
+        if self.access.lobby is not None:
+            self.access.lobby.close()  # waiting pages hear that the share ended (before their streams are cut)
         self.gateway.close()
         if self.recorder is not None:
             self.recorder.note(OWNER, {"expired": "the share expired", None: "stopped the share"}.get(

@@ -25,7 +25,7 @@ from tornado import gen, httputil
 from tornado.http1connection import HTTP1Connection
 from tornado.iostream import IOStream, StreamClosedError, UnsatisfiableReadError
 
-from .access import Local, Reply, Session
+from .access import Held, Local, Reply, Session
 from .answers import Headers, text
 from .meter import chunked
 from .relay import CHUNK, RETRY_BODY_LIMIT, NoResponse, Out, Response, Upstream, head_bytes, pipe, quietly
@@ -281,6 +281,12 @@ class Exchange(httputil.HTTPMessageDelegate):
         if isinstance(verdict, Reply):  # answered from the head: a body it never asked for is not awaited
             refused = gateway.claim(connection, ("source", gateway.source_of(headers)), "source")
             return self._reply(refused or verdict.response)
+        if isinstance(verdict, Held):  # answered here on a connection held for a while (a waiting page's stream)
+            refused = gateway.claim(connection, verdict.holder, "lobby")
+            if refused is not None:
+                return self._reply(refused)
+            asyncio.ensure_future(gateway.hold(verdict, connection, self.request_conn.detach()))
+            return None
         session = verdict.session
         refused = gateway.claim(connection, ("session", id(session)), session.grant.role)
         if refused is not None:
