@@ -680,6 +680,7 @@ class Agent:
         if path == "/api/standin/meter" and method == "GET":  # the stand-in's own: what the edge billed
             return "200 OK", {"requests": sum(e.http for e in self.endpoints.values()),
                               "bytes_out": sum(e.bytes_out for e in self.endpoints.values()),
+                              "upstream_connections": sum(e.pool.dialed for e in self.endpoints.values()),
                               "recent": [line for e in self.endpoints.values() for line in e.recent]}
         if path == "/api/requests/http" and method == "GET":
             return "200 OK", {"uri": "/api/requests/http", "requests": self.inspected[-50:]}
