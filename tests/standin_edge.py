@@ -208,14 +208,80 @@ class NoAnswer(Exception):
     """The upstream gave no answer to a request sent to it."""
 
 
+class VisitorGone(ConnectionError):
+    """The visitor closed their connection while their request was upstream."""
+
+
+class Watch:
+    """Go's server reads on in the background once it has read a request: the visitor closing their connection
+    cancels the request upstream (its connection is closed), whether its answer has begun or not."""
+
+    def __init__(self, visitor: Side) -> None:
+        self.visitor = visitor
+        self.task: asyncio.Future | None = asyncio.ensure_future(visitor.reader.read(CHUNK))
+
+    def _heard(self) -> None:
+        """What the background read got: the next request (kept for h11), or the visitor's close."""
+        task, self.task = self.task, None
+        assert task is not None
+        try:
+            data = task.result()
+        except ERRORS:
+            data = b""
+        if not data:
+            raise VisitorGone("the visitor closed the connection")
+        self.visitor.h11.receive_data(data)
+
+    async def until(self, work: Any) -> Any:
+        """``await work``, unless the visitor goes first."""
+        work = asyncio.ensure_future(work)
+        if self.task is not None:
+            await asyncio.wait({work, self.task}, return_when=asyncio.FIRST_COMPLETED)
+            if self.task.done() and not work.done():
+                try:
+                    self._heard()
+                except VisitorGone:
+                    work.cancel()
+                    raise
+        return await work
+
+    async def stop(self) -> None:
+        if self.task is None:
+            return
+        if not self.task.done():
+            self.task.cancel()
+            try:
+                await self.task
+            except (asyncio.CancelledError, *ERRORS):
+                pass
+        if self.task is not None and self.task.done() and not self.task.cancelled():
+            self._heard()
+        self.task = None
+
+
 async def round_trip(pool: Pool, visitor: Side, request: h11.Request, has_body: bool,
                      on_switch: Callable[[Upstream, Any], Any]) -> None:
     """Send ``request`` (its body read from ``visitor`` as it comes) upstream and its answer to ``visitor``, as
     Go's reverse proxy does: a replayable request the upstream dropped unanswered on a reused connection is sent
-    again; anything else unanswered gets a 502. A 101 hands both connections to ``on_switch``."""
+    again; anything else unanswered gets a 502; a visitor who leaves cancels it. A 101 hands both connections to
+    ``on_switch``."""
     replayable = request.method.decode() in REPLAYABLE and not has_body
+    watch = None
     if not has_body:
         await visitor.next_event()  # its EndOfMessage
+        watch = Watch(visitor)
+    try:
+        await _round_trip(pool, visitor, request, has_body, replayable, watch, on_switch)
+    finally:
+        if watch is not None:
+            await watch.stop()
+
+
+async def _round_trip(pool: Pool, visitor: Side, request: h11.Request, has_body: bool, replayable: bool,
+                      watch: Watch | None, on_switch: Callable[[Upstream, Any], Any]) -> None:
+    async def until(work: Any) -> Any:
+        return await (watch.until(work) if watch is not None else work)
+
     while True:
         try:
             upstream = await pool.take()
@@ -233,12 +299,15 @@ async def round_trip(pool: Pool, visitor: Side, request: h11.Request, has_body: 
             else:
                 await upstream.send(h11.EndOfMessage())
             while True:
-                event = await upstream.next_event()
+                event = await until(upstream.next_event())
                 if isinstance(event, h11.InformationalResponse) and event.status_code != 101:
                     continue  # 100 Continue and the like: the visitor's client does without
                 if not isinstance(event, (h11.Response, h11.InformationalResponse)):
                     raise NoAnswer()
                 break
+        except VisitorGone:
+            pool.close(upstream)
+            raise
         except (NoAnswer, *ERRORS):
             pool.close(upstream)
             if sender is not None:
@@ -253,6 +322,8 @@ async def round_trip(pool: Pool, visitor: Side, request: h11.Request, has_body: 
         break
     headers = text_headers(event.headers)
     if event.status_code == 101:
+        if watch is not None:
+            await watch.stop()  # the visitor's bytes are the websocket's now
         await visitor.send(h11.InformationalResponse(status_code=101, headers=without_hop_by_hop(headers, True),
                                                      reason=event.reason))
         await on_switch(upstream, event)
@@ -261,7 +332,7 @@ async def round_trip(pool: Pool, visitor: Side, request: h11.Request, has_body: 
         await visitor.send(h11.Response(status_code=event.status_code,
                                         headers=[(canonical(k), v) for k, v in without_hop_by_hop(headers)],
                                         reason=event.reason))
-        await copy_body(upstream, visitor)
+        await until(copy_body(upstream, visitor))
     except BaseException:
         pool.close(upstream)
         if sender is not None:
