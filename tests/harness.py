@@ -390,7 +390,7 @@ class _OwnedConnections(requests.adapters.HTTPAdapter):
     A pool closes only the connections that came back to it: one still checked out when the share under it died (a
     request cut mid-answer, a streamed response never read to its end) would be left to the garbage collector, and
     reported as a ResourceWarning in whatever test runs the collector next. A response marked ``Connection: close``
-    (every answer through the stand-in edge) holds the only open reference to its socket: its connection has already
+    (as an edge may answer) holds the only open reference to its socket: its connection has already
     let go."""
 
     def __init__(self) -> None:

@@ -67,11 +67,15 @@ def test_only_this_shares_public_origin_is_translated() -> None:
 def test_host_referer_and_hop_by_hop_headers() -> None:
     out = translate(Host="abc123.ngrok-free.app:8443", Referer=PUBLIC + "/a%40b/lab/tree/x.ipynb?a=1",
                     Connection="keep-alive, X-Private", X_Private="secret", Keep_Alive="5", TE="trailers",
-                    Cookie="c=1", X_Forwarded_For="203.0.113.9")
+                    Cookie="c=1", X_Forwarded_For="203.0.113.9", X_Forwarded_Host="evil.example",
+                    X_Forwarded_Proto="http", Forwarded="for=203.0.113.9", X_Real_IP="203.0.113.9",
+                    True_Client_IP="203.0.113.9")
     assert out["Host"] == "127.0.0.1:8888"
     assert out["Referer"] == "http://127.0.0.1:8888/a%40b/lab/tree/x.ipynb?a=1"
-    assert out["Cookie"] == "c=1" and out["X-Forwarded-For"] == "203.0.113.9"
-    for dropped in ("X-Private", "Keep-Alive", "TE"):
+    assert out["Cookie"] == "c=1"
+    for dropped in ("X-Private", "Keep-Alive", "TE",  # and what a visitor can write about where they came from
+                    "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "Forwarded", "X-Real-IP",
+                    "True-Client-IP"):
         assert dropped not in out
     assert out["Connection"] == "keep-alive, X-Private"  # the visitor's connection is pinned to one upstream
     assert translate(Referer="https://attacker.example/x")["Referer"] == "https://attacker.example/x"

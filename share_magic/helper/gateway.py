@@ -69,6 +69,18 @@ def origin_of(url: str) -> str | None:
     return f"{scheme}://{host.lower()}"
 
 
+# What proxies say about where a request came from. A visitor can write any of them (ngrok's edge appends to a
+# visitor's X-Forwarded-For and passes their X-Forwarded-Host on), so none reaches Jupyter; the gateway learns the
+# client address from the edge's vouched header only (see .identity).
+FORWARDING = frozenset({"forwarded", "x-real-ip", "true-client-ip", "x-client-ip", "cf-connecting-ip",
+                        "x-cluster-client-ip", "fastly-client-ip", "x-original-forwarded-for"})
+
+
+def forwarding(lower: str) -> bool:
+    """Whether a (lower-case) header name is one of :data:`FORWARDING` or ``X-Forwarded-*``."""
+    return lower in FORWARDING or lower.startswith("x-forwarded-")
+
+
 def _rebase(url: str, origin: str) -> str:
     """``url`` with its scheme and host taken from ``origin``; path, query and fragment kept."""
     parts, new = urlsplit(url), urlsplit(origin)
@@ -260,6 +272,13 @@ class Gateway:
                 self.pool.submit(self.on_full, None)
         self.set_live(connection, False)
 
+    def let_go(self, connection: Connection) -> None:
+        """A request answered on a connection that stays open for the next: what it held is free again."""
+        was_full = self.capacity.full
+        self.capacity.release_holder(connection)
+        if was_full and not self.capacity.full and self.on_full is not None:
+            self.pool.submit(self.on_full, None)
+
     def connections(self) -> int:
         """Visitor connections held right now."""
         return self.capacity.total
@@ -328,7 +347,7 @@ class Gateway:
         translated = []
         for name, value in headers:
             lower = name.lower()
-            if lower in HOP_BY_HOP or lower in listed or lower == "expect":
+            if lower in HOP_BY_HOP or lower in listed or lower == "expect" or forwarding(lower):
                 continue
             if lower == "host":
                 value = self.server.host_header
@@ -360,6 +379,13 @@ class Gateway:
         return location
 
     def response_headers(self, headers: Headers) -> Headers:
+        """The server's answer's headers as a visitor gets them; the names of the cookies the server sets are noted,
+        as cookies the gate passes back to it (see :meth:`.Access.learn_cookie`)."""
+        learn = getattr(self.access, "learn_cookie", None)
+        if learn is not None:
+            for name, value in headers:
+                if name.lower() == "set-cookie":
+                    learn(value.split("=", 1)[0].strip())
         return [(name, self.public_location(value) if name.lower() == "location" else value)
                 for name, value in headers if name.lower() not in HOP_BY_HOP]
 
@@ -392,7 +418,9 @@ class Gateway:
             self.pool.submit(self.on_change)
 
     def cut(self, sessions: list[Session]) -> None:
-        """Close every connection of these sessions at once, websockets included (from any thread)."""
+        """Close every connection carrying a request, stream or websocket of these sessions, at once (from any
+        thread). A connection between requests is nobody's: the agent may send anyone's next request on it, and the
+        gate refuses theirs."""
         doomed = set(sessions)
 
         def cut() -> None:

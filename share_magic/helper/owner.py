@@ -31,14 +31,14 @@ from ..control import receive, remove_record, send
 from ..errors import ShareError
 from ..jupyter import JupyterServer
 from ..processes import pid_alive
-from .access import Access, Local
+from .access import JUPYTER_COOKIES, Access, Local
 from .answers import text
 from .bridge import Bridge, with_script
 from .capacity import Limits
 from .gateway import Gateway
 from .identity import EdgeTrust, new_secret, traffic_policy
 from .listener import ControlListener, record_of_this_helper, write_record
-from .login import login_cookie, named_login_cookie
+from .login import login_cookie, login_cookie_name, named_login_cookie
 from .meter import Compression
 from .oversight import LobbyAndTrail
 from .recorder import OWNER, Recorder
@@ -104,7 +104,8 @@ class Helper(LobbyAndTrail):
         self.edge = EdgeTrust(provider, new_secret()) if provider else EdgeTrust(vouch=new_secret())
         self.naming: bool | None = None  # can the server name visitors? None: not asked yet
         self.access = Access(self.server.base_url, expires_at=self.expires_at, edge=self.edge,
-                             login=self.login if settings.get("include_token", True) else None)
+                             login=self.login if settings.get("include_token", True) else None,
+                             jupyter_cookies=(*JUPYTER_COOKIES, login_cookie_name(self.server)))
         if settings.get("approve"):
             self.access.approve(self.report_people)
         self.recorder: Recorder | None = None  # the trail, from the moment the share is live

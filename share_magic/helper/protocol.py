@@ -207,7 +207,13 @@ async def answer_and_close(stream: IOStream, answer: bytes, linger: float, write
 
 
 class Connection(httputil.HTTPServerConnectionDelegate):
-    """One visitor connection: its stream, whose requests it carries, the upstream connection kept for it."""
+    """One connection from the agent: its stream, whose request it carries right now, the upstream connection kept
+    for it.
+
+    The agent keeps its connections alive and sends whichever visitor's request comes next on any of them, so a
+    connection is nobody's between requests: each request is judged on its own and makes the connection its
+    session's (or source's) only until it is answered (:meth:`between_requests`). A websocket, a stream or a view
+    holds it for as long as it lasts; revoking that person cuts exactly those (:meth:`Gateway.cut`)."""
 
     def __init__(self, gateway: Gateway, sock: socket.socket) -> None:
         self.gateway = gateway
@@ -238,11 +244,17 @@ class Connection(httputil.HTTPServerConnectionDelegate):
         self.gateway.forget(self)
 
     def carry(self, session: Session) -> None:
-        """Note whose request this connection carries, so that revoking them cuts it. A session revoked since the
-        gate admitted the request is cut here; one revoked later, by :meth:`Gateway.cut`."""
+        """Note whose request this connection carries, so that revoking them cuts it while it is in flight. A session
+        revoked since the gate admitted the request is cut here; one revoked later, by :meth:`Gateway.cut`."""
         self.session = session
         if session.grant.revoked_at is not None:
             self.stream.close()
+
+    def between_requests(self) -> None:
+        """The request is answered and the connection waits for the next, which may be anyone's: it carries nobody's
+        request, and holds nothing of anyone's."""
+        self.session = None
+        self.gateway.let_go(self)
 
 
 class Exchange(httputil.HTTPMessageDelegate):
@@ -421,6 +433,7 @@ class Exchange(httputil.HTTPMessageDelegate):
     def _done(self, keep: bool) -> None:
         stream = self.connection.stream
         if keep and not stream.closed():
+            self.connection.between_requests()
             self.request_conn.finish()  # tornado reads the next request
         else:
             stream.close()
