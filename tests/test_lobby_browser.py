@@ -12,12 +12,19 @@ from test_browser import SCREENSHOTS, beside, browsers, invite_from, run_cell, s
 __all__ = ["beside", "browsers"]  # fixtures
 
 
-def newcomer(browser, link: str):
-    """A visitor's browser on the share's own link, past the free plan's warning page: the waiting page."""
-    page = browser.new_context(ignore_https_errors=True, viewport={"width": 1000, "height": 700}).new_page()
+def newcomer(browser, link: str, stopped_clock: bool = False):
+    """A visitor's browser on the share's own link, past the free plan's warning page: the waiting page. With
+    ``stopped_clock`` the page's clock is the test's, standing still once the page is up (no timer fires unless the
+    test runs the clock)."""
+    context = browser.new_context(ignore_https_errors=True, viewport={"width": 1000, "height": 700})
+    if stopped_clock:
+        context.clock.install()
+    page = context.new_page()
     page.goto(link)
     page.get_by_role("button", name="Visit Site").click()
     page.get_by_role("heading", name="Ask to join this notebook").wait_for(timeout=20_000)
+    if stopped_clock:
+        page.clock.pause_at(page.evaluate("Date.now()") + 1000)
     return page
 
 
@@ -119,15 +126,8 @@ def test_a_waiting_page_costs_nothing_before_a_name_and_one_stream_while_it_wait
     notebook = owner(jupyter())
     notebook.run("%load_ext share_magic\n%share --approve")
     link = share_links(notebook)["edit"]
-    _, visitor_browser = browsers
-    context = visitor_browser.new_context(ignore_https_errors=True)
-    context.clock.install()
-    page = context.new_page()
-    start = edge_meter(state)
-    page.goto(link)
-    page.get_by_role("button", name="Visit Site").click()
-    page.get_by_role("heading", name="Ask to join this notebook").wait_for(timeout=20_000)
-    page.clock.pause_at(page.evaluate("Date.now()") + 1000)
+    start = edge_meter(state)  # a new browser context asks nothing of the network before its first page
+    page = newcomer(browsers[1], link, stopped_clock=True)
 
     page.clock.run_for("10:00")  # ten minutes before a name is given
     page.get_by_label("Your name").fill("Grace")
@@ -144,7 +144,7 @@ def test_a_waiting_page_costs_nothing_before_a_name_and_one_stream_while_it_wait
     page.wait_for_url("**/lab/tree/shared.ipynb", timeout=20_000)  # pushed: the page's clock stands still
     billed = billed_since(state, waiting)
     assert billed and billed[0].startswith("GET /lab/tree/shared.ipynb"), billed  # not one request while waiting
-    context.close()
+    page.context.close()
 
 
 def test_a_dropped_stream_is_opened_again_at_most_twice_a_minute(sandbox, jupyter, owner, browsers) -> None:
@@ -154,14 +154,7 @@ def test_a_dropped_stream_is_opened_again_at_most_twice_a_minute(sandbox, jupyte
     notebook = owner(jupyter())
     notebook.run("%load_ext share_magic\n%share --approve")
     link = share_links(notebook)["edit"]
-    _, visitor_browser = browsers
-    context = visitor_browser.new_context(ignore_https_errors=True)
-    context.clock.install()
-    page = context.new_page()
-    page.goto(link)
-    page.get_by_role("button", name="Visit Site").click()
-    page.get_by_role("heading", name="Ask to join this notebook").wait_for(timeout=20_000)
-    page.clock.pause_at(page.evaluate("Date.now()") + 1000)
+    page = newcomer(browsers[1], link, stopped_clock=True)
     streams: list = []  # each stream the page asks for, held until the test drops it
 
     def hold(route) -> None:
@@ -200,4 +193,4 @@ def test_a_dropped_stream_is_opened_again_at_most_twice_a_minute(sandbox, jupyte
     drop(heard=True)
     opens_after(30_000)  # through again: back to two a minute at most
     page.unroute("**/share_magic/lobby/events")
-    context.close()
+    page.context.close()
