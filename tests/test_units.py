@@ -515,3 +515,14 @@ def test_markdown_images_are_embedded_by_the_views_own_rule_alone(tmp_path, monk
     body, _ = view.view_exporter().from_notebook_node(notebook, resources={"metadata": {"path": str(tmp_path)}})
     assert asked == ["figure.png", "credentials.png"]
     assert "data:image/png;base64," in body and "AWS_SECRET" not in body
+
+
+def test_the_tamper_check_reads_an_upstream_url_as_an_address_not_as_text() -> None:
+    from share_magic.helper.tunnel import same_address
+
+    sent = "http://127.0.0.1:8123"
+    for same in (sent, sent + "/", "HTTP://127.0.0.1:8123/"):
+        assert same_address(same, sent), same
+    for other in ("http://127.0.0.1:8124", "http://127.0.0.2:8123", "https://127.0.0.1:8123", "http://localhost:8123",
+                  "http://127.0.0.1:8123/elsewhere", "http://u@127.0.0.1:8123", "http://127.0.0.1:x", None, 8123):
+        assert not same_address(other, sent), other

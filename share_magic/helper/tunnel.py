@@ -111,16 +111,17 @@ def private_config(path: str, authtoken: str | None) -> None:
 
 def same_address(reported: Any, sent: str) -> bool:
     """Whether the agent's report of an upstream URL names the address it was given: the agent reports the URL as it
-    holds it (a trailing slash added, say), so scheme, host and port are compared, never the text."""
+    holds it (a trailing slash added, say), so the parsed parts are compared, never the text."""
     from urllib.parse import urlsplit
 
-    if not isinstance(reported, str):
-        return False
+    def parts(url: str) -> tuple[Any, ...]:
+        split = urlsplit(url)
+        return split.scheme.lower(), split.hostname, split.port, split.path.strip("/"), split.query, split.username, \
+            split.password
+
     try:
-        ours, theirs = urlsplit(sent), urlsplit(reported)
-        return (theirs.scheme.lower(), theirs.hostname, theirs.port, theirs.path.strip("/"), theirs.query,
-                theirs.username, theirs.password) == (ours.scheme.lower(), ours.hostname, ours.port, "", "", None, None)
-    except ValueError:
+        return isinstance(reported, str) and parts(reported) == parts(sent)
+    except ValueError:  # a port that is no number
         return False
 
 
