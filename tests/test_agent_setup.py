@@ -23,9 +23,11 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import h11
 import pytest
+from pyngrok import installer
 from harness import HERE, share_links, share_processes, wait_for
 from test_failures import assert_one_calm_line
 
@@ -213,7 +215,7 @@ def test_a_fresh_machine_downloads_the_agent_showing_progress_then_shares(fresh_
     result = notebook.execute("%share")
     notebook.ws = notebook.ws.ws
     assert result["error"] is None and not result["stderr"], (result["error"], result["stderr"])
-    assert fake.requests == [(f"{CDN_HOST}:443", "/c/bNyj1mQVY4c/ngrok-v3-stable-linux-amd64.tgz")]
+    assert fake.requests == [(f"{CDN_HOST}:443", urlsplit(installer.get_ngrok_cdn_url("3")).path)]
     shown = outputs_with(result, "Downloading the ngrok agent (first use)")
     halfway = [o for o in shown if PARTWAY.search(o["data"]["text/plain"])]
     assert halfway and halfway[0]["data"]["text/plain"].startswith("Starting a share of this Jupyter server: ")
