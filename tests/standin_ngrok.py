@@ -47,7 +47,8 @@ visitor's address as the edge's socket sees it -- a test gives visitors distinct
 127.0.0.x) and ``deny``. Anything else makes
 the endpoint fail to start with a 400, as an invalid policy does. The oauth action keeps the edge's own session
 cookie on the endpoint's host; without one it sends the visitor to a sign-in page of the stand-in's own
-(``/ngrok/standin/sign-in``, where a test or a browser chooses the e-mail and name to sign in as) and back to the
+(``/ngrok/standin/sign-in``, where a test or a browser chooses the e-mail and name to sign in as; with github the
+e-mail may be left empty, as GitHub gives none for an account that keeps it private) and back to the
 address first asked for (setting a nonce cookie on the way). ``/ngrok/login`` starts a sign-in, ``/ngrok/logout``
 clears the edge's cookie only. The edge's cookies (session and nonce) reach the upstream with every request, as the
 browser sends them; nothing else about the visitor's identity does unless the policy adds it.
@@ -344,6 +345,7 @@ sent the link to you.</p>
 
 
 OAUTH_PROVIDERS = ("google", "github", "microsoft", "gitlab", "linkedin", "twitch")
+PRIVATE_EMAIL_PROVIDERS = ("github",)  # may sign a visitor in without an e-mail (one the account keeps private)
 OAUTH_COOKIE = "ngrok_oauth_session"  # ngrok's real cookie names are not documented
 NONCE_COOKIE = "ngrok_oauth_nonce"  # set on the way to the provider, and sent back with every request after
 IDENTITY_VARIABLES = ("email", "name", "id", "provider_user_id")
@@ -354,7 +356,7 @@ SIGN_IN_PATH = "/ngrok/standin/sign-in"
 SIGN_IN_PAGE = """<!DOCTYPE html><html><head><title>Sign in with {provider}</title></head><body>
 <h1>Sign in with {provider}</h1><p>(the stand-in's own page: choose who you are)</p>
 <form method="post" action="{path}"><input type="hidden" name="next" value="{next}">
-<label>E-mail <input id="email" name="email" type="email" required></label>
+<label>E-mail <input id="email" name="email" type="email"{required}></label>
 <label>Name <input id="name" name="name"></label>
 <button id="sign-in" type="submit">Sign in</button></form></body></html>"""
 
@@ -645,15 +647,16 @@ class Endpoint:
             from html import escape
 
             page = SIGN_IN_PAGE.format(provider=self.oauth, path=SIGN_IN_PATH,
-                                       next=escape((query.get("next") or ["/"])[0]))
+                                       next=escape((query.get("next") or ["/"])[0]),
+                                       required="" if self.oauth in PRIVATE_EMAIL_PROVIDERS else " required")
             return 200, page.encode(), {"Content-Type": "text/html; charset=utf-8"}
         if path == SIGN_IN_PATH and method == "POST":
             form = parse_qs((await visitor.body()).decode())
             email = (form.get("email") or [""])[0].strip()
-            if "@" not in email:
+            if "@" not in email and not (email == "" and self.oauth in PRIVATE_EMAIL_PROVIDERS):
                 return 400, b"An e-mail address, please.\n", {}
             new_id = uuid.uuid4().hex + uuid.uuid4().hex
-            user_id = hashlib.sha256(email.lower().encode()).hexdigest()[:16]
+            user_id = hashlib.sha256((email.lower() or new_id).encode()).hexdigest()[:16]
             self.agent.oauth_sessions[new_id] = {"email": email, "name": (form.get("name") or [""])[0].strip(),
                                                  "id": user_id, "provider_user_id": user_id,
                                                  "provider": self.oauth}
