@@ -31,14 +31,15 @@ from ..control import receive, remove_record, send
 from ..errors import ShareError
 from ..jupyter import JupyterServer
 from ..processes import pid_alive
-from .access import Access, Local
+from .access import JUPYTER_COOKIES, Access, Local
+from .agent import describe
 from .answers import text
 from .bridge import Bridge, with_script
 from .capacity import Limits
 from .gateway import Gateway
 from .identity import EdgeTrust, new_secret, traffic_policy
 from .listener import ControlListener, record_of_this_helper, write_record
-from .login import login_cookie, named_login_cookie
+from .login import login_cookie, login_cookie_name, named_login_cookie
 from .meter import Compression
 from .oversight import LobbyAndTrail
 from .recorder import OWNER, Recorder
@@ -47,6 +48,8 @@ from .view import NotebookSource, NotebookView
 from .worker import Worker
 
 WATCH_INTERVAL = 0.5
+PROGRESS_INTERVAL = 0.5
+STOP_GRACE = 2.0  # for a download thread to notice a stop and clean up
 KERNEL_CHECK_INTERVAL = 1.0
 
 
@@ -68,6 +71,17 @@ class Events:
             try:
                 stream.write(json.dumps({"event": event, **fields}) + "\n")
                 stream.close()
+            except (BrokenPipeError, OSError, ValueError):
+                pass
+
+    def progress(self, **fields: Any) -> None:
+        """How the start goes, before its outcome (fetching the agent), to the kernel that started it."""
+        with self.lock:
+            if self.stream is None:
+                return
+            try:
+                self.stream.write(json.dumps({"event": "progress", **fields}) + "\n")
+                self.stream.flush()
             except (BrokenPipeError, OSError, ValueError):
                 pass
 
@@ -104,7 +118,8 @@ class Helper(LobbyAndTrail):
         self.edge = EdgeTrust(provider, new_secret()) if provider else EdgeTrust(vouch=new_secret())
         self.naming: bool | None = None  # can the server name visitors? None: not asked yet
         self.access = Access(self.server.base_url, expires_at=self.expires_at, edge=self.edge,
-                             login=self.login if settings.get("include_token", True) else None)
+                             login=self.login if settings.get("include_token", True) else None,
+                             jupyter_cookies=(*JUPYTER_COOKIES, login_cookie_name(self.server)))
         if settings.get("approve"):
             self.access.approve(self.report_people)
         self.recorder: Recorder | None = None  # the trail, from the moment the share is live
@@ -293,8 +308,38 @@ class Helper(LobbyAndTrail):
             self.events.emit("people", **people)
         return people
 
+    async def prepare_agent(self) -> bool:
+        """Make the agent ready (fetch it if needed) before its start timeout begins, telling the kernel how it goes
+        at least every :data:`PROGRESS_INTERVAL` (so that a long download is not taken for a silent helper); whether
+        the start may go on."""
+        preparing = in_thread(self.tunnel.prepare, self.settings.get("download_stall"))
+        stopped = asyncio.ensure_future(self.stopping.wait())
+        try:
+            while True:
+                done, _ = await asyncio.wait({preparing, stopped}, timeout=PROGRESS_INTERVAL,
+                                             return_when=asyncio.FIRST_COMPLETED)
+                if stopped in done:  # a download in flight stops at its next chunk, and cleans up
+                    self.tunnel.agent.cancel()
+                    await asyncio.wait({preparing}, timeout=STOP_GRACE)
+                    return False
+                progress = self.tunnel.agent.progress
+                if progress is not None:
+                    self.events.progress(**describe(progress), finished=preparing in done)
+                if preparing in done:
+                    break
+        finally:
+            stopped.cancel()
+        try:
+            preparing.result()
+        except ShareError as e:
+            self.events.started("failed", code=getattr(e, "code", None), message=str(e))
+            return False
+        return True
+
     async def run(self) -> None:
         port = self.gateway.listen()
+        if not await self.prepare_agent():
+            return
         policy = traffic_policy(self.edge.provider if self.edge.on else None, self.edge.vouch or new_secret())
         opening = in_thread(self.tunnel.open, port, policy)
         stopped = asyncio.ensure_future(self.stopping.wait())
@@ -315,8 +360,8 @@ class Helper(LobbyAndTrail):
             message = str(e)
             if code == "ERR_NGROK_4026" and self.edge.on:
                 message = ("ngrok refused the sign-in policy: your plan has no credit for part of it (ERR_NGROK_4026; "
-                           "its remove-headers action costs credit on the free plan). Fix: add credit at "
-                           "https://dashboard.ngrok.com/billing, or share without --sign-in.")
+                           "the oauth action is free on every plan, so your account's own settings may ask for more). "
+                           "Fix: add credit at https://dashboard.ngrok.com/billing, or share without --sign-in.")
             self.events.started("failed", code=code, message=message)
             return
         self.start_trail()
@@ -331,6 +376,8 @@ class Helper(LobbyAndTrail):
                             authkey=self.control.authkey.hex())
         ending = await self.watch()
         remove_record(self.settings["record"], os.getpid())  # no kernel may find a share that is ending
+        if self.access.lobby is not None:
+            self.access.lobby.close()  # waiting pages hear that the share ended (before their streams are cut)
         self.gateway.close()
         if self.recorder is not None:
             self.recorder.note(OWNER, {"expired": "the share expired", None: "stopped the share"}.get(
