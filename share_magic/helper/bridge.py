@@ -23,8 +23,8 @@ from typing import Any, Callable, Optional
 
 from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
-from .access import Admitted, Local
 from .answers import HOP_BY_HOP, gzip_bytes, header
+from .grants import Admitted, Local
 from .identity import HEADERS as IDENTITY_HEADERS
 from .meter import MIN_SIZE
 from .protocol import BadRequest, check_request

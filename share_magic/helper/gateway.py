@@ -38,9 +38,9 @@ from tornado.http1connection import HTTP1ConnectionParameters, HTTP1ServerConnec
 
 from ..contract import KEY_PARAM
 from ..jupyter import JupyterServer
-from .access import Admitted, Gate, Held, Local, Session, Verdict
 from .answers import HOP_BY_HOP, Headers, text
 from .capacity import Capacity, Limits
+from .grants import Admitted, Gate, Held, Local, Session, Verdict
 from .identity import UNVOUCHED
 from .meter import Compression, Meter
 from .protocol import BadRequest, Connection, answer_and_close, check_request

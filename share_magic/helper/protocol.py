@@ -25,8 +25,8 @@ from tornado import gen, httputil
 from tornado.http1connection import HTTP1Connection
 from tornado.iostream import IOStream, StreamClosedError, UnsatisfiableReadError
 
-from .access import Held, Local, Reply, Session
 from .answers import Headers, text
+from .grants import Held, Local, Reply, Session
 from .meter import chunked
 from .relay import CHUNK, RETRY_BODY_LIMIT, NoResponse, Out, Response, Upstream, head_bytes, pipe, quietly
 
