@@ -50,7 +50,6 @@ class Session:
     used: bool = False  # a request has come with its cookie since its link was opened
 
 
-
 @dataclass
 class Admitted:
     """Let the request through, as ``target`` with these ``headers``; ``response_headers`` filters the answer."""
