@@ -39,7 +39,9 @@ class HelperClient:
                     "authtoken": authtoken or os.environ.get("NGROK_AUTHTOKEN"), "include_token": self.include_token,
                     # what a view must not show, though the agent uses another: an output may print it
                     "authtokens": [token for token in (os.environ.get("NGROK_AUTHTOKEN"),) if token],
-                    "duration": self.duration, "record": control.record_path(self.server.url)}
+                    "duration": self.duration, "record": control.record_path(self.server.url),
+                    # the view follows the cells run in this kernel, from its broadcast channel
+                    "live": self.live_view, "connection_file": _connection_file()}
         self._process = subprocess.Popen(
             [sys.executable, "-m", "share_magic.helper"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             text=True, env=_helper_environment(), start_new_session=True)
@@ -68,6 +70,9 @@ class HelperClient:
             except (OSError, EOFError) as e:
                 event = {"event": "crashed", "traceback": f"its control channel did not answer: {e!r}"}
             if self.status == "live":
+                from .cells import CellNamer
+
+                self._cells = CellNamer(self).register()
                 return
         self._end_helper()
         message, code, is_bug = {
@@ -171,6 +176,7 @@ class HelperClient:
             self.authenticated = bool(event["authenticated"])
             self.sign_in = event.get("sign_in")
             self.kernel_bound = bool(event["kernel_id"])
+            self.live_view = bool(event.get("live_view", self.live_view))
             if event["kernel_id"] != kernel_id() and self._process is None:
                 self.owner_notebook = event["notebook"] or "a console"
             self.cost = tuple(event["cost"])  # type: ignore[assignment]
@@ -210,7 +216,21 @@ class HelperClient:
             self.status, self.reason = status, reason
             self.ended_at = datetime.datetime.now()
             self.visitors = 0
+        if getattr(self, "_cells", None) is not None:
+            self._cells.unregister()
+            self._cells = None
         self._changed()
+
+
+def _connection_file() -> str | None:
+    """This kernel's connection file (where its channels are, and their key), if it is an ipykernel."""
+    try:
+        from ipykernel.connect import get_connection_file
+
+        path = get_connection_file()
+    except Exception:  # not running inside an ipykernel
+        return None
+    return os.path.abspath(path) if os.path.isfile(path) else None
 
 
 def _helper_environment() -> dict[str, str]:

@@ -38,6 +38,8 @@ GRANTS = ("Anyone with this link has <b>full control of this server</b> — file
           "page: they click <i>Visit Site</i>.")
 VIEW_GRANTS = ("The view-only link shows this notebook as last saved, updated live; readers cannot run code or "
                "open anything else.")
+LIVE_GRANTS = ("The view-only link shows this notebook as last saved and readers see each cell as you run it; "
+               "they cannot run code or open anything else.")
 NO_COLLABORATION = ("jupyter-collaboration is not installed on this server: if you both edit this notebook, "
                     "each save overwrites the other's. For real-time co-editing: "
                     "<code>pip install jupyter-collaboration</code>, then restart Jupyter.")
@@ -97,8 +99,12 @@ class _OwnOutput:
 def grants(share: Share) -> str:
     """What the share's links let people do, in a sentence or two."""
     if share.link or share.people:
-        return GRANTS + (" " + VIEW_GRANTS if share.view_link else "")
-    return VIEW_GRANTS
+        return GRANTS + (" " + view_grants(share) if share.view_link else "")
+    return view_grants(share)
+
+
+def view_grants(share: Share) -> str:
+    return LIVE_GRANTS if getattr(share, "live_view", False) else VIEW_GRANTS
 
 
 class LiveLink(anywidget.AnyWidget):
