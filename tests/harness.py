@@ -18,14 +18,16 @@ import requests
 import websocket
 
 HERE = Path(__file__).parent
-PUBLIC_SUFFIXES = (".ngrok-free.app", ".ngrok-free.dev")
+# ngrok's free dev domains (older accounts .app), its paid ones, and a custom domain of the tests' own
+PUBLIC_SUFFIXES = (".ngrok-free.app", ".ngrok-free.dev", ".ngrok.app", ".ngrok.dev", ".notebooks.example.org")
 AUTHTOKEN = "2standinAuthtoken_0123456789abcdef"
 UNVERIFIED_TLS = {"cert_reqs": ssl.CERT_NONE, "check_hostname": False}  # self-signed: the stand-in's, a TLS server's
 CHROMIUM = "/usr/bin/chromium"  # Debian's; never a downloaded browser
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
 # A visitor's browser: the stand-in's public names resolve to loopback.
-VISITOR_ARGS = [*CHROMIUM_ARGS, "--host-resolver-rules=MAP *.ngrok-free.app 127.0.0.1"]
+VISITOR_ARGS = [*CHROMIUM_ARGS, "--host-resolver-rules=" + ", ".join(f"MAP *{suffix} 127.0.0.1"
+                                                                    for suffix in PUBLIC_SUFFIXES)]
 
 
 def free_port() -> int:
@@ -388,7 +390,7 @@ class _OwnedConnections(requests.adapters.HTTPAdapter):
     A pool closes only the connections that came back to it: one still checked out when the share under it died (a
     request cut mid-answer, a streamed response never read to its end) would be left to the garbage collector, and
     reported as a ResourceWarning in whatever test runs the collector next. A response marked ``Connection: close``
-    (every answer through the stand-in edge) holds the only open reference to its socket: its connection has already
+    (as an edge may answer) holds the only open reference to its socket: its connection has already
     let go."""
 
     def __init__(self) -> None:

@@ -3,7 +3,11 @@
 
 It honours the contract pyngrok relies on -- the command lines, the logfmt start-up lines, the local API under
 /api/endpoints with ngrok's error shapes, and an HTTPS edge on loopback that forwards to the endpoint's upstream
-with the *public* Host plus X-Forwarded-* headers -- and nothing more. The ngrok service's side (which tokens are
+with the *public* Host -- and nothing more. The edge and the agent's proxy are as the real ones (``standin_edge.py``):
+a visitor's connection is kept alive for many requests and the policy runs on each; the agent keeps its upstream
+connections alive and reuses them for whichever visitor's request comes next (most recently idle first);
+X-Forwarded-For is appended to (a visitor's own value stays in front), X-Forwarded-Proto set, a visitor's
+X-Forwarded-Host passed on. The ngrok service's side (which tokens are
 valid, how many agents an account may run, one domain per free account) is modelled with a small state folder
 shared by every stand-in started with the same STANDIN_NGROK_STATE.
 
@@ -12,7 +16,7 @@ port kept in the state folder: a new endpoint waits for the last one's port rath
 keeps one certificate per account (``edge.crt`` in the account's state folder, with subjectAltName), which a test
 can make a browser trust. Like the real agent, it keeps every request it forwards (headers and all) in an
 inspection store served without authentication at ``GET /api/requests/http`` on its web address, unless the
-endpoint was created with ``"inspect": false`` or the config sets ``agent.inspect_db_size: -1``. It reads its
+agent's config sets ``agent.inspect_db_size: -1`` (a v3 endpoint has no field for it). It reads its
 authtoken from ``--authtoken`` or the config files only (``--config a.yml,b.yml`` merges them, later ones winning).
 
 For tests to look at, the state folder also gets ``agents/<pid>.json`` (each agent's web address and the config it
@@ -24,6 +28,11 @@ Knobs a test may set (all optional):
   STANDIN_NGROK_MAX_AGENTS   agents one account may run at once (default 3, the free plan's)
   STANDIN_NGROK_INTERSTITIAL 0 to skip the free plan's warning page for browsers (as a paid plan does)
   STANDIN_NGROK_DOMAIN       the account's domain suffix (default ngrok-free.app)
+  STANDIN_NGROK_UPSTREAM_FORM normalized: report an endpoint's upstream URL as the agent may hold it (a trailing
+                             slash added) rather than byte for byte as it was sent
+  STANDIN_NGROK_PLAN         free (default) | paid: on the free plan, a policy with remove-headers is refused with
+                             ERR_NGROK_4026 (it costs credit there), as ngrok's free plan does
+  STANDIN_NGROK_IDLE_CONNS   idle upstream connections the agent keeps (default 2, Go's DefaultMaxIdleConnsPerHost)
   STANDIN_NGROK_SKIP_ACTIONS comma-separated Traffic Policy action types to leave out when running a policy (to test
                              what a gateway does if, say, the edge did not remove a header)
 
@@ -36,8 +45,9 @@ visitor's address as the edge's socket sees it -- a test gives visitors distinct
 the endpoint fail to start with a 400, as an invalid policy does. The oauth action keeps the edge's own session
 cookie on the endpoint's host; without one it sends the visitor to a sign-in page of the stand-in's own
 (``/ngrok/standin/sign-in``, where a test or a browser chooses the e-mail and name to sign in as) and back to the
-address first asked for. ``/ngrok/login`` starts a sign-in, ``/ngrok/logout`` clears the edge's cookie only. Nothing
-about the visitor's identity, the edge's cookie included, reaches the upstream unless the policy adds it.
+address first asked for (setting a nonce cookie on the way). ``/ngrok/login`` starts a sign-in, ``/ngrok/logout``
+clears the edge's cookie only. The edge's cookies (session and nonce) reach the upstream with every request, as the
+browser sends them; nothing else about the visitor's identity does unless the policy adds it.
 
 The edge counts what ngrok bills -- HTTP requests (a websocket is one) and bytes sent to visitors -- and the agent
 serves the counts at GET /api/standin/meter (the stand-in's own route, for tests and benchmarks).
@@ -56,6 +66,10 @@ import sys
 import tempfile
 import time
 import uuid
+from typing import Any
+
+import h11
+from standin_edge import ERRORS, Pool, Side, pipe, round_trip, text_headers, canonical, without_hop_by_hop
 
 ERR_4018 = (
     "authentication failed: Usage of ngrok requires a verified account and authtoken.\\n\\n"
@@ -310,7 +324,8 @@ sent the link to you.</p>
 
 
 OAUTH_PROVIDERS = ("google", "github", "microsoft", "gitlab", "linkedin", "twitch")
-OAUTH_COOKIE = "ngrok_oauth_session"  # ngrok's real cookie name is not documented
+OAUTH_COOKIE = "ngrok_oauth_session"  # ngrok's real cookie names are not documented
+NONCE_COOKIE = "ngrok_oauth_nonce"  # set on the way to the provider, and sent back with every request after
 IDENTITY_VARIABLES = ("email", "name", "id", "provider_user_id")
 CONNECTION_VARIABLES = ("conn.client_ip",)  # the edge's own view of the connection: no visitor can set it
 INTERPOLATION = re.compile(r"\$\{([^}]*)\}")
@@ -365,35 +380,20 @@ def parse_policy(policy) -> list[dict]:
     return rules
 
 
+def policy_actions(policy) -> set[str]:
+    """The action types a policy (text or object) uses; empty for one that does not parse (refused later)."""
+    try:
+        rules = parse_policy(policy) if policy else []
+    except (PolicyError, ValueError, TypeError, AttributeError):
+        return set()
+    return {action.get("type") for rule in rules for action in rule.get("actions") or []}
+
+
 def email_expression_holds(expression: str, identity: dict | None) -> bool:
     negated, listed = EMAIL_EXPRESSION.match(expression.strip()).groups()
     emails = [item.strip().strip("'\"") for item in listed.split(",") if item.strip()]
     found = identity is not None and identity.get("email") in emails
     return found != bool(negated)
-
-
-def simple_response(status: str, body: bytes, headers: dict[str, str] | None = None) -> bytes:
-    lines = [f"HTTP/1.1 {status}", f"Content-Length: {len(body)}", "Connection: close"]
-    lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
-
-
-async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, count=lambda size: None) -> None:
-    try:
-        while True:
-            data = await reader.read(65536)
-            if not data:
-                break
-            count(len(data))
-            writer.write(data)
-            await writer.drain()
-    except (ConnectionError, OSError):
-        pass
-    finally:
-        try:
-            writer.close()
-        except Exception:
-            pass
 
 
 class Endpoint:
@@ -411,16 +411,20 @@ class Endpoint:
         self.server: asyncio.AbstractServer | None = None
         self.public_url = ""
         self.open_writers: set[asyncio.StreamWriter] = set()
+        self.pool = Pool(self.upstream_address(), self.open_writers)  # the agent's kept-alive upstream connections
         self.rules = parse_policy(fields["traffic_policy"]) if fields.get("traffic_policy") else []
         self.oauth = next((action["config"]["provider"] for rule in self.rules for action in rule.get("actions") or []
                            if action.get("type") == "oauth"), None)
 
     def as_json(self, metrics: bool = False) -> dict:
+        upstream = self.upstream_url
+        if os.environ.get("STANDIN_NGROK_UPSTREAM_FORM") == "normalized" and upstream.count("/") == 2:
+            upstream += "/"
         data = {
             "name": self.name,
             "uri": f"/api/endpoints/{self.name}",
             "url": self.public_url,
-            "upstream": {"url": self.upstream_url, "protocol": "http1"},
+            "upstream": {"url": upstream, "protocol": "http1"},
         }
         if metrics:
             data["metrics"] = {"conns": {"count": self.conns, "gauge": self.gauge}, "http": {"count": self.http}}
@@ -448,7 +452,7 @@ class Endpoint:
 
     @property
     def inspecting(self) -> bool:
-        return self.fields.get("inspect", True) is not False and self.agent.inspect_db_size != -1
+        return self.agent.inspect_db_size != -1
 
     async def stop(self) -> None:
         self.online = False
@@ -466,73 +470,102 @@ class Endpoint:
         self.conns += 1
         self.gauge += 1
         self.open_writers.add(writer)
+        visitor = Side(h11.SERVER, reader, writer, self.sent)
         try:
-            await self.forward(reader, writer)
-        except (ConnectionError, OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            await self.serve(visitor, writer.get_extra_info("peername")[0])
+        except h11.RemoteProtocolError:  # what Go's server says to a request it cannot read, then it closes
+            if visitor.h11.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+                try:
+                    await visitor.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                except ERRORS:
+                    pass
+        except ERRORS:
             pass
         finally:
             self.gauge -= 1
             self.open_writers.discard(writer)
             writer.close()
 
-    async def forward(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = await reader.readuntil(b"\r\n\r\n")
-        request_line, *header_lines = head.decode("latin-1").split("\r\n")[:-2]
-        headers = [tuple(h.split(":", 1)) for h in header_lines if ":" in h]
-        headers = [(k.strip(), v.strip()) for k, v in headers]
+    async def serve(self, visitor: Side, peer: str) -> None:
+        """A visitor's connection: one request after another, each through the policy on its own."""
+        while True:
+            event = await visitor.next_event()
+            if not isinstance(event, h11.Request):
+                return  # the visitor closed the connection
+            if await self.forward(visitor, event, peer) is False or not visitor.reusable():
+                return
+            visitor.h11.start_next_cycle()
+
+    async def forward(self, visitor: Side, request: h11.Request, peer: str) -> bool | None:
+        """One request: the edge's own answer, or the upstream's; False when the connection is the upstream's now
+        (a websocket) or must end."""
+        method, target = request.method.decode(), request.target.decode("latin-1")
+        headers = text_headers(request.headers)
         lower = {k.lower(): v for k, v in headers}
+        has_body = "transfer-encoding" in lower or int(lower.get("content-length") or 0) > 0
         self.http += 1
         # Method and path only: the query may carry a share's key, and this route has no authentication.
-        self.recent = [*self.recent[-199:], " ".join(request_line.split(" ")[:2]).split("?", 1)[0][:120]]
+        self.recent = [*self.recent[-199:], f"{method} {target}".split("?", 1)[0][:120]]
         if not self.online:
-            self.reply(writer, simple_response("404 Not Found", b"The endpoint is offline.\nERR_NGROK_3200\n",
-                                         {"ngrok-error-code": "ERR_NGROK_3200"}))
-            return
+            return await self.own_answer(visitor, has_body, 404, b"The endpoint is offline.\nERR_NGROK_3200\n",
+                                         {"ngrok-error-code": "ERR_NGROK_3200"})
         if self.agent.interstitial and self.wants_interstitial(lower):
-            self.reply(writer, simple_response("200 OK", INTERSTITIAL.format(host=lower.get("host", "")).encode(),
-                                         {"Content-Type": "text/html", "ngrok-error-code": "ERR_NGROK_6024"}))
-            return
-        peer = writer.get_extra_info("peername")[0]
+            return await self.own_answer(visitor, has_body, 200,
+                                         INTERSTITIAL.format(host=lower.get("host", "")).encode(),
+                                         {"Content-Type": "text/html", "ngrok-error-code": "ERR_NGROK_6024"})
         if self.rules:
-            answer, headers = await self.apply_policy(request_line, headers, reader, peer)
+            answer, headers = await self.apply_policy(method, target, headers, visitor, peer)
             if answer is not None:
-                self.reply(writer, answer)
-                return
-        upgrade = "upgrade" in lower.get("connection", "").lower()
-        kept = [(k, v) for k, v in headers if k.lower() not in ("connection", "x-forwarded-for",
-                                                                  "x-forwarded-proto", "x-forwarded-host")]
-        kept += [("X-Forwarded-For", peer), ("X-Forwarded-Proto", "https"), ("X-Forwarded-Host", lower.get("host", ""))]
-        kept.append(("Connection", lower["connection"] if upgrade else "close"))
+                status, body, fields = answer
+                return await self.own_answer(visitor, has_body, status, body, fields)
+        upgrade = "upgrade" in lower and "upgrade" in lower.get("connection", "").lower()
+        kept = without_hop_by_hop(headers, keep_upgrade=upgrade)
+        prior = [v for k, v in kept if k.lower() == "x-forwarded-for"]  # a visitor's own stays in front
+        kept = [(k, v) for k, v in kept if k.lower() not in ("x-forwarded-for", "x-forwarded-proto")]
+        kept += [("X-Forwarded-For", ", ".join([*prior, peer])), ("X-Forwarded-Proto", "https")]
+        if "transfer-encoding" in lower:
+            kept.append(("Transfer-Encoding", "chunked"))
+        kept = [(canonical(k), v) for k, v in kept]
         if self.inspecting:
+            recorded: dict[str, list[str]] = {}
+            for k, v in kept:
+                recorded.setdefault(k, []).append(v)
+            raw = f"{method} {target} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in kept) + "\r\n"
             self.agent.inspected.append({"uri": f"/api/requests/http/{uuid.uuid4().hex}", "tunnel_name": self.name,
-                                         "request": {"method": request_line.split(" ")[0],
-                                                     "uri": request_line.split(" ")[1],
-                                                     "headers": {k: [v] for k, v in headers},
-                                                     "raw": head.decode("latin-1")}})
-        try:
-            up_reader, up_writer = await asyncio.open_connection(*self.upstream_address())
-        except OSError:
-            self.reply(writer, simple_response("502 Bad Gateway",
-                                               b"ngrok could not reach the upstream.\nERR_NGROK_8012\n",
-                                               {"ngrok-error-code": "ERR_NGROK_8012"}))
-            return
-        self.open_writers.add(up_writer)
-        new_head = request_line + "\r\n" + "".join(f"{k}: {v}\r\n" for k, v in kept) + "\r\n"
-        up_writer.write(new_head.encode("latin-1"))
-        to_upstream = asyncio.ensure_future(pipe(reader, up_writer))
-        try:
-            await pipe(up_reader, writer, self.sent)
-        finally:
-            to_upstream.cancel()
-            self.open_writers.discard(up_writer)
-            up_writer.close()
+                                         "request": {"method": method, "uri": target, "headers": recorded,
+                                                     "raw": raw}})
+        switched: list = []
+
+        async def on_switch(upstream: Any, response: Any) -> None:
+            switched.append(upstream)
+            await self.relay_websocket(visitor, upstream)
+
+        outgoing = h11.Request(method=method, target=target, headers=kept)
+        await round_trip(self.pool, visitor, outgoing, has_body, on_switch)
+        return False if switched else None
+
+    async def own_answer(self, visitor: Side, has_body: bool, status: int, body: bytes,
+                         headers: dict[str, str] | None = None) -> None:
+        """The edge answers itself (the request's body, if it has one left, is read and dropped first)."""
+        if visitor.h11.their_state is h11.SEND_BODY:
+            await visitor.body(1 << 40)
+        await visitor.answer(status, body, headers)
+
+    async def relay_websocket(self, visitor: Side, upstream: Any) -> None:
+        """A 101: the visitor's connection and the upstream one carry the websocket's bytes, and nothing else."""
+        up_data, _ = upstream.h11.trailing_data
+        visitor_data, _ = visitor.h11.trailing_data
+        self.pool.opened.add(upstream.writer)
+        await asyncio.gather(pipe(visitor.reader, upstream.writer, bytes(visitor_data)),
+                             pipe(upstream.reader, visitor.writer, bytes(up_data), self.sent))
+        self.pool.close(upstream)
 
     # -- the endpoint's traffic policy ------------------------------------------------------------------------------
 
-    async def apply_policy(self, request_line: str, headers: list, reader: asyncio.StreamReader,
+    async def apply_policy(self, method: str, target: str, headers: list, visitor: Side,
                            peer: str = "") -> tuple:
-        """Run the policy on a request: (the edge's own answer, or None to forward; the headers to forward)."""
-        method, target = request_line.split(" ")[:2]
+        """Run the policy on a request: (the edge's own answer ``(status, body, headers)``, or None to forward; the
+        headers to forward). The edge's own cookies stay in the request: a browser sends them with every one."""
         path = target.split("?", 1)[0]
         cookies = {}
         for name, value in headers:
@@ -545,7 +578,7 @@ class Endpoint:
         if identity is not None and identity.get("provider") != self.oauth:
             identity = None
         if self.oauth and path.startswith("/ngrok/"):
-            return await self.special_path(method, target, path, headers, reader, session_id), headers
+            return await self.special_path(method, target, path, visitor, session_id), headers
         skipped = set(filter(None, os.environ.get("STANDIN_NGROK_SKIP_ACTIONS", "").split(",")))
         for rule in self.rules:
             if not all(email_expression_holds(e, identity) for e in rule.get("expressions") or []):
@@ -567,28 +600,25 @@ class Endpoint:
                             headers = [(k, v) for k, v in headers if k.lower() != "host"]
                         headers.append((name.lower(), value))
                 elif kind == "deny":
-                    return simple_response(f"{int(config.get('status_code', 403))} Forbidden", b""), headers
-        if self.oauth and OAUTH_COOKIE in cookies:  # the edge's own cookie is the edge's business
-            rest = "; ".join(f"{k}={v}" for k, v in cookies.items() if k != OAUTH_COOKIE)
-            headers = [(k, v) for k, v in headers if k.lower() != "cookie"] + ([("Cookie", rest)] if rest else [])
+                    return (int(config.get("status_code", 403)), b"", {}), headers
         return None, headers
 
-    def to_sign_in(self, target: str) -> bytes:
+    def to_sign_in(self, target: str) -> tuple:
+        """To the provider, with a nonce cookie of the edge's own (a browser keeps sending it to the endpoint)."""
         from urllib.parse import quote
 
-        return simple_response("302 Found", b"", {"Location": f"{SIGN_IN_PATH}?next={quote(target, safe='')}",
-                                                   "Cache-Control": "no-store"})
+        return 302, b"", {"Location": f"{SIGN_IN_PATH}?next={quote(target, safe='')}", "Cache-Control": "no-store",
+                          "Set-Cookie": f"{NONCE_COOKIE}={uuid.uuid4().hex}; Path=/; Max-Age=600; Secure; HttpOnly"}
 
-    async def special_path(self, method: str, target: str, path: str, headers: list, reader: asyncio.StreamReader,
-                           session_id: str) -> bytes:
+    async def special_path(self, method: str, target: str, path: str, visitor: Side, session_id: str) -> tuple:
         from urllib.parse import parse_qs, urlsplit
 
         query = parse_qs(urlsplit(target).query)
         expire = f"{OAUTH_COOKIE}=; Path=/; Max-Age=0; Secure; HttpOnly"
         if path == "/ngrok/logout":
             self.agent.oauth_sessions.pop(session_id, None)
-            return simple_response("200 OK", b"<!DOCTYPE html><title>Signed out</title><h1>You are signed out</h1>",
-                                   {"Content-Type": "text/html", "Set-Cookie": expire})
+            return 200, b"<!DOCTYPE html><title>Signed out</title><h1>You are signed out</h1>", {
+                "Content-Type": "text/html", "Set-Cookie": expire}
         if path == "/ngrok/login":
             return self.to_sign_in((query.get("next") or ["/"])[0])
         if path == SIGN_IN_PATH and method == "GET":
@@ -596,13 +626,12 @@ class Endpoint:
 
             page = SIGN_IN_PAGE.format(provider=self.oauth, path=SIGN_IN_PATH,
                                        next=escape((query.get("next") or ["/"])[0]))
-            return simple_response("200 OK", page.encode(), {"Content-Type": "text/html; charset=utf-8"})
+            return 200, page.encode(), {"Content-Type": "text/html; charset=utf-8"}
         if path == SIGN_IN_PATH and method == "POST":
-            length = int(next((v for k, v in headers if k.lower() == "content-length"), "0"))
-            form = parse_qs((await reader.readexactly(length)).decode())
+            form = parse_qs((await visitor.body()).decode())
             email = (form.get("email") or [""])[0].strip()
             if "@" not in email:
-                return simple_response("400 Bad Request", b"An e-mail address, please.\n")
+                return 400, b"An e-mail address, please.\n", {}
             new_id = uuid.uuid4().hex + uuid.uuid4().hex
             user_id = hashlib.sha256(email.lower().encode()).hexdigest()[:16]
             self.agent.oauth_sessions[new_id] = {"email": email, "name": (form.get("name") or [""])[0].strip(),
@@ -611,17 +640,12 @@ class Endpoint:
             back = (form.get("next") or ["/"])[0]
             if not back.startswith("/") or back.startswith("//"):
                 back = "/"
-            return simple_response("302 Found", b"", {
-                "Location": back, "Cache-Control": "no-store",
-                "Set-Cookie": f"{OAUTH_COOKIE}={new_id}; Path=/; Secure; HttpOnly; SameSite=Lax"})
-        return simple_response("404 Not Found", b"Not found\n")
+            return 302, b"", {"Location": back, "Cache-Control": "no-store",
+                              "Set-Cookie": f"{OAUTH_COOKIE}={new_id}; Path=/; Secure; HttpOnly; SameSite=Lax"}
+        return 404, b"Not found\n", {}
 
     def sent(self, size: int) -> None:
         self.bytes_out += size
-
-    def reply(self, writer: asyncio.StreamWriter, data: bytes) -> None:
-        self.sent(len(data))
-        writer.write(data)
 
     def wants_interstitial(self, headers: dict[str, str]) -> bool:
         if "ngrok-skip-browser-warning" in headers:
@@ -633,8 +657,27 @@ class Endpoint:
 
 # --- the agent: local API and lifetime ---------------------------------------------------------------------------
 
-ENDPOINT_FIELDS = {"name", "url", "upstream", "traffic_policy", "metadata", "description", "bindings",
-                   "pooling_enabled", "inspect"}
+# The agent's v3 endpoint definition, field by field, with the JSON type each decodes into (ngrok's v3 config
+# reference); the agent refuses anything else, as Go's strict decoding does.
+ENDPOINT_FIELDS = {"name": str, "description": str, "metadata": str, "url": str, "bindings": list, "upstream": dict,
+                   "traffic_policy": str, "pooling_enabled": bool, "agent_tls_termination": dict}
+UPSTREAM_FIELDS = {"url": str, "protocol": str, "proxy_protocol": str}
+FREE_PLAN_CHARGED = {"remove-headers"}  # Traffic Policy actions the free plan charges credit for
+
+
+def refused_field(request: dict) -> str | None:
+    """Why the agent would refuse this endpoint definition, in its own words; None if it decodes."""
+    for fields, kind, given in ((ENDPOINT_FIELDS, "Endpoint", request),
+                                (UPSTREAM_FIELDS, "Upstream", request.get("upstream"))):
+        if not isinstance(given, dict):
+            continue
+        for name, value in given.items():
+            if name not in fields:
+                return f"field {name} not found in type config.{kind}"
+            if not isinstance(value, fields[name]):
+                return (f"json: cannot unmarshal {type(value).__name__} into Go struct field {kind}.{name} of type "
+                        f"{fields[name].__name__}")
+    return None
 
 
 class Agent:
@@ -646,6 +689,7 @@ class Agent:
         self.certificate = edge_certificate(service)
         self.interstitial = os.environ.get("STANDIN_NGROK_INTERSTITIAL", "1") != "0"
         self.oauth_sessions: dict[str, dict] = {}  # the edge's sign-in sessions, by the id in its cookie
+        self.listings = 0
 
     async def api(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -672,10 +716,13 @@ class Agent:
         if path == "/api/standin/meter" and method == "GET":  # the stand-in's own: what the edge billed
             return "200 OK", {"requests": sum(e.http for e in self.endpoints.values()),
                               "bytes_out": sum(e.bytes_out for e in self.endpoints.values()),
+                              "listings": self.listings,  # GET /api/endpoints served: how often it was looked at
+                              "upstream_connections": sum(e.pool.dialed for e in self.endpoints.values()),
                               "recent": [line for e in self.endpoints.values() for line in e.recent]}
         if path == "/api/requests/http" and method == "GET":
             return "200 OK", {"uri": "/api/requests/http", "requests": self.inspected[-50:]}
         if path == "/api/endpoints" and method == "GET":
+            self.listings += 1
             return "200 OK", {"endpoints": [e.as_json() for e in self.endpoints.values()], "uri": "/api/endpoints"}
         if path == "/api/endpoints" and method == "POST":
             return await self.create(json.loads(body or b"{}"))
@@ -694,15 +741,17 @@ class Agent:
         return "404 Not Found", error(100, 404, "Not found")
 
     async def create(self, request: dict) -> tuple[str, dict]:
-        unknown = sorted(set(request) - ENDPOINT_FIELDS)
-        if unknown or "upstream" not in request or not isinstance(request["upstream"], dict):
-            detail = f"unknown field(s) {unknown}" if unknown else "upstream.url is required"
-            return "400 Bad Request", error(102, 400, "invalid tunnel configuration", detail)
+        refused = refused_field(request)
+        if refused or "url" not in (request.get("upstream") or {}):
+            return "400 Bad Request", error(102, 400, "invalid tunnel configuration",
+                                            refused or "upstream.url is required")
         name = request.get("name") or str(uuid.uuid4())
         if name in self.endpoints:
             return "400 Bad Request", error(102, 400, "invalid tunnel configuration",
                                             f"a tunnel with the name '{name}' already exists")
-        if os.environ.get("STANDIN_NGROK_MODE") == "no-credit":
+        charged = FREE_PLAN_CHARGED & policy_actions(request.get("traffic_policy"))
+        if os.environ.get("STANDIN_NGROK_MODE") == "no-credit" or (
+                charged and os.environ.get("STANDIN_NGROK_PLAN", "free") == "free"):
             err = ("failed to start tunnel: Your account does not have enough credit to use the requested "
                    "feature. Add a payment method at https://dashboard.ngrok.com/billing.\r\n\r\nERR_NGROK_4026\r\n")
             return "402 Payment Required", error(103, 402, "failed to start tunnel", err)

@@ -207,7 +207,7 @@ def raw_exchange(link: str, request: bytes) -> bytes:
 def test_smuggled_requests_never_reach_jupyter(jupyter, owner, visitor) -> None:
     """The issue's two shapes: a bare LF in a header value over HTTP (Jupyter would read a second request, carrying
     the session's hidden login cookie), and a bridge call whose method (or a header) holds a CRLF. Neither reaches
-    the server; the first gets the gateway's 400, the bridge falls back to HTTP."""
+    the server; the edge splits the first in two requests, each judged on its own, the bridge falls back to HTTP."""
     server = jupyter(log_requests=True)
     notebook = owner(server)
     link = share(notebook)
@@ -219,7 +219,11 @@ def test_smuggled_requests_never_reach_jupyter(jupyter, owner, visitor) -> None:
 
     answer = raw_exchange(link, (f"GET /api/status HTTP/1.1\r\nHost: {host}\r\nCookie: {cookie}\r\nX-Pad: a\n\n"
                                  f"GET /api/contents?SMUGGLEDA{marker} HTTP/1.1\r\nX-Rest: b\r\n\r\n").encode())
-    assert answer.startswith(b"HTTP/1.1 400 Bad Request\r\n") and b"bare CR or LF" in answer, answer[:300]
+    # ngrok's edge (Go's HTTP server, as the stand-in's h11) reads a bare LF as a line end, so these bytes are two
+    # requests there, each forwarded (or refused) on its own; what reaches the gateway whole is checked there again
+    # (test_malformed_heads_get_the_gateways_own_400). Either way the second never reaches Jupyter (below).
+    answers = answer.split(b"HTTP/1.1 ")[1:]
+    assert len(answers) == 2 and answers[0].startswith(b"200 ") and answers[1].startswith(b"400 "), answer[:300]
 
     bridge = guest.websocket("/share_magic/bridge")
     calls = [

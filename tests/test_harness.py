@@ -11,7 +11,7 @@ from harness import Visitor
 @pytest.mark.parametrize("connection", ["keep-alive", "close"])
 def test_a_visitor_closes_a_connection_cut_off_mid_answer(connection: str) -> None:
     """A response still being read (as when the share under a visitor dies mid-answer) holds its connection out of
-    the pool; one marked ``Connection: close``, as every answer through the stand-in edge is, holds the only open
+    the pool; one marked ``Connection: close`` (as the gateway's own answers are) holds the only open
     reference to its socket. Closing the visitor must close both, not leave them to the garbage collector."""
     listener = socket.create_server(("127.0.0.1", 0))
     mode = connection.encode()

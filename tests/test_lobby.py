@@ -15,6 +15,9 @@ import websocket
 from harness import share_links, wait_for
 from test_failures import assert_one_calm_line
 
+from share_magic.helper.capacity import Limits
+from share_magic.helper.lobby_page import ENDED
+
 WAITING = "share_magic/lobby"
 
 
@@ -43,8 +46,26 @@ def ask(guest, action: str, name: str | None, **headers: str):
         "Origin": guest.origin, "Sec-Fetch-Site": "same-origin", "X-Share-Lobby": "1", **headers})
 
 
+def stream_of(guest):
+    """The waiting page's stream, open (its events read as they come)."""
+    return guest.http.get(guest.absolute(f"/{WAITING}/events"), stream=True, timeout=20)
+
+
 def state(guest) -> dict:
-    return guest.get(f"/{WAITING}/state").json()
+    """What the waiting page's stream says first (then let go), as its script hears it."""
+    with stream_of(guest) as stream:
+        return next(events(stream))
+
+
+def events(stream):
+    """The lobby's events on an open stream, as they come (an EventSource's reading, for its one kind of event)."""
+    assert stream.status_code == 200 and stream.headers["Content-Type"] == "text/event-stream", stream.headers
+    kind = None
+    for line in stream.iter_lines(chunk_size=1):
+        if line.startswith(b"event: "):
+            kind = line[7:]
+        elif line.startswith(b"data: ") and kind == b"lobby":
+            yield json.loads(line[6:])
 
 
 def reaches_nothing(guest, kernel_id: str) -> None:
@@ -189,3 +210,40 @@ def test_every_bad_input_gets_its_answer(jupyter, owner, visitor) -> None:
     assert "'Grace Hopper', 'Grace Hopper (2)'" in line
     notebook.run("import share_magic\nshare_magic.current().admit('Grace Hopper (2)')")
     assert state(second)["state"] == "admitted" and state(first)["state"] == "waiting"
+
+
+def test_a_waiting_page_holds_one_stream_and_hears_the_owner_at_once(jupyter, owner, visitor) -> None:
+    """Nothing is held before a name is given; while waiting, the page's stream counts as a reader's connections;
+    the owner's decision is pushed down every stream of that browser, which then ends; the share's end reaches a
+    page still waiting, whose stream ends too."""
+    server = jupyter()
+    notebook = owner(server)
+    link = approve_share(notebook)
+    grace, ada = visitor(link), visitor(link)
+    action = waiting_page(grace)
+    with stream_of(grace) as naming:  # asked before a name: one answer, whole; no connection held
+        assert "Content-Length" in naming.headers and list(events(naming)) == [{"state": "naming"}]
+    assert ask(grace, action, "Grace").json() == {"state": "waiting"}
+    assert ask(ada, waiting_page(ada), "Ada").json() == {"state": "waiting"}
+
+    streams = [stream_of(grace) for _ in range(Limits().per_reader)]
+    try:
+        heard = [events(stream) for stream in streams]
+        assert all("Content-Length" not in stream.headers for stream in streams)
+        assert [next(each) for each in heard] == [{"state": "waiting", "name": "Grace (name they gave)"}] * len(heard)
+        with stream_of(grace) as one_too_many:  # one browser holds as many connections as a reader, no more
+            assert one_too_many.status_code == 429
+        assert notebook.execute("%share admit Grace")["stdout"].startswith("Grace is let in")
+        for each in heard:  # pushed: nothing else would make a stream speak again before its keep-alive
+            assert next(each) == {"state": "admitted", "go": "/lab/tree/shared.ipynb"}
+            assert next(each, None) is None
+    finally:
+        for stream in streams:
+            stream.close()
+    assert state(grace) == {"state": "admitted", "go": "/lab/tree/shared.ipynb"}
+
+    with stream_of(ada) as waiting:
+        heard = events(waiting)
+        assert next(heard)["state"] == "waiting"
+        notebook.run("%share stop")
+        assert next(heard) == ENDED and next(heard, None) is None

@@ -311,3 +311,79 @@ def test_the_question_page_leads_into_the_lobby_as_the_link_does() -> None:
     gate.lobby.settle(gate.lobby.take("eve@example.com"), admitted=False)
     again = switch_into_lobby("eve@example.com")
     assert again.startswith(b"HTTP/1.1 403") and b"did not let you in" in again
+
+
+def test_a_page_holding_its_stream_is_there_however_long_it_waits(monkeypatch) -> None:
+    """With a stream, "asked lately" becomes "holds a stream, or held one lately": a waiter whose page holds its
+    stream never leaves the list, and a record whose page holds one never makes room; once the stream closes, the
+    clocks start from then."""
+    monkeypatch.setattr(lobby_module, "GONE_AFTER", -1.0)  # as if every page had gone quiet long ago
+    lobby = new_lobby()
+    grace = waiter_of(lobby)
+    lobby._take_a_place(grace, "Grace", chosen=True)
+    lobby._streaming(grace, 1)
+    assert not lobby.sweep() and lobby.waiting() == [grace]
+    lobby._streaming(grace, -1)
+    assert lobby.sweep() and lobby.waiting() == []
+
+    monkeypatch.setattr(lobby_module, "PENDING_LIMIT", 2)
+    monkeypatch.setattr(lobby_module, "UNUSED_FOR", 0.0)
+    monkeypatch.setattr(lobby_module, "IDLE_FOR", 0.0)
+    lobby = new_lobby()
+    ada, bob = waiter_of(lobby), waiter_of(lobby)
+    for waiter, name in ((ada, "Ada"), (bob, "Bob")):
+        lobby._take_a_place(waiter, name, chosen=True)
+        lobby.settle(waiter, admitted=True)  # decided, the last word still on its way down the stream
+        lobby._streaming(waiter, 1)
+    assert lobby.enter("/lab", None).startswith(b"HTTP/1.1 503")
+    lobby._streaming(bob, -1)
+    assert waiter_of(lobby) is not None
+    assert ada in lobby._waiters.values() and bob not in lobby._waiters.values()
+
+
+def test_a_waiting_stream_is_kept_alive_told_the_decision_once_and_let_go(monkeypatch) -> None:
+    """On the loop: the stream's head and its state; a comment when it is quiet; the owner's decision (pushed from
+    another thread) once however often pushed, then the connection closes and the lobby hears the stream end."""
+    from share_magic.helper import lobby_page
+
+    monkeypatch.setattr(lobby_page, "KEEPALIVE", 0.0)  # quiet from the start
+    counted: list[int] = []
+
+    class Answer:
+        def __init__(self) -> None:
+            self.sent: list[bytes] = []
+            self.closed = asyncio.Event()
+            self.wrote = asyncio.Event()
+
+        def send(self, data: bytes):
+            self.sent.append(data)
+            self.wrote.set()
+            done = asyncio.get_running_loop().create_future()
+            done.set_result(None)
+            return done
+
+        async def until_gone(self) -> None:
+            await self.closed.wait()
+
+        def close(self) -> None:
+            self.closed.set()
+
+    states = {"grace": ({"state": "waiting", "name": "Grace"}, False)}
+    streams = lobby_page.Streams(lambda record: states[record], lambda record, delta: counted.append(delta))
+
+    async def scenario() -> None:
+        answer = Answer()
+        held = asyncio.ensure_future(streams.hold("grace", answer))
+        while lobby_page.QUIET not in answer.sent:
+            answer.wrote.clear()
+            await asyncio.wait_for(answer.wrote.wait(), 5)
+        assert answer.sent[:2] == [lobby_page.HEAD, lobby_page.event(states["grace"][0])] and counted == [1]
+        states["grace"] = ({"state": "admitted", "go": "/lab"}, True)
+        await asyncio.get_running_loop().run_in_executor(None, lambda: (streams.push("grace"), streams.push("grace")))
+        await asyncio.wait_for(held, 5)
+        assert answer.closed.is_set() and counted == [1, -1]
+        told = [data for data in answer.sent if data.startswith(b"event:")]
+        assert told == [lobby_page.event({"state": "waiting", "name": "Grace"}),
+                        lobby_page.event({"state": "admitted", "go": "/lab"})]
+
+    asyncio.run(scenario())

@@ -67,11 +67,15 @@ def test_only_this_shares_public_origin_is_translated() -> None:
 def test_host_referer_and_hop_by_hop_headers() -> None:
     out = translate(Host="abc123.ngrok-free.app:8443", Referer=PUBLIC + "/a%40b/lab/tree/x.ipynb?a=1",
                     Connection="keep-alive, X-Private", X_Private="secret", Keep_Alive="5", TE="trailers",
-                    Cookie="c=1", X_Forwarded_For="203.0.113.9")
+                    Cookie="c=1", X_Forwarded_For="203.0.113.9", X_Forwarded_Host="evil.example",
+                    X_Forwarded_Proto="http", Forwarded="for=203.0.113.9", X_Real_IP="203.0.113.9",
+                    True_Client_IP="203.0.113.9")
     assert out["Host"] == "127.0.0.1:8888"
     assert out["Referer"] == "http://127.0.0.1:8888/a%40b/lab/tree/x.ipynb?a=1"
-    assert out["Cookie"] == "c=1" and out["X-Forwarded-For"] == "203.0.113.9"
-    for dropped in ("X-Private", "Keep-Alive", "TE"):
+    assert out["Cookie"] == "c=1"
+    for dropped in ("X-Private", "Keep-Alive", "TE",  # and what a visitor can write about where they came from
+                    "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "Forwarded", "X-Real-IP",
+                    "True-Client-IP"):
         assert dropped not in out
     assert out["Connection"] == "keep-alive, X-Private"  # the visitor's connection is pinned to one upstream
     assert translate(Referer="https://attacker.example/x")["Referer"] == "https://attacker.example/x"
@@ -511,3 +515,14 @@ def test_markdown_images_are_embedded_by_the_views_own_rule_alone(tmp_path, monk
     body, _ = view.view_exporter().from_notebook_node(notebook, resources={"metadata": {"path": str(tmp_path)}})
     assert asked == ["figure.png", "credentials.png"]
     assert "data:image/png;base64," in body and "AWS_SECRET" not in body
+
+
+def test_the_tamper_check_reads_an_upstream_url_as_an_address_not_as_text() -> None:
+    from share_magic.helper.tunnel import same_address
+
+    sent = "http://127.0.0.1:8123"
+    for same in (sent, sent + "/", "HTTP://127.0.0.1:8123/"):
+        assert same_address(same, sent), same
+    for other in ("http://127.0.0.1:8124", "http://127.0.0.2:8123", "https://127.0.0.1:8123", "http://localhost:8123",
+                  "http://127.0.0.1:8123/elsewhere", "http://u@127.0.0.1:8123", "http://127.0.0.1:x", None, 8123):
+        assert not same_address(other, sent), other

@@ -692,7 +692,8 @@ def test_the_view_never_shows_the_sign_in_secret(jupyter, owner, visitor, sandbo
     result = kernel.execute("%load_ext share_magic\n%share --view --sign-in github")
     assert result["error"] is None and "Error" not in result["stderr"], result
     policy = json.loads((Path(sandbox["STANDIN_NGROK_STATE"]) / "endpoints.jsonl").read_text().splitlines()[-1])
-    secret = policy["traffic_policy"]["on_http_request"][0]["actions"][2]["config"]["headers"]["x-share-magic-secret"]
+    actions = json.loads(policy["traffic_policy"])["on_http_request"][0]["actions"]
+    secret = actions[1]["config"]["headers"]["x-share-magic-secret"]
     reader = visitor(share_links(kernel)["view"])
     assert sign_in(reader, "ada@example.com", "Ada").status_code == 200
     printed = {"stdout": f"x-share-magic-secret: {secret}\n", "outputs": []}

@@ -40,6 +40,7 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Awaitable, Hashable
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, Union
 from urllib.parse import parse_qs, unquote
@@ -48,7 +49,7 @@ from ..contract import KEY_PARAM, VIEW_PAGE, Identity, is_email
 from .answers import response
 from .identity import LOGOUT, WRONG_ACCOUNT_PAGE, EdgeTrust, Untrusted
 from .lobby import PAGE_PATH as LOBBY_PAGE
-from .lobby import STATE_PATH as LOBBY_STATE
+from .lobby import EVENTS_PATH as LOBBY_EVENTS
 from .lobby import Lobby, LobbyGate
 
 COOKIE = "share_magic"
@@ -62,6 +63,8 @@ VIEW_SESSIONS = 20_000
 VIEW_IDLE = 120.0  # seconds without a request or a live page before a used view session may go (a page retries in 3)
 VIEW_UNUSED = 10.0  # ...for one never used since its link was opened (a browser follows the redirect at once)
 VIEW_SCAN = 256  # view sessions looked at for each newcomer, at most
+JUPYTER_COOKIES = ("_xsrf",)  # Jupyter's XSRF cookie; the helper adds its login cookie's name (see .login)
+LEARNED = 64  # cookie names the server may add to those, by setting them
 
 Headers = list[tuple[str, str]]
 
@@ -167,7 +170,16 @@ class Reply:
     response: bytes
 
 
-Verdict = Union[Admitted, Local, Reply]
+@dataclass
+class Held:
+    """Answer the request from the gateway itself on a connection it then holds (a waiting page's stream): ``await
+    serve(answer)`` on the gateway's loop. ``holder`` is who the connection counts for, as a reader's would."""
+
+    holder: Hashable
+    serve: Callable[[Any], Awaitable[None]]
+
+
+Verdict = Union[Admitted, Local, Reply, Held]
 
 
 Observer = Callable[[Session, str, str], None]  # (session, method, target) of each request the gate admits
@@ -186,8 +198,11 @@ class Access(LobbyGate):
     """
 
     def __init__(self, cookie_path: str, login: Callable[..., str | None] | None = None,
-                 expires_at: float | None = None, edge: EdgeTrust | None = None) -> None:
+                 expires_at: float | None = None, edge: EdgeTrust | None = None,
+                 jupyter_cookies: tuple[str, ...] = JUPYTER_COOKIES) -> None:
         self.cookie_path = cookie_path
+        # The cookies passed on to the server: its own (XSRF, its login cookie), and any it is seen to set.
+        self.jupyter_cookies = frozenset(jupyter_cookies)
         self.login = login  # login() for an anonymous Jupyter user, login(name) for one Jupyter calls name
         self.edge = edge or EdgeTrust()
         self._revoked_identities: set[str] = set()  # lower-cased e-mails refused on every link
@@ -302,8 +317,9 @@ class Access(LobbyGate):
         if method == "POST" and clean_target.split("?", 1)[0] == self.cookie_path + SWITCH_PATH:
             return self._switch(clean_target, headers, cookies, identity, self.edge.source(raw_headers))
         if self.lobby is not None and clean_target.split("?", 1)[0] in (self.cookie_path + LOBBY_PAGE,
-                                                                        self.cookie_path + LOBBY_STATE):
-            return Reply(self.lobby.answer(method, clean_target, headers, cookies.get(COOKIE), identity))
+                                                                        self.cookie_path + LOBBY_EVENTS):
+            answer = self.lobby.answer(method, clean_target, headers, cookies.get(COOKIE), identity)
+            return Reply(answer) if isinstance(answer, bytes) else answer
         navigation = method in ("GET", "HEAD") and not any(name.lower() == "upgrade" for name, _ in headers)
         grant = self._grants.get(digest(keys[-1])) if keys and navigation else None
         session = self._session(cookies.get(COOKIE))
@@ -488,9 +504,20 @@ class Access(LobbyGate):
             cookie += f"; Max-Age={max(0, int(self.expires_at - time.time()))}"
         return cookie
 
+    def learn_cookie(self, name: str) -> None:
+        """The server set a cookie of this name: the browser's copy goes back to it (up to :data:`LEARNED` names)."""
+        if name and name not in self.jupyter_cookies and len(self.jupyter_cookies) < LEARNED:
+            self.jupyter_cookies = self.jupyter_cookies | {name}
+
     def _admitted(self, session: Session, target: str, headers: Headers, cookies: dict[str, str]) -> Admitted:
+        """Let the request through with only the server's own cookies: the browser sends every cookie of the public
+        domain (the edge's sign-in session and nonce, whose names ngrok does not document, and the gate's), and the
+        server is given those it set itself (:attr:`jupyter_cookies`), with the session's login cookie in place of
+        any the visitor sent."""
         hidden = _cookie_name(session.jupyter_cookie) if session.jupyter_cookie else None
-        kept = [f"{name}={value}" for name, value in cookies.items() if name not in (COOKIE, hidden)]
+        allowed = self.jupyter_cookies
+        kept = [f"{name}={value}" for name, value in cookies.items()
+                if name in allowed and name not in (COOKIE, hidden)]
         if session.jupyter_cookie:
             kept.append(session.jupyter_cookie)
         upstream = [(name, value) for name, value in headers if name.lower() != "cookie"]

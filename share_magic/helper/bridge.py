@@ -145,8 +145,7 @@ class Bridge:
         bridge was opened from (checked), the Referer a page of that origin."""
         origin = header(request.headers, "origin") or ""
         base = [(name, value) for name, value in request.headers
-                if name.lower() in ("host", "user-agent", "accept-language", "x-forwarded-for",
-                                    "x-forwarded-proto", "x-forwarded-host", *IDENTITY_HEADERS)]
+                if name.lower() in ("host", "user-agent", "accept-language", *IDENTITY_HEADERS)]
         method, target = str(message["method"]).upper(), str(message["target"])
         body = base64.b64decode(message["body"]) if message.get("body") else b""
         if len(body) > MAX_BODY:

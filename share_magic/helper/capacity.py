@@ -1,12 +1,15 @@
 """How many connections the gateway holds, and for whom, so that no one visitor can deny the share to others.
 
-Every visitor connection counts against :attr:`Limits.max_connections` (sized by the helper from its open-file limit).
-A connection is nobody's until its first request head has arrived whole; then it is its *holder's*: an admitted
-session's (an editor's, or a view reader's), or, for a request the gate answers itself, its source's (the client
-address the share's edge vouched for, see :mod:`.identity`; one shared source for whatever no edge vouched for).
+Every connection from the agent counts against :attr:`Limits.max_connections` (sized by the helper from its
+open-file limit). The agent keeps its connections alive and sends any visitor's next request on any of them, so a
+connection is not a visitor: what a visitor holds is what is in flight for them. A connection is nobody's until a
+request head has arrived whole; then, until that request is answered (for a websocket, a stream or a view: until it
+ends), it is its *holder's*: an admitted session's (an editor's, or a view reader's), or, for a request the gate
+answers itself, its source's (the client address the share's edge vouched for, see :mod:`.identity`; one shared
+source for whatever no edge vouched for). Between requests it is nobody's again.
 
-- Each holder may hold a bounded number of connections (heads in flight included); past that, that holder alone
-  gets a ``429``, answered from the head at once.
+- Each holder may hold a bounded number of requests in flight (websockets and streams included); past that, that
+  holder alone gets a ``429``, answered from the head at once.
 - View readers may fill the gateway only up to :meth:`Capacity.readers_cap`: the rest is editors' (the share's edit
   link and personal links), who never compete with the hall for room. Past it, a new reader's request gets a ``503``
   and the share reports that it is full.
@@ -32,9 +35,9 @@ class Limits:
     linger: float = 2.0  # after the gateway's own last answer, for the visitor to stop sending
     max_connections: int = 8192  # beyond this, a new connection gets a 503 at once
     max_pending_heads: int = 512  # connections whose first head is still arriving; past it, the oldest is cut
-    per_reader: int = 16  # connections one view session holds at most (one page needs 1 to 3)
-    per_editor: int = 64  # connections one editing session holds at most (JupyterLab needs about 11)
-    per_source: int = 256  # connections answered by the gate itself, per source, at once
+    per_reader: int = 16  # requests in flight one view session holds at most (one page needs 1 to 3)
+    per_editor: int = 64  # requests in flight one editing session holds at most (JupyterLab needs about 11)
+    per_source: int = 256  # requests answered by the gate itself, per source, at once
     backlog: int = 4096  # the listening socket's queue, for a burst of arrivals
 
 
@@ -65,7 +68,8 @@ class Capacity:
         return True, victim
 
     def claim(self, connection: Any, holder: Hashable, reader: bool, limit: int) -> int | None:
-        """Give ``connection`` to ``holder``; None if it may be, else the status to refuse it with."""
+        """Give ``connection`` to ``holder`` for the request it carries; None if it may be, else the status to refuse
+        it with."""
         self.pending.pop(connection, None)
         current = getattr(connection, "holder", None)
         if current == holder:
@@ -82,6 +86,7 @@ class Capacity:
         return None
 
     def release_holder(self, connection: Any) -> None:
+        """The connection's request is answered (or it ended): its holder holds one less."""
         holder = getattr(connection, "holder", None)
         if holder is None:
             return

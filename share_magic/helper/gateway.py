@@ -38,7 +38,7 @@ from tornado.http1connection import HTTP1ConnectionParameters, HTTP1ServerConnec
 
 from ..contract import KEY_PARAM
 from ..jupyter import JupyterServer
-from .access import Admitted, Gate, Local, Session, Verdict
+from .access import Admitted, Gate, Held, Local, Session, Verdict
 from .answers import HOP_BY_HOP, Headers, text
 from .capacity import Capacity, Limits
 from .identity import UNVOUCHED
@@ -67,6 +67,18 @@ def origin_of(url: str) -> str | None:
     if port is not None and port != DEFAULT_PORTS.get(scheme):
         host += f":{port}"
     return f"{scheme}://{host.lower()}"
+
+
+# What proxies say about where a request came from. A visitor can write any of them (ngrok's edge appends to a
+# visitor's X-Forwarded-For and passes their X-Forwarded-Host on), so none reaches Jupyter; the gateway learns the
+# client address from the edge's vouched header only (see .identity).
+FORWARDING = frozenset({"forwarded", "x-real-ip", "true-client-ip", "x-client-ip", "cf-connecting-ip",
+                        "x-cluster-client-ip", "fastly-client-ip", "x-original-forwarded-for"})
+
+
+def forwarding(lower: str) -> bool:
+    """Whether a (lower-case) header name is one of :data:`FORWARDING` or ``X-Forwarded-*``."""
+    return lower in FORWARDING or lower.startswith("x-forwarded-")
 
 
 def _rebase(url: str, origin: str) -> str:
@@ -260,6 +272,13 @@ class Gateway:
                 self.pool.submit(self.on_full, None)
         self.set_live(connection, False)
 
+    def let_go(self, connection: Connection) -> None:
+        """A request answered on a connection that stays open for the next: what it held is free again."""
+        was_full = self.capacity.full
+        self.capacity.release_holder(connection)
+        if was_full and not self.capacity.full and self.on_full is not None:
+            self.pool.submit(self.on_full, None)
+
     def connections(self) -> int:
         """Visitor connections held right now."""
         return self.capacity.total
@@ -282,7 +301,8 @@ class Gateway:
         """Give ``connection`` to ``holder`` (an editing or viewing session, or a source the gate answers); the
         answer to send instead when that holder already holds all it may, or the hall is full."""
         limits = self.limits
-        limit = {"edit": limits.per_editor, "view": limits.per_reader}.get(role, limits.per_source)
+        limit = {"edit": limits.per_editor, "view": limits.per_reader, "lobby": limits.per_reader}.get(
+            role, limits.per_source)  # a waiting page's stream counts as a reader's
         was_full = self.capacity.full
         status = self.capacity.claim(connection, holder, role != "edit", limit)
         if status is None:
@@ -306,6 +326,13 @@ class Gateway:
         except Exception:
             stream.close()
 
+    async def hold(self, verdict: Held, connection: Connection, stream: Any) -> None:
+        """A connection the gate's answer holds for a while (a waiting page's stream), on the visitor's connection."""
+        try:
+            await verdict.serve(LocalAnswer(self, connection, stream))
+        except Exception:
+            stream.close()
+
     async def fetch(self, admitted: Admitted, method: str, body: bytes,
                     limit: int = 1024 * 1024) -> tuple[str, Headers, bytes] | None:
         """One whole exchange with the server for a request the gate admitted (carried by the bridge)."""
@@ -320,7 +347,7 @@ class Gateway:
         translated = []
         for name, value in headers:
             lower = name.lower()
-            if lower in HOP_BY_HOP or lower in listed or lower == "expect":
+            if lower in HOP_BY_HOP or lower in listed or lower == "expect" or forwarding(lower):
                 continue
             if lower == "host":
                 value = self.server.host_header
@@ -352,6 +379,13 @@ class Gateway:
         return location
 
     def response_headers(self, headers: Headers) -> Headers:
+        """The server's answer's headers as a visitor gets them; the names of the cookies the server sets are noted,
+        as cookies the gate passes back to it (see :meth:`.Access.learn_cookie`)."""
+        learn = getattr(self.access, "learn_cookie", None)
+        if learn is not None:
+            for name, value in headers:
+                if name.lower() == "set-cookie":
+                    learn(value.split("=", 1)[0].strip())
         return [(name, self.public_location(value) if name.lower() == "location" else value)
                 for name, value in headers if name.lower() not in HOP_BY_HOP]
 
@@ -384,7 +418,9 @@ class Gateway:
             self.pool.submit(self.on_change)
 
     def cut(self, sessions: list[Session]) -> None:
-        """Close every connection of these sessions at once, websockets included (from any thread)."""
+        """Close every connection carrying a request, stream or websocket of these sessions, at once (from any
+        thread). A connection between requests is nobody's: the agent may send anyone's next request on it, and the
+        gate refuses theirs."""
         doomed = set(sessions)
 
         def cut() -> None:

@@ -1,21 +1,21 @@
 """Who a visitor is, when the share has sign-in at ngrok's edge (``%share --sign-in PROVIDER``).
 
 The share's endpoint runs a Traffic Policy (:func:`traffic_policy`): ngrok's ``oauth`` action on every request, then
-``remove-headers`` of the identity headers below (whatever the visitor sent), then ``add-headers`` with the verified
-e-mail, the verified name and a random secret of this share. ngrok documents no identity headers of its own, so
-these are the only ones the gateway learns identity from, and it believes them only with the secret: a request must
-carry exactly one secret header equal to the share's and exactly one e-mail header (:meth:`EdgeTrust.identify`).
-``add-headers`` appends, so a visitor's forged header would make two even if the edge did not remove it.
+``add-headers`` with the verified e-mail, the verified name and a random secret of this share. ngrok documents no
+identity headers of its own, so these are the only ones the gateway learns identity from, and it believes them only
+with the secret: a request must carry exactly one secret header equal to the share's and exactly one e-mail header
+(:meth:`EdgeTrust.identify`). ``add-headers`` appends, so a visitor's forged header makes two and the request is
+refused; the policy does not remove them first, as ``remove-headers`` costs credit on ngrok's free plan and a share
+must start on it.
 
 Without sign-in the same headers are stripped and ignored: a visitor cannot claim to be anyone.
 
 The same policy, on every share, also tells the gateway where a request came from: ``add-headers`` puts the
 connection's client address (``${conn.client_ip}``) beside the share's secret (:meth:`EdgeTrust.client_address`),
 so that the gateway can bound what one source holds. ngrok's own ``X-Forwarded-For`` is not used: a visitor can
-send one of their own, which the edge appends to. Without sign-in the policy does not remove the header first
-(``remove-headers`` costs credit on ngrok's free plan, and a share must start on it): the gateway believes an
-address only from a request with exactly one address header and exactly one secret, so a visitor who sends their
-own only joins the one shared source of unvouched requests.
+send one of their own, which the edge appends to. The policy does not remove a visitor's address header first
+either: the gateway believes an address only from a request with exactly one address header and exactly one
+secret, so a visitor who sends their own only joins the one shared source of unvouched requests.
 
 The secret guards against visitors, not against other local accounts: ngrok's local API (like the agent itself) is
 readable by local processes and returns the endpoint's policy.
@@ -58,13 +58,13 @@ def new_secret() -> str:
 
 def traffic_policy(provider: str | None, secret: str) -> dict[str, Any]:
     """The endpoint's policy. Every share: the client's address, and the secret that proves the edge said it.
-    With sign-in (``provider``): sign in, drop what the visitor claims, then say who they are too."""
+    With sign-in (``provider``): sign in, then say who they are too (what a visitor claims makes a second copy, which
+    the gateway refuses)."""
     vouched = {CLIENT_HEADER: "${conn.client_ip}", SECRET_HEADER: secret}
     if provider is None:
         return {"on_http_request": [{"actions": [{"type": "add-headers", "config": {"headers": vouched}}]}]}
     return {"on_http_request": [{"actions": [
         {"type": "oauth", "config": {"provider": provider}},
-        {"type": "remove-headers", "config": {"headers": list(HEADERS)}},
         {"type": "add-headers", "config": {"headers": {
             EMAIL_HEADER: "${actions.ngrok.oauth.identity.email}",
             NAME_HEADER: "${actions.ngrok.oauth.identity.name}",

@@ -4,9 +4,10 @@ them in (helper side).
 The gate (:mod:`.access`) asks the lobby what to do with a browser that came with the anyone-link; the lobby keeps
 the waiting browsers and answers their pages. A waiting browser holds a gateway cookie like any other, of a session
 that does not exist yet: nothing of Jupyter answers it (the gate refuses it everywhere but here). The waiting page
-asks for a name in one text field (with sign-in, it shows the verified name and e-mail instead), then polls a small
-JSON endpoint; when the owner admits them, the gate makes that very cookie a live session and the page goes on by
-itself. Turned away, the cookie is marked for good: the link reaches nothing from that browser for this share.
+asks for a name in one text field (with sign-in, it shows the verified name and e-mail instead), and only then holds
+one event stream (:mod:`.lobby_page`: what a waiting browser costs the plan); when the owner admits them, the gate
+makes that very cookie a live session and the page, told at once, goes on by itself. Turned away, the cookie is
+marked for good: the link reaches nothing from that browser for this share.
 
 A name typed here is a label the visitor chose, not an identity: it is kept as text (control characters out, at
 most :data:`NAME_LIMIT` characters), shown escaped and always with "(name they gave)" beside it; two visitors giving
@@ -35,75 +36,21 @@ from typing import Any, Callable
 from urllib.parse import parse_qs
 
 from ..contract import Identity
+from .lobby_page import PAGE, RECONNECT_MS, Streams, event
 
 PAGE_PATH = "share_magic/lobby"  # below the base URL: the waiting page (GET), its name (POST)
-STATE_PATH = "share_magic/lobby/state"  # the page polls this for the owner's decision
+EVENTS_PATH = "share_magic/lobby/events"  # the page's stream: the owner's decision, pushed
 NAME_LIMIT = 40
 WAITING_LIMIT = 20  # names waiting at once
 PER_SOURCE = 3  # names waiting at once from one source
 PENDING_LIMIT = 512  # browsers known to the lobby at once (waiting, naming, decided); see Lobby.enter
 UNUSED_FOR = 10.0  # seconds a browser's record is kept, at least, while its page never came (it follows at once)
-IDLE_FOR = 120.0  # ...and since its page last asked anything (an open page asks every 1.5 s, a hidden one less)
-GONE_AFTER = 30.0  # seconds without a poll: the waiting page was closed, the name leaves the list
-POLL_MS = 1500  # how often the waiting page asks (each ask is one ngrok request)
+IDLE_FOR = 120.0  # ...and since its page last asked anything or held a stream (a visitor may be typing their name)
+GONE_AFTER = 60.0  # seconds without a stream: the waiting page was closed, the name leaves the list (a page whose
+# stream dropped opens another within RECONNECT_MS)
 CHOSEN = "name they gave"
 
 Headers = list[tuple[str, str]]
-
-PAGE = """<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Waiting to join</title>
-<style>body{{font:16px/1.5 system-ui,sans-serif;max-width:34em;margin:15vh auto;padding:0 1em;color:#222}}
-input,button{{font:inherit;padding:.3em .6em}} .error{{color:#b00020}} [hidden]{{display:none}}
-@media (prefers-color-scheme: dark){{body{{background:#111;color:#ddd}} .error{{color:#ff8a80}}}}</style></head>
-<body><h1 id="title">{title}</h1>
-<form id="ask" method="post" action="{action}"{form_hidden}>
-<p>The person who shared this notebook lets each visitor in. {ask}</p>
-{field}<button type="submit">Ask to join</button></form>
-<p id="status" role="status">{status}</p>
-<script nonce="{nonce}">
-(function () {{
-  "use strict";
-  var form = document.getElementById("ask"), status = document.getElementById("status");
-  var title = document.getElementById("title"), stateUrl = {state_url}, busy = false;
-  function show(text, error) {{ status.textContent = text; status.className = error ? "error" : ""; }}
-  function poll() {{
-    fetch(stateUrl, {{credentials: "same-origin", cache: "no-store"}}).then(function (r) {{ return r.json(); }})
-      .then(function (s) {{
-        if (s.state === "admitted") {{ show("You are in: opening the notebook..."); location.replace(s.go); return; }}
-        if (s.state === "denied") {{
-          title.textContent = "The owner did not let you in"; form.hidden = true;
-          show("The person who shared this notebook did not let you in. This link will not work in this browser "
-               + "again."); return;
-        }}
-        if (s.state === "waiting") {{
-          form.hidden = true; title.textContent = "Waiting to be let in";
-          show("Waiting for the person who shared this notebook to let you in, as " + s.name + ". Keep this page "
-               + "open: it goes on by itself.");
-        }}
-        if (s.state === "gone") {{ show(s.why, true); return; }}
-        setTimeout(poll, {poll_ms});
-      }}, function () {{ setTimeout(poll, {poll_ms} * 2); }});
-  }}
-  form.addEventListener("submit", function (event) {{
-    event.preventDefault();
-    if (busy) {{ return; }}
-    var field = form.querySelector("input[name=name]"), url = form.getAttribute("action");
-    if (field) {{ url += "&name=" + encodeURIComponent(field.value); }}
-    busy = true;
-    fetch(url, {{method: "POST", credentials: "same-origin", headers: {{"X-Share-Lobby": "1"}}}})
-      .then(function (r) {{ return r.json(); }})
-      .then(function (answer) {{
-        busy = false;
-        if (answer.error) {{ show(answer.error, true); return; }}
-        poll();
-      }}, function () {{ busy = false; show("The share did not answer: try again.", true); }});
-  }});
-  poll();
-}})();
-</script></body></html>
-"""
-
 
 @dataclass(eq=False)
 class Waiter:
@@ -120,6 +67,7 @@ class Waiter:
     since: float = field(default_factory=time.time)
     seen: float = field(default_factory=time.monotonic)
     asked: bool = False  # its page has asked the lobby something
+    streams: int = 0  # its page's streams open now (on the gateway's loop)
 
     def describe(self) -> dict[str, object]:
         """As the owner's kernels get it."""
@@ -166,6 +114,7 @@ class Lobby:
         self._denied_identities: set[str] = set()
         self._denied: set[bytes] = set()  # the cookies of browsers turned away (as many as the owner turned away)
         self._lock = threading.Lock()
+        self.streams = Streams(self._state, self._streaming)
 
     # -- the owner's side -------------------------------------------------------------------------------------------
 
@@ -191,7 +140,12 @@ class Lobby:
                 self._denied.add(waiter.session)
                 if waiter.identity is not None:
                     self._denied_identities.add(waiter.identity.key)
+        self.streams.push(waiter)  # its page hears at once, and its stream ends
         self._changed()
+
+    def close(self) -> None:
+        """The share ends: every waiting page is told so, and its stream ends."""
+        self.streams.close()
 
     def _find(self, name: str) -> Waiter | None:
         waiting = [waiter for waiter in self._waiters.values() if waiter.state == "waiting"]
@@ -203,11 +157,12 @@ class Lobby:
                      or (waiter.identity is not None and waiter.identity.key == folded)), None)
 
     def sweep(self) -> bool:
-        """Drop the names whose waiting page stopped asking (closed); return whether the list changed."""
+        """Drop the names whose waiting page is gone (no stream for :data:`GONE_AFTER`); return whether the list
+        changed."""
         now = time.monotonic()
         with self._lock:
             gone = [waiter for waiter in self._waiters.values()
-                    if waiter.state == "waiting" and now - waiter.seen > GONE_AFTER]
+                    if waiter.state == "waiting" and not waiter.streams and now - waiter.seen > GONE_AFTER]
             for waiter in gone:
                 waiter.state = "gone"
         if gone:
@@ -252,32 +207,40 @@ class Lobby:
 
     def _room_for_one_more(self) -> bool:
         """Whether the lobby may know one more browser: at most :data:`PENDING_LIMIT`. Past it, the longest-unseen
-        record no page uses any more makes room -- never one of those waiting, and not a browser whose page came
-        within :data:`IDLE_FOR` seconds (its visitor may be typing their name) or which was sent to it within
-        :data:`UNUSED_FOR`. So link openings that never load the page, however many, push out only each other;
-        if every record is in use, the newcomer is refused and tries again. Under the lock."""
+        record no page uses any more makes room -- never one of those waiting, nor one whose page holds its stream,
+        nor a browser whose page came (or last held a stream) within :data:`IDLE_FOR` seconds (its visitor may be
+        typing their name) or which was sent to it within :data:`UNUSED_FOR`. So link openings that never load the
+        page, however many, push out only each other; if every record is in use, the newcomer is refused and tries
+        again. Under the lock."""
         if len(self._waiters) < PENDING_LIMIT:
             return True
         now = time.monotonic()
         for key, other in sorted(self._waiters.items(), key=lambda item: item[1].seen):
-            if other.state != "waiting" and now - other.seen >= (IDLE_FOR if other.asked else UNUSED_FOR):
+            if other.state != "waiting" and not other.streams \
+                    and now - other.seen >= (IDLE_FOR if other.asked else UNUSED_FOR):
                 del self._waiters[key]
                 if len(self._waiters) < PENDING_LIMIT:
                     return True
         return False
 
     def answer(self, method: str, target: str, headers: Headers, session_id: str | None,
-               identity: Identity | None) -> bytes:
-        """The lobby's own requests: the waiting page, its name, its poll."""
+               identity: Identity | None) -> Any:
+        """The lobby's own requests: the waiting page, its name (whole answers, as bytes), its stream (while it
+        waits, a :class:`~.access.Held`: the gateway holds the connection, counted for this browser)."""
+        from .access import Held
+
         path, _, query = target.partition("?")
         waiter = self.of(session_id)
+        stream = path == self.cookie_path + EVENTS_PATH and method == "GET"
         if waiter is None:
-            return _json(403, {"state": "gone", "why": "This page needs the link the notebook's owner shared: "
-                                                       "open it again."})
+            gone = {"state": "gone", "why": "This page needs the link the notebook's owner shared: open it again."}
+            return _events(gone) if stream else _json(403, gone)
         with self._lock:
             waiter.seen, waiter.asked = time.monotonic(), True
-        if path == self.cookie_path + STATE_PATH and method == "GET":
-            return self._state(waiter)
+        if stream:
+            if waiter.state != "waiting":  # decided (or not asked yet): its one answer, and no stream held
+                return _events(self._state(waiter)[0])
+            return Held(("waiter", waiter), lambda answer: self.streams.hold(waiter, answer))
         if path != self.cookie_path + PAGE_PATH:
             return _json(404, {"error": "Not found."})
         if method == "POST":
@@ -286,7 +249,8 @@ class Lobby:
             return self._page(waiter)
         return _json(405, {"error": "Not allowed."})
 
-    def _state(self, waiter: Waiter) -> bytes:
+    def _state(self, waiter: Waiter) -> tuple[dict[str, object], bool]:
+        """What its page should show now, and whether that is the last its stream says."""
         answer: dict[str, object] = {"state": waiter.state}
         if waiter.state == "waiting":
             answer["name"] = f"{waiter.label} ({CHOSEN})" if waiter.chosen else waiter.label
@@ -294,7 +258,13 @@ class Lobby:
             answer["go"] = waiter.target
         elif waiter.state == "gone":
             answer["why"] = "You waited too long without this page open: open the link again to ask once more."
-        return _json(200, answer)
+        return answer, waiter.state != "waiting"
+
+    def _streaming(self, waiter: Waiter, opened: int) -> None:
+        """A stream of ``waiter``'s page opened (1) or closed (-1): while one is open, the page counts as there."""
+        with self._lock:
+            waiter.streams += opened
+            waiter.seen = time.monotonic()
 
     def _page(self, waiter: Waiter) -> bytes:
         token = secrets.token_urlsafe(32)
@@ -311,8 +281,9 @@ class Lobby:
                           'autocomplete="name"></label> ')
         page = PAGE.format(title="Ask to join this notebook", action=html.escape(
             f"{self.cookie_path}{PAGE_PATH}?token={token}"), form_hidden=" hidden" if waiter.state != "naming" else "",
-            ask=ask, field=name_field, status="", nonce=nonce, poll_ms=POLL_MS,
-            state_url=json.dumps(self.cookie_path + STATE_PATH))
+            ask=ask, field=name_field, status="", nonce=nonce, reconnect_ms=RECONNECT_MS,
+            events_url=json.dumps(self.cookie_path + EVENTS_PATH),
+            asked="false" if waiter.state == "naming" else "true")  # a page reloaded while waiting listens at once
         csp = (f"default-src 'none'; script-src 'nonce-{nonce}'; style-src 'unsafe-inline'; connect-src 'self'; "
                "form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
         return _response(200, "OK", [("Content-Type", "text/html; charset=utf-8"), ("Content-Security-Policy", csp),
@@ -421,6 +392,12 @@ def _json(status: int, body: dict[str, object]) -> bytes:
     reasons = {200: "OK", 400: "Bad Request", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed"}
     return _response(status, reasons[status], [("Content-Type", "application/json"),
                                                ("X-Content-Type-Options", "nosniff")], json.dumps(body).encode())
+
+
+def _events(state: dict[str, object]) -> bytes:
+    """A stream of one event, whole: what a page that has nothing to wait for hears."""
+    return _response(200, "OK", [("Content-Type", "text/event-stream"), ("X-Content-Type-Options", "nosniff")],
+                     event(state))
 
 
 def _response(status: int, reason: str, headers: Headers, body: bytes = b"") -> bytes:

@@ -5,8 +5,16 @@ panel, cursors) -- where the server can name users.
 from __future__ import annotations
 
 import json
+import re
 
 from ..jupyter import JupyterServer
+
+
+def login_cookie_name(server: JupyterServer) -> str:
+    """The name of Jupyter's login cookie for requests with the gateway's Host (jupyter_server's default,
+    ``username-<host>-<port>`` with every other character a dash; a server configured with another name is learned
+    from the cookies it sets)."""
+    return re.sub(r"[^A-Za-z0-9]", "-", f"username-{server.host_header}")
 
 
 def login_cookie(server: JupyterServer) -> str | None:

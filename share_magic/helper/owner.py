@@ -31,14 +31,14 @@ from ..control import receive, remove_record, send
 from ..errors import ShareError
 from ..jupyter import JupyterServer
 from ..processes import pid_alive
-from .access import Access, Local
+from .access import JUPYTER_COOKIES, Access, Local
 from .answers import text
 from .bridge import Bridge, with_script
 from .capacity import Limits
 from .gateway import Gateway
 from .identity import EdgeTrust, new_secret, traffic_policy
 from .listener import ControlListener, record_of_this_helper, write_record
-from .login import login_cookie, named_login_cookie
+from .login import login_cookie, login_cookie_name, named_login_cookie
 from .meter import Compression
 from .oversight import LobbyAndTrail
 from .recorder import OWNER, Recorder
@@ -104,7 +104,8 @@ class Helper(LobbyAndTrail):
         self.edge = EdgeTrust(provider, new_secret()) if provider else EdgeTrust(vouch=new_secret())
         self.naming: bool | None = None  # can the server name visitors? None: not asked yet
         self.access = Access(self.server.base_url, expires_at=self.expires_at, edge=self.edge,
-                             login=self.login if settings.get("include_token", True) else None)
+                             login=self.login if settings.get("include_token", True) else None,
+                             jupyter_cookies=(*JUPYTER_COOKIES, login_cookie_name(self.server)))
         if settings.get("approve"):
             self.access.approve(self.report_people)
         self.recorder: Recorder | None = None  # the trail, from the moment the share is live
@@ -319,8 +320,8 @@ class Helper(LobbyAndTrail):
             message = str(e)
             if code == "ERR_NGROK_4026" and self.edge.on:
                 message = ("ngrok refused the sign-in policy: your plan has no credit for part of it (ERR_NGROK_4026; "
-                           "its remove-headers action costs credit on the free plan). Fix: add credit at "
-                           "https://dashboard.ngrok.com/billing, or share without --sign-in.")
+                           "the oauth action is free on every plan, so your account's own settings may ask for more). "
+                           "Fix: add credit at https://dashboard.ngrok.com/billing, or share without --sign-in.")
             self.events.started("failed", code=code, message=message)
             return
         self.start_trail()
@@ -335,6 +336,8 @@ class Helper(LobbyAndTrail):
                             authkey=self.control.authkey.hex())
         ending = await self.watch()
         remove_record(self.settings["record"], os.getpid())  # no kernel may find a share that is ending
+        if self.access.lobby is not None:
+            self.access.lobby.close()  # waiting pages hear that the share ended (before their streams are cut)
         self.gateway.close()
         if self.recorder is not None:
             self.recorder.note(OWNER, {"expired": "the share expired", None: "stopped the share"}.get(

@@ -25,7 +25,7 @@ from tornado import gen, httputil
 from tornado.http1connection import HTTP1Connection
 from tornado.iostream import IOStream, StreamClosedError, UnsatisfiableReadError
 
-from .access import Local, Reply, Session
+from .access import Held, Local, Reply, Session
 from .answers import Headers, text
 from .meter import chunked
 from .relay import CHUNK, RETRY_BODY_LIMIT, NoResponse, Out, Response, Upstream, head_bytes, pipe, quietly
@@ -207,7 +207,13 @@ async def answer_and_close(stream: IOStream, answer: bytes, linger: float, write
 
 
 class Connection(httputil.HTTPServerConnectionDelegate):
-    """One visitor connection: its stream, whose requests it carries, the upstream connection kept for it."""
+    """One connection from the agent: its stream, whose request it carries right now, the upstream connection kept
+    for it.
+
+    The agent keeps its connections alive and sends whichever visitor's request comes next on any of them, so a
+    connection is nobody's between requests: each request is judged on its own and makes the connection its
+    session's (or source's) only until it is answered (:meth:`between_requests`). A websocket, a stream or a view
+    holds it for as long as it lasts; revoking that person cuts exactly those (:meth:`Gateway.cut`)."""
 
     def __init__(self, gateway: Gateway, sock: socket.socket) -> None:
         self.gateway = gateway
@@ -238,11 +244,17 @@ class Connection(httputil.HTTPServerConnectionDelegate):
         self.gateway.forget(self)
 
     def carry(self, session: Session) -> None:
-        """Note whose request this connection carries, so that revoking them cuts it. A session revoked since the
-        gate admitted the request is cut here; one revoked later, by :meth:`Gateway.cut`."""
+        """Note whose request this connection carries, so that revoking them cuts it while it is in flight. A session
+        revoked since the gate admitted the request is cut here; one revoked later, by :meth:`Gateway.cut`."""
         self.session = session
         if session.grant.revoked_at is not None:
             self.stream.close()
+
+    def between_requests(self) -> None:
+        """The request is answered and the connection waits for the next, which may be anyone's: it carries nobody's
+        request, and holds nothing of anyone's."""
+        self.session = None
+        self.gateway.let_go(self)
 
 
 class Exchange(httputil.HTTPMessageDelegate):
@@ -281,6 +293,12 @@ class Exchange(httputil.HTTPMessageDelegate):
         if isinstance(verdict, Reply):  # answered from the head: a body it never asked for is not awaited
             refused = gateway.claim(connection, ("source", gateway.source_of(headers)), "source")
             return self._reply(refused or verdict.response)
+        if isinstance(verdict, Held):  # answered here on a connection held for a while (a waiting page's stream)
+            refused = gateway.claim(connection, verdict.holder, "lobby")
+            if refused is not None:
+                return self._reply(refused)
+            asyncio.ensure_future(gateway.hold(verdict, connection, self.request_conn.detach()))
+            return None
         session = verdict.session
         refused = gateway.claim(connection, ("session", id(session)), session.grant.role)
         if refused is not None:
@@ -415,6 +433,7 @@ class Exchange(httputil.HTTPMessageDelegate):
     def _done(self, keep: bool) -> None:
         stream = self.connection.stream
         if keep and not stream.closed():
+            self.connection.between_requests()
             self.request_conn.finish()  # tornado reads the next request
         else:
             stream.close()

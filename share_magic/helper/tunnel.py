@@ -14,6 +14,7 @@ that was killed (and could not clean up) from a live share's, and remove only th
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -108,6 +109,22 @@ def private_config(path: str, authtoken: str | None) -> None:
         yaml.safe_dump({"version": "3", "agent": agent}, f)
 
 
+def same_address(reported: Any, sent: str) -> bool:
+    """Whether the agent's report of an upstream URL names the address it was given: the agent reports the URL as it
+    holds it (a trailing slash added, say), so the parsed parts are compared, never the text."""
+    from urllib.parse import urlsplit
+
+    def parts(url: str) -> tuple[Any, ...]:
+        split = urlsplit(url)
+        return split.scheme.lower(), split.hostname, split.port, split.path.strip("/"), split.query, split.username, \
+            split.password
+
+    try:
+        return isinstance(reported, str) and parts(reported) == parts(sent)
+    except ValueError:  # a port that is no number
+        return False
+
+
 class Tunnel:
     """One ngrok agent with one endpoint forwarding to a local port."""
 
@@ -137,10 +154,13 @@ class Tunnel:
 
         try:
             private_config(self._config_path, self._authtoken)
-            options: dict[str, Any] = {"traffic_policy": traffic_policy} if traffic_policy else {}
+            # Only fields of the agent's v3 endpoint definition: it may refuse one it does not know (`inspect` is a
+            # v2 tunnel's; the private config's inspect_db_size turns inspection off). The policy goes as text,
+            # the form ngrok's APIs document.
+            options: dict[str, Any] = {"traffic_policy": json.dumps(traffic_policy)} if traffic_policy else {}
             self._endpoint = (f"share_magic-{port}-{uuid.uuid4()}", f"http://{UPSTREAM_HOST}:{port}")
             tunnel = ngrok.connect(self._endpoint[1], "http", name=self._endpoint[0], pyngrok_config=self.config,
-                                   inspect=False, **options)
+                                   **options)
             self._process = ngrok.get_ngrok_process(self.config)
         except PyngrokNgrokInstallError as e:
             raise TunnelError(NOT_INSTALLED.format(reason=self._mask(str(e)).split("\n")[0])) from None
@@ -175,7 +195,6 @@ class Tunnel:
         """Whether the agent serves anything but this share's one endpoint, to the gateway, as it was made. The
         agent's local API takes changes from every program on this machine, another account's too: one could
         point the public URL at a listener of its own and catch the next visitor's key."""
-        import json
         import urllib.request
 
         if self._process is None or self._endpoint is None:
@@ -186,7 +205,8 @@ class Tunnel:
         except (OSError, ValueError):
             return False  # a busy or dying agent: its death is noticed on its own
         name, upstream = self._endpoint
-        return [(e.get("name"), (e.get("upstream") or {}).get("url")) for e in endpoints] != [(name, upstream)]
+        reported = [(e.get("name"), same_address((e.get("upstream") or {}).get("url"), upstream)) for e in endpoints]
+        return reported != [(name, True)]
 
     def close(self) -> None:
         """Take the endpoint offline, then end the agent."""
