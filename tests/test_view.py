@@ -548,7 +548,7 @@ def events(reader, path: str, count: int, headers: dict | None = None):
             for block in complete:
                 fields = dict(line.split(": ", 1) for line in block.decode().splitlines()
                               if ": " in line and not line.startswith(":"))
-                if "data" in fields:
+                if "data" in fields and fields.get("event") == "notebook":  # the saved view's (not live cells)
                     yield fields.get("id"), json.loads(fields["data"])
                     count -= 1
                     if not count:
