@@ -28,6 +28,9 @@ Knobs a test may set (all optional):
   STANDIN_NGROK_MAX_AGENTS   agents one account may run at once (default 3, the free plan's)
   STANDIN_NGROK_INTERSTITIAL 0 to skip the free plan's warning page for browsers (as a paid plan does)
   STANDIN_NGROK_DOMAIN       the account's domain suffix (default ngrok-free.app)
+  STANDIN_NGROK_VERSION      the version `ngrok --version` reports (default: a current one). Before 3.30.0 the agent
+                             has no /api/endpoints, only /api/tunnels, as real agents before it (so pyngrok 9 never
+                             sees it healthy)
   STANDIN_NGROK_UPSTREAM_FORM normalized: report an endpoint's upstream URL as the agent may hold it (a trailing
                              slash added) rather than byte for byte as it was sent
   STANDIN_NGROK_PLAN         free (default) | paid: on the free plan, a policy with remove-headers is refused with
@@ -44,7 +47,8 @@ visitor's address as the edge's socket sees it -- a test gives visitors distinct
 127.0.0.x) and ``deny``. Anything else makes
 the endpoint fail to start with a 400, as an invalid policy does. The oauth action keeps the edge's own session
 cookie on the endpoint's host; without one it sends the visitor to a sign-in page of the stand-in's own
-(``/ngrok/standin/sign-in``, where a test or a browser chooses the e-mail and name to sign in as) and back to the
+(``/ngrok/standin/sign-in``, where a test or a browser chooses the e-mail and name to sign in as; with github the
+e-mail may be left empty, as GitHub gives none for an account that keeps it private) and back to the
 address first asked for (setting a nonce cookie on the way). ``/ngrok/login`` starts a sign-in, ``/ngrok/logout``
 clears the edge's cookie only. The edge's cookies (session and nonce) reach the upstream with every request, as the
 browser sends them; nothing else about the visitor's identity does unless the policy adds it.
@@ -96,7 +100,24 @@ ERR_121 = (
     "for your account is \\\"3.2.0\\\". Please update to a newer version with `ngrok update`.\\r\\n\\r\\n"
     "ERR_NGROK_121\\r\\n"
 )
-VERSION = "3.19.1"
+VERSION = "3.37.2"  # STANDIN_NGROK_VERSION overrides it
+ENDPOINTS_API = (3, 30, 0)  # agents before it have /api/tunnels only
+
+
+def version() -> str:
+    return os.environ.get("STANDIN_NGROK_VERSION") or VERSION
+
+
+def has_endpoints_api() -> bool:
+    return tuple(int(part) for part in version().split(".")) >= ENDPOINTS_API
+
+
+# The agent section's fields (ngrok's v3 agent config reference); the agent refuses any other.
+AGENT_FIELDS = {"api_key", "authtoken", "connect_cas", "connect_interface", "connect_timeout", "connect_url",
+                "console_ui", "console_ui_color", "crl_noverify", "crl_url", "dns_resolver_ips", "heartbeat_interval",
+                "heartbeat_tolerance", "inspect_db_size", "local_storage", "log", "log_format", "log_level",
+                "metadata", "proxy_url", "remote_management", "update_channel", "update_check", "web_addr",
+                "web_allow_hosts"}
 TOKEN_SHAPE = re.compile(r"^[A-Za-z0-9_]{20,}$")
 
 
@@ -324,6 +345,7 @@ sent the link to you.</p>
 
 
 OAUTH_PROVIDERS = ("google", "github", "microsoft", "gitlab", "linkedin", "twitch")
+PRIVATE_EMAIL_PROVIDERS = ("github",)  # may sign a visitor in without an e-mail (one the account keeps private)
 OAUTH_COOKIE = "ngrok_oauth_session"  # ngrok's real cookie names are not documented
 NONCE_COOKIE = "ngrok_oauth_nonce"  # set on the way to the provider, and sent back with every request after
 IDENTITY_VARIABLES = ("email", "name", "id", "provider_user_id")
@@ -334,7 +356,7 @@ SIGN_IN_PATH = "/ngrok/standin/sign-in"
 SIGN_IN_PAGE = """<!DOCTYPE html><html><head><title>Sign in with {provider}</title></head><body>
 <h1>Sign in with {provider}</h1><p>(the stand-in's own page: choose who you are)</p>
 <form method="post" action="{path}"><input type="hidden" name="next" value="{next}">
-<label>E-mail <input id="email" name="email" type="email" required></label>
+<label>E-mail <input id="email" name="email" type="email"{required}></label>
 <label>Name <input id="name" name="name"></label>
 <button id="sign-in" type="submit">Sign in</button></form></body></html>"""
 
@@ -625,15 +647,16 @@ class Endpoint:
             from html import escape
 
             page = SIGN_IN_PAGE.format(provider=self.oauth, path=SIGN_IN_PATH,
-                                       next=escape((query.get("next") or ["/"])[0]))
+                                       next=escape((query.get("next") or ["/"])[0]),
+                                       required="" if self.oauth in PRIVATE_EMAIL_PROVIDERS else " required")
             return 200, page.encode(), {"Content-Type": "text/html; charset=utf-8"}
         if path == SIGN_IN_PATH and method == "POST":
             form = parse_qs((await visitor.body()).decode())
             email = (form.get("email") or [""])[0].strip()
-            if "@" not in email:
+            if "@" not in email and not (email == "" and self.oauth in PRIVATE_EMAIL_PROVIDERS):
                 return 400, b"An e-mail address, please.\n", {}
             new_id = uuid.uuid4().hex + uuid.uuid4().hex
-            user_id = hashlib.sha256(email.lower().encode()).hexdigest()[:16]
+            user_id = hashlib.sha256((email.lower() or new_id).encode()).hexdigest()[:16]
             self.agent.oauth_sessions[new_id] = {"email": email, "name": (form.get("name") or [""])[0].strip(),
                                                  "id": user_id, "provider_user_id": user_id,
                                                  "provider": self.oauth}
@@ -721,6 +744,10 @@ class Agent:
                               "recent": [line for e in self.endpoints.values() for line in e.recent]}
         if path == "/api/requests/http" and method == "GET":
             return "200 OK", {"uri": "/api/requests/http", "requests": self.inspected[-50:]}
+        if not has_endpoints_api():  # an agent before 3.30.0: the v2-era tunnels API only
+            if path == "/api/tunnels" and method == "GET":
+                return "200 OK", {"tunnels": [], "uri": "/api/tunnels"}
+            return "404 Not Found", error(100, 404, "Not found")
         if path == "/api/endpoints" and method == "GET":
             self.listings += 1
             return "200 OK", {"endpoints": [e.as_json() for e in self.endpoints.values()], "uri": "/api/endpoints"}
@@ -819,6 +846,11 @@ def start(args: list[str]) -> None:
         while True:
             time.sleep(3600)
     config = read_configs(flags.get("config") or default_config_path())
+    unknown = sorted(set(config.get("agent") or {}) - AGENT_FIELDS) if str(config.get("version")) == "3" else []
+    if unknown:  # as the real agent does, on its standard error, before it logs anything
+        sys.stderr.write(f"ERROR:  Error reading configuration file '{flags.get('config')}': yaml: unmarshal errors:"
+                         f"\n  field {unknown[0]} not found in type config.v3yamlAgent\n")
+        sys.exit(1)
     # The agent is not documented to read NGROK_AUTHTOKEN itself, so the stand-in does not either.
     token = flags.get("authtoken") or (config.get("agent") or {}).get("authtoken") or config.get("authtoken")
     log("info", "open config file", obj="config", path=flags.get("config") or default_config_path(), err="nil")
@@ -837,7 +869,7 @@ def start(args: list[str]) -> None:
 def main() -> None:
     args = sys.argv[1:]
     if args[:1] in (["--version"], ["version"]):
-        print(f"ngrok version {VERSION}")
+        print(f"ngrok version {version()}")
     elif args[:2] == ["config", "add-authtoken"]:
         add_authtoken(args[2:])
     elif args[:1] == ["start"]:

@@ -5,7 +5,16 @@ from __future__ import annotations
 import pytest
 
 from share_magic.helper.access import Access, Admitted, Reply
-from share_magic.helper.identity import EMAIL_HEADER, HEADERS, NAME_HEADER, SECRET_HEADER, EdgeTrust, traffic_policy
+from share_magic.helper.identity import (
+    EMAIL_HEADER,
+    HEADERS,
+    NAME_HEADER,
+    SECRET_HEADER,
+    EdgeTrust,
+    NoEmail,
+    Untrusted,
+    traffic_policy,
+)
 
 SECRET = "s" * 43
 
@@ -97,3 +106,21 @@ def test_the_policy_signs_in_then_adds_every_identity_header_and_removes_nothing
     actions = policy["on_http_request"][0]["actions"]
     assert [action["type"] for action in actions] == ["oauth", "add-headers"]
     assert set(actions[1]["config"]["headers"]) == set(HEADERS)
+
+
+@pytest.mark.parametrize("headers", [edge(email=""), [(SECRET_HEADER, SECRET), (NAME_HEADER, "Ada")]],
+                         ids=["empty-email", "no-email-header"])
+def test_a_signed_in_account_without_an_email_gets_the_page_that_says_what_to_change(headers: list) -> None:
+    """GitHub gives no e-mail for an account that keeps it private: the edge vouches, but there is no one to name."""
+    with pytest.raises(NoEmail):
+        EdgeTrust("github", SECRET).identify(headers)
+    access = Access("/", edge=EdgeTrust("github", SECRET))
+    reply = access.check("GET", f"/lab?share_key={access.link_key('edit')}", [("Accept", "text/html"), *headers])
+    assert isinstance(reply, Reply) and reply.response.startswith(b"HTTP/1.1 403 Forbidden\r\n")
+    assert b"Set-Cookie" not in reply.response
+    page = reply.response.decode()
+    assert "Your GitHub account did not give an e-mail address" in page and "Public email" in page
+    assert '<a href="/ngrok/logout">sign out</a>' in page and "another sign-in provider" in page
+    # An e-mail a visitor sends beside the edge's empty one makes two: untrusted, and no one's page.
+    with pytest.raises(Untrusted):
+        EdgeTrust("github", SECRET).identify([(EMAIL_HEADER, "ada@example.com"), *edge(email="")])

@@ -11,6 +11,7 @@ import pytest
 import requests
 from harness import edge_meter, processes_with, share_links, wait_for
 from test_access import share
+from test_signin import SIGN_IN, kernel_of, sign_in, sign_out
 
 from share_magic.helper.identity import traffic_policy
 
@@ -85,3 +86,26 @@ def test_a_share_works_on_every_kind_of_ngrok_domain(jupyter, owner, visitor, mo
     saved = guest.send("PUT", "/api/contents/saved-there.txt",
                        data=json.dumps({"type": "file", "format": "text", "content": "hi"}))
     assert saved.status_code == 201, saved.text
+
+
+def test_a_github_account_without_a_public_email_is_told_what_to_change(jupyter, owner, visitor) -> None:
+    server = jupyter(log_requests=True)
+    notebook = owner(server)
+    link = share(notebook, "%share --sign-in github")
+    guest = visitor(link)
+    page = guest.get(link)
+    assert 'name="email" type="email">' in page.text  # github's sign-in page takes no e-mail
+    answer = sign_in(guest, "", "Private Person")
+    assert answer.status_code == 403 and "Server" not in answer.headers  # the gate's answer, not Jupyter's
+    html = guest.get(link, headers={"Accept": "text/html"})
+    assert html.status_code == 403 and "Your GitHub account did not give an e-mail address" in html.text
+    assert "Public email" in html.text and '<a href="/ngrok/logout">sign out</a>' in html.text
+    assert "another sign-in provider" in html.text
+    assert "Public email" in guest.get("/api/contents?probe=no-email").text  # an API call is told, in plain text
+    assert not any(cookie.name == "share_magic" for cookie in guest.http.cookies)
+    assert not server.saw("probe=no-email")
+    # With the e-mail made public (signed in again), the same browser gets in.
+    sign_out(guest)
+    assert guest.get(link, allow_redirects=False).headers["Location"].startswith(SIGN_IN)
+    assert sign_in(guest, "private@example.com", "Private Person").status_code == 200
+    assert kernel_of(guest, notebook).execute("print('in')")["stdout"] == "in\n"

@@ -47,7 +47,7 @@ from urllib.parse import parse_qs, unquote
 
 from ..contract import KEY_PARAM, VIEW_PAGE, Identity, is_email
 from .answers import response
-from .identity import LOGOUT, WRONG_ACCOUNT_PAGE, EdgeTrust, Untrusted
+from .identity import LOGOUT, WRONG_ACCOUNT_PAGE, EdgeTrust, NoEmail, Untrusted, no_email_page
 from .lobby import PAGE_PATH as LOBBY_PAGE
 from .lobby import EVENTS_PATH as LOBBY_EVENTS
 from .lobby import Lobby, LobbyGate
@@ -309,6 +309,8 @@ class Access(LobbyGate):
             identity, headers = self.edge.identify(headers)
         except Untrusted:
             return Reply(_refusal("This share needs you to sign in: open the link you were given.", headers))
+        except NoEmail:
+            return Reply(no_email_page(self.edge.provider or "", headers))
         clean_target, keys = _without_key(target)
         cookies = _cookies(headers)
         if identity is not None and identity.key in self._revoked_identities:

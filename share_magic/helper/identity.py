@@ -26,7 +26,8 @@ import hmac
 import secrets
 from typing import Any
 
-from ..contract import Identity, is_email
+from ..contract import PROVIDER_NAMES, Identity, is_email
+from .answers import response
 
 PREFIX = "x-share-magic-"
 EMAIL_HEADER = PREFIX + "email"
@@ -77,6 +78,46 @@ class Untrusted(Exception):
     """Identity headers that did not come from this share's edge."""
 
 
+class NoEmail(Exception):
+    """The edge vouches for a signed-in visitor whose provider gave no e-mail address (GitHub's, kept private)."""
+
+
+NO_EMAIL_PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>No e-mail address from {provider}</title>
+<style>body{{font:16px/1.5 system-ui,sans-serif;max-width:34em;margin:15vh auto;padding:0 1em;color:#222}}
+@media (prefers-color-scheme: dark){{body{{background:#111;color:#ddd}} a{{color:#8ab4f8}}}}</style></head>
+<body><h1>Your {provider} account did not give an e-mail address</h1>
+<p>You signed in, but {provider} told ngrok no e-mail address for your account, and this share knows the people it
+lets in by their e-mail address.</p>
+<p>{fix}</p>
+<p>Then <a href="{logout}">sign out</a> and open the link again. Or ask the person who shared this notebook to share
+it with another sign-in provider.</p>
+</body></html>
+"""
+NO_EMAIL_FIX = {
+    "github": "On GitHub, open Settings, then Public profile, and choose an address under Public email (or, under "
+              "Emails, turn off Keep my email addresses private).",
+}
+NO_EMAIL_FIX_ANY = "Give your {provider} account an e-mail address it may share with the sites you sign in to."
+
+
+def no_email_page(provider: str, headers: Headers) -> bytes:
+    """The gate's answer to a signed-in visitor without an e-mail address: why, what to change, a sign-out link (a
+    page for a browser's navigation, a sentence for anything else)."""
+    from html import escape
+
+    name = PROVIDER_NAMES.get(provider, provider)
+    fix = NO_EMAIL_FIX.get(provider) or NO_EMAIL_FIX_ANY.format(provider=name)
+    accept = next((value for key, value in headers if key.lower() == "accept"), "")
+    if "text/html" in accept:
+        return response(403, "Forbidden", [("Content-Type", "text/html; charset=utf-8")], NO_EMAIL_PAGE.format(
+            provider=escape(name), fix=escape(fix), logout=LOGOUT).encode())
+    return response(403, "Forbidden", [("Content-Type", "text/plain; charset=utf-8")], (
+        f"Your {name} account gave no e-mail address, and this share knows people by theirs. {fix} Then sign out "
+        f"at {LOGOUT} and open the link again.\n").encode())
+
+
 class EdgeTrust:
     """What the gateway believes about identity headers: with a ``secret`` (sign-in on) only the edge's; without
     one, nothing."""
@@ -113,7 +154,8 @@ class EdgeTrust:
 
     def identify(self, headers: Headers) -> tuple[Identity | None, Headers]:
         """The verified identity (None without sign-in) and the headers without any identity header. Raise
-        :class:`Untrusted` when sign-in is on and the request does not carry the edge's proof."""
+        :class:`Untrusted` when sign-in is on and the request does not carry the edge's proof, :class:`NoEmail`
+        when it does but the edge knew no e-mail (one empty e-mail header, or none)."""
         found: dict[str, list[str]] = {name: [] for name in HEADERS}
         rest: Headers = []
         for name, value in headers:
@@ -128,6 +170,8 @@ class EdgeTrust:
         proofs, emails, names = found[SECRET_HEADER], found[EMAIL_HEADER], found[NAME_HEADER]
         if len(proofs) != 1 or not hmac.compare_digest(proofs[0].encode(), self.secret.encode()):
             raise Untrusted("no proof from the edge")
+        if len(names) <= 1 and (not emails or emails == [""]):
+            raise NoEmail()
         if len(emails) != 1 or not is_email(emails[0]) or len(names) > 1:
             raise Untrusted("no single verified e-mail")
         return Identity(emails[0], names[0] if names else "", self.provider or ""), rest

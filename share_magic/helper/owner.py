@@ -32,6 +32,7 @@ from ..errors import ShareError
 from ..jupyter import JupyterServer
 from ..processes import pid_alive
 from .access import JUPYTER_COOKIES, Access, Local
+from .agent import describe
 from .answers import text
 from .bridge import Bridge, with_script
 from .capacity import Limits
@@ -47,6 +48,8 @@ from .view import NotebookSource, NotebookView
 from .worker import Worker
 
 WATCH_INTERVAL = 0.5
+PROGRESS_INTERVAL = 0.5
+STOP_GRACE = 2.0  # for a download thread to notice a stop and clean up
 KERNEL_CHECK_INTERVAL = 1.0
 
 
@@ -68,6 +71,17 @@ class Events:
             try:
                 stream.write(json.dumps({"event": event, **fields}) + "\n")
                 stream.close()
+            except (BrokenPipeError, OSError, ValueError):
+                pass
+
+    def progress(self, **fields: Any) -> None:
+        """How the start goes, before its outcome (fetching the agent), to the kernel that started it."""
+        with self.lock:
+            if self.stream is None:
+                return
+            try:
+                self.stream.write(json.dumps({"event": "progress", **fields}) + "\n")
+                self.stream.flush()
             except (BrokenPipeError, OSError, ValueError):
                 pass
 
@@ -298,8 +312,38 @@ class Helper(LobbyAndTrail):
             self.events.emit("people", **people)
         return people
 
+    async def prepare_agent(self) -> bool:
+        """Make the agent ready (fetch it if needed) before its start timeout begins, telling the kernel how it goes
+        at least every :data:`PROGRESS_INTERVAL` (so that a long download is not taken for a silent helper); whether
+        the start may go on."""
+        preparing = in_thread(self.tunnel.prepare, self.settings.get("download_stall"))
+        stopped = asyncio.ensure_future(self.stopping.wait())
+        try:
+            while True:
+                done, _ = await asyncio.wait({preparing, stopped}, timeout=PROGRESS_INTERVAL,
+                                             return_when=asyncio.FIRST_COMPLETED)
+                if stopped in done:  # a download in flight stops at its next chunk, and cleans up
+                    self.tunnel.agent.cancel()
+                    await asyncio.wait({preparing}, timeout=STOP_GRACE)
+                    return False
+                progress = self.tunnel.agent.progress
+                if progress is not None:
+                    self.events.progress(**describe(progress), finished=preparing in done)
+                if preparing in done:
+                    break
+        finally:
+            stopped.cancel()
+        try:
+            preparing.result()
+        except ShareError as e:
+            self.events.started("failed", code=getattr(e, "code", None), message=str(e))
+            return False
+        return True
+
     async def run(self) -> None:
         port = self.gateway.listen()
+        if not await self.prepare_agent():
+            return
         policy = traffic_policy(self.edge.provider if self.edge.on else None, self.edge.vouch or new_secret())
         opening = in_thread(self.tunnel.open, port, policy)
         stopped = asyncio.ensure_future(self.stopping.wait())

@@ -24,6 +24,7 @@ from typing import Any
 from ..contract import DASHBOARD, ngrok_config_path
 from ..errors import TunnelError
 from ..processes import private_folder, remove_folder, remove_stale_folders
+from .agent import AgentBinary
 
 FOLDER_PREFIX = "ngrok-"
 UPSTREAM_HOST = "127.0.0.1"  # where the gateway listens (gateway.py)
@@ -69,11 +70,48 @@ NOT_INSTALLED = (
 )
 
 
+def agent_url() -> str:
+    """Where pyngrok would download the agent for this system (its installer's choice)."""
+    from pyngrok import installer
+    from pyngrok.exception import PyngrokError
+
+    try:
+        return installer.get_ngrok_cdn_url("3")
+    except PyngrokError as e:  # a system ngrok publishes no agent for
+        return f"(none for this system: {e})"
+
+
+def same_file(path: str, other: str) -> bool:
+    return os.path.realpath(os.path.expanduser(path)) == os.path.realpath(os.path.expanduser(other))
+
+
 def _quiet_pyngrok() -> None:
     # pyngrok logs every agent line; the helper reports what matters itself.
     logger = logging.getLogger("pyngrok")
     logger.addHandler(logging.NullHandler())
     logger.propagate = False
+
+
+def read_user_config(path: str) -> Any:
+    """The user's ngrok config as YAML gives it; None if there is no such file. Raises ``yaml.YAMLError`` and
+    ``OSError`` (other than a missing file)."""
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            return yaml.safe_load(f) or {}
+    except FileNotFoundError:
+        return None
+
+
+def agent_section(user: Any) -> dict[str, Any]:
+    """The agent's settings of a parsed ngrok config: v3's ``agent`` section, or a version 2 config's top level."""
+    if not isinstance(user, dict):
+        return {}
+    if str(user.get("version")) == "3":
+        agent = user.get("agent")
+        return dict(agent) if isinstance(agent, dict) else {}
+    return {key: value for key, value in user.items() if key not in ("version", "tunnels")}
 
 
 def user_agent_settings(path: str | None = None) -> dict[str, Any]:
@@ -82,25 +120,78 @@ def user_agent_settings(path: str | None = None) -> dict[str, Any]:
     import yaml
 
     try:
-        with open(path or ngrok_config_path(), encoding="utf-8") as f:
-            user: Any = yaml.safe_load(f) or {}
+        return agent_section(read_user_config(path or ngrok_config_path()))
     except (OSError, ValueError, yaml.YAMLError):
-        user = {}
-    if not isinstance(user, dict):
         return {}
-    if str(user.get("version")) == "3":
-        agent = user.get("agent")
-        return dict(agent) if isinstance(agent, dict) else {}
-    # a version 2 config keeps the agent's settings at the top
-    return {key: value for key, value in user.items() if key not in ("version", "tunnels")}
+
+
+# What a share takes from the user's agent settings: the authtoken, and how this machine reaches ngrok's service
+# (ngrok's v3 agent config reference). Nothing else: logging, the web address (the agent's local API must stay on
+# loopback, where pyngrok finds it; pyngrok refuses `log_format: json`, `web_addr: false` and log levels other than
+# info and debug), the console, remote management, update checks, the API key and the user's own endpoints are no
+# share's business. A version 2 config's names are renamed to version 3's.
+COPIED = {"authtoken": str, "connect_url": str, "connect_cas": str, "connect_interface": str, "connect_timeout": str,
+          "proxy_url": str, "dns_resolver_ips": list, "heartbeat_interval": str, "heartbeat_tolerance": str,
+          "crl_noverify": bool, "crl_url": str}
+RENAMED = {"server_addr": "connect_url", "root_cas": "connect_cas"}
+PROXY_SCHEMES = ("http", "https", "socks5")
+CONFIG_FIX = "Fix: correct or remove it (`ngrok config check` checks the file), then run %share again."
+
+
+def share_settings(path: str | None = None) -> dict[str, Any]:
+    """The agent settings a share copies from the user's ngrok config (see :data:`COPIED`), checked: a file that is
+    not YAML, or a copied setting the agent would refuse, is a :class:`TunnelError` naming it."""
+    import yaml
+
+    path = path or ngrok_config_path()
+    try:
+        user = read_user_config(path)
+    except yaml.YAMLError as e:
+        where = getattr(e, "problem_mark", None)
+        line = f" (line {where.line + 1})" if where is not None else ""
+        raise TunnelError(f"Your ngrok config ({path}) is not valid YAML{line}: {getattr(e, 'problem', None) or e}. "
+                          + CONFIG_FIX) from None
+    except (OSError, ValueError) as e:
+        raise TunnelError(f"Your ngrok config ({path}) could not be read: {e}. Fix: make it readable (or remove "
+                          "it), then run %share again.") from None
+    if user is not None and not isinstance(user, dict):
+        raise TunnelError(f"Your ngrok config ({path}) is not a mapping of settings. " + CONFIG_FIX)
+    section = "agent." if isinstance(user, dict) and str(user.get("version")) == "3" else ""
+    copied: dict[str, Any] = {}
+    for written, value in agent_section(user).items():
+        name = RENAMED.get(written, written) if not section else written
+        if name not in COPIED or value is None:
+            continue
+        why = refused(name, value)
+        if why:
+            shown = "****" if name == "authtoken" else repr(value)
+            raise TunnelError(f"Your ngrok config ({path}) sets {section}{written}: {shown}, which {why}. "
+                              + CONFIG_FIX, "config")
+        copied[name] = value
+    return copied
+
+
+def refused(name: str, value: Any) -> str | None:
+    """Why the agent would refuse ``value`` for the setting ``name``; None if it would not (as far as can be told
+    here: the agent checks the rest when it starts)."""
+    from urllib.parse import urlsplit
+
+    kind = COPIED[name]
+    if not isinstance(value, kind) or (kind is list and not all(isinstance(item, str) for item in value)):
+        return {str: "is not text", bool: "is not true or false", list: "is not a list of addresses"}[kind]
+    if name == "proxy_url" and urlsplit(value).scheme not in PROXY_SCHEMES:
+        return f"is not a proxy URL ({', '.join(s + '://' for s in PROXY_SCHEMES)})"
+    if name == "connect_cas" and value not in ("trusted", "host") and not os.path.isfile(os.path.expanduser(value)):
+        return "is neither trusted, host nor a certificate file that exists"
+    return None
 
 
 def private_config(path: str, authtoken: str | None) -> None:
-    """Write the agent's config to ``path`` (created 0600): the user's own ngrok config (where `ngrok config
-    add-authtoken` saved their token) with ``authtoken`` (if given) and inspection turned off."""
+    """Write the agent's config to ``path`` (created 0600): what a share needs of the user's own ngrok config
+    (where `ngrok config add-authtoken` saved their token), with ``authtoken`` (if given) and inspection turned off."""
     import yaml
 
-    agent = user_agent_settings()
+    agent = share_settings()
     if authtoken:
         agent["authtoken"] = authtoken
     agent["inspect_db_size"] = -1
@@ -141,9 +232,21 @@ class Tunnel:
         # Reads PYNGROK_NGROK_PATH from the environment.
         self.config = conf.PyngrokConfig(config_path=self._config_path)
         self.config.auth_token = None  # never on a command line: the private config carries it
+        self.agent = AgentBinary(self.config.ngrok_path, agent_url(), own=same_file(self.config.ngrok_path,
+                                                                                   conf.DEFAULT_NGROK_PATH),
+                                 work=self._folder)
         self.public_url: str | None = None
         self._process = None
         self._endpoint: tuple[str, str] | None = None  # the endpoint's name and upstream, as this share made it
+
+    def prepare(self, stall: float | None = None) -> None:
+        """Before the agent's start timeout begins: check the user's ngrok config, and make the agent ready (fetch
+        it if it is missing, or too old and pyngrok's own; see :mod:`.agent`). Blocking, with bounds of its own;
+        ``self.agent.progress`` says how a download goes."""
+        share_settings()
+        if stall is not None:
+            self.agent.stall = stall
+        self.agent.ready()
 
     def open(self, port: int, traffic_policy: dict[str, Any] | None = None) -> str:
         """Start the agent and an HTTP endpoint to ``127.0.0.1:port`` (the address the gateway holds, never a name

@@ -19,7 +19,7 @@ from ..errors import ShareError, TunnelError
 from ..processes import helper_alive
 from .discovery import kernel_id
 
-STARTUP_TIMEOUT = 20.0  # for the ngrok agent to come up (pyngrok itself would wait forever)
+STARTUP_TIMEOUT = 20.0  # for the ngrok agent to come up (pyngrok itself would wait forever), once it is there
 REPORT_GRACE = 5.0  # on top of that, for the helper to report
 STOP_TIMEOUT = 8.0
 COMMAND_TIMEOUT = 10.0
@@ -40,6 +40,7 @@ class HelperClient:
                     # what a view must not show, though the agent uses another: an output may print it
                     "authtokens": [token for token in (os.environ.get("NGROK_AUTHTOKEN"),) if token],
                     "duration": self.duration, "record": control.record_path(self.server.url),
+                    "download_stall": self.download_stall,
                     # the view follows the cells run in this kernel, from its broadcast channel
                     "live": self.live_view, "connection_file": _connection_file()}
         self._process = subprocess.Popen(
@@ -51,16 +52,21 @@ class HelperClient:
         self._process.stdin.flush()
         outcome: queue.Queue[dict[str, Any]] = queue.Queue()
         stdout = self._process.stdout
-        threading.Thread(target=lambda: outcome.put(json.loads(stdout.readline() or '{"event": "exited"}')),
-                         daemon=True, name="share_magic start").start()
+        threading.Thread(target=_read_events, args=(stdout, outcome), daemon=True, name="share_magic start").start()
         try:
-            event = outcome.get(timeout=timeout + REPORT_GRACE)
+            while True:  # the helper reports how a download of the agent goes often; each report resets the wait
+                event = outcome.get(timeout=timeout + REPORT_GRACE)
+                if event["event"] != "progress":
+                    break
+                self._progress_from(event)
         except queue.Empty:
             event = {"event": "silent"}
         except KeyboardInterrupt:
             self._end_helper()
             self._set("failed", "interrupted while starting")
             raise
+        finally:
+            self.progress = None
         if event["event"] == "ready":
             stdout.close()  # all it had to say is said (its reader is done)
             self.gateway_port = event["gateway_port"]
@@ -85,6 +91,15 @@ class HelperClient:
         if is_bug:
             raise RuntimeError(f"share_magic's helper process failed:\n{message}")
         raise TunnelError(message, code)
+
+    def _progress_from(self, event: dict[str, Any]) -> None:
+        """What the helper says of fetching the agent, in words (``%share status`` and the widget show them)."""
+        what, done, total = event["what"], event["done"], event["total"]
+        amount = f"{done / 1e6:.1f} of {total / 1e6:.1f} MB ({100 * done // total}%)" if total else \
+            f"{done / 1e6:.1f} MB"
+        self.progress = f"{what}: {amount}" + (", done" if event.get("finished") else "")
+        self.progress_fraction = done / total if total else None
+        self._changed()
 
     def stop(self) -> None:
         """Close the tunnel and the gateway, cutting every visitor connection, for every notebook that shows the
@@ -231,6 +246,16 @@ def _connection_file() -> str | None:
     except Exception:  # not running inside an ipykernel
         return None
     return os.path.abspath(path) if os.path.isfile(path) else None
+
+
+def _read_events(stdout: Any, events: queue.Queue[dict[str, Any]]) -> None:
+    """The helper's reports on its standard output: progress, then the start's outcome (the last thing it says)."""
+    while True:
+        line = stdout.readline()
+        event = json.loads(line) if line else {"event": "exited"}
+        events.put(event)
+        if event["event"] != "progress":
+            return
 
 
 def _helper_environment() -> dict[str, str]:

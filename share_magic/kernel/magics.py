@@ -55,8 +55,10 @@ class ShareMagics(Magics):
     live_view = Bool(True, help="A view link shows every cell as it runs in this kernel (its code and outputs as they "
                                 "stream), not only the notebook as last saved. --saved-only turns it off for one "
                                 "share.").tag(config=True)
-    startup_timeout = Float(20.0, help="Seconds to wait for the ngrok agent to start before giving up.").tag(
-        config=True)
+    startup_timeout = Float(20.0, help="Seconds to wait for the ngrok agent to start before giving up (a download "
+                                       "of the agent comes before, with a bound of its own).").tag(config=True)
+    download_stall = Float(30.0, help="Seconds without a byte before a download of the ngrok agent (on first use, "
+                                      "or replacing pyngrok's own when too old) is given up.").tag(config=True)
 
     def __init__(self, shell: Any = None, **kwargs: Any) -> None:
         super().__init__(shell=shell, **kwargs)
@@ -153,26 +155,32 @@ class ShareMagics(Magics):
                 share = lifecycle.latest()
                 print(share.describe() if share else "Nothing is shared from this kernel. Start with %share.")
             else:
-                from .widget import ShareView
+                from .widget import ShareView, StartProgress
 
-                ShareView(self._start(args, lifecycle)).show()
+                progress = StartProgress()
+                ShareView(self._start(args, lifecycle, progress)).show(progress.handle)
         except ShareError as e:
             raise UsageError(str(e)) from None
 
-    def _start(self, args: argparse.Namespace, lifecycle: Any) -> Any:
-        """This kernel's share, started with the line's options unless one is live."""
+    def _start(self, args: argparse.Namespace, lifecycle: Any, progress: Any = None) -> Any:
+        """This kernel's share, started with the line's options unless one is live; ``progress`` (a
+        :class:`~share_magic.kernel.widget.StartProgress`) shows how fetching the ngrok agent goes, if it must."""
         options = dict(port=args.port, url=args.url, token=args.token, authtoken=args.authtoken,
                        include_token=self.include_token and not args.no_token, insecure=args.insecure,
                        timeout=self.startup_timeout, duration=args.duration or self.duration, view=args.view,
                        economy=self.economy, sign_in=self._sign_in(args), approve=self.approve or args.approve,
+                       download_stall=self.download_stall, starting=progress.follow if progress else None,
                        live_view=self.live_view and not args.saved_only)
         try:
             return lifecycle.share(**options)
-        except TunnelError as e:
-            if e.code != "ERR_NGROK_4018":
+        except ShareError as e:
+            if progress is not None:
+                progress.clear()
+            if not isinstance(e, TunnelError) or e.code != "ERR_NGROK_4018":
                 raise
             from .authtoken import AuthtokenForm
 
+            options["starting"] = None
             AuthtokenForm(str(e), retry=lambda: lifecycle.share(**options)).show()
             raise ShareError(f"{e} Or paste it in the form above.") from None
 

@@ -69,7 +69,7 @@ class Described:
                       self.cost_summary(), "Stop sharing with: %share stop"]
             return "\n".join(lines)
         if self.status == "starting":
-            return "Starting a share of this Jupyter server..."
+            return "Starting a share of this Jupyter server" + (f": {self.progress}" if self.progress else "...")
         if self.status == "expired":
             return (f"Share expired at {clock(self.ended_at)}: the link no longer works. Run %share for a new "
                     "one.")

@@ -84,8 +84,13 @@ class _OwnOutput:
 
     _handle: DisplayHandle | None = None
 
-    def show(self) -> None:
-        self._handle = display(self, display_id=True, metadata=own_output())
+    def show(self, where: DisplayHandle | None = None) -> None:
+        """Display it in an output of its own, or in ``where`` (an output shown before, which it replaces)."""
+        if where is None:
+            self._handle = display(self, display_id=True, metadata=own_output())
+        else:
+            where.update(self, metadata=own_output())
+            self._handle = where
 
     def _hand_over(self, successor: Any) -> DisplayHandle | None:
         """Put ``successor`` in this widget's output and close the widget; None if it was never shown."""
@@ -105,6 +110,40 @@ def grants(share: Share) -> str:
 
 def view_grants(share: Share) -> str:
     return LIVE_GRANTS if getattr(share, "live_view", False) else VIEW_GRANTS
+
+
+class StartProgress:
+    """How the start of a share goes while the ngrok agent is fetched (a first download, an update): an output shown
+    at the first report, updated at each, that the share's view then replaces (:attr:`handle`); nothing is shown
+    for a start that fetches nothing."""
+
+    def __init__(self) -> None:
+        self.handle: DisplayHandle | None = None
+
+    def follow(self, share: Share) -> None:
+        share.observe(self._changed)
+
+    def _changed(self, share: Share) -> None:
+        if share.status != "starting" or not share.progress:
+            return
+        bundle = {"text/plain": share.describe(), "text/html": progress_html(share)}
+        if self.handle is None:
+            self.handle = display(bundle, raw=True, display_id=True, metadata=own_output())
+        else:
+            self.handle.update(bundle, raw=True, metadata=own_output())
+
+    def clear(self) -> None:
+        """The start failed: its error says what happened, so the progress shown goes."""
+        if self.handle is not None:
+            self.handle.update({"text/plain": ""}, raw=True, metadata=own_output())
+
+
+def progress_html(share: Share) -> str:
+    fraction = share.progress_fraction
+    bar = (f'<progress class="share-magic-progress" max="1000" value="{int(fraction * 1000)}"></progress> '
+           if fraction is not None else "")
+    return (f'<div class="share-magic">{bar}<span class="share-magic-status">{html.escape(share.describe())}'
+            "</span></div>")
 
 
 class LiveLink(anywidget.AnyWidget):
