@@ -17,6 +17,7 @@ from typing import Any
 from .. import control
 from ..errors import ShareError, TunnelError
 from ..processes import helper_alive
+from .cells import connection_file, name_cells
 from .discovery import kernel_id
 
 STARTUP_TIMEOUT = 20.0  # for the ngrok agent to come up (pyngrok itself would wait forever), once it is there
@@ -42,7 +43,7 @@ class HelperClient:
                     "duration": self.duration, "record": control.record_path(self.server.url),
                     "download_stall": self.download_stall,
                     # the view follows the cells run in this kernel, from its broadcast channel
-                    "live": self.live_view, "connection_file": _connection_file()}
+                    "live": self.live_view, "connection_file": connection_file()}
         self._process = subprocess.Popen(
             [sys.executable, "-m", "share_magic.helper"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             text=True, env=_helper_environment(), start_new_session=True)
@@ -76,9 +77,7 @@ class HelperClient:
             except (OSError, EOFError) as e:
                 event = {"event": "crashed", "traceback": f"its control channel did not answer: {e!r}"}
             if self.status == "live":
-                from .cells import CellNamer
-
-                self._cells = CellNamer(self).register()
+                self._unname = name_cells(self)
                 return
         self._end_helper()
         message, code, is_bug = {
@@ -231,21 +230,10 @@ class HelperClient:
             self.status, self.reason = status, reason
             self.ended_at = datetime.datetime.now()
             self.visitors = 0
-        if getattr(self, "_cells", None) is not None:
-            self._cells.unregister()
-            self._cells = None
+        if getattr(self, "_unname", None) is not None:
+            self._unname()
+            self._unname = None
         self._changed()
-
-
-def _connection_file() -> str | None:
-    """This kernel's connection file (where its channels are, and their key), if it is an ipykernel."""
-    try:
-        from ipykernel.connect import get_connection_file
-
-        path = get_connection_file()
-    except Exception:  # not running inside an ipykernel
-        return None
-    return os.path.abspath(path) if os.path.isfile(path) else None
 
 
 def _read_events(stdout: Any, events: queue.Queue[dict[str, Any]]) -> None:

@@ -12,8 +12,8 @@ from traitlets import Bool, Float, Unicode
 from ..errors import ShareError, TunnelError
 
 USAGE = ("%share [stop | status | links | log | invite NAME... | revoke NAME | admit NAME | deny NAME] [--view] "
-         "[--saved-only] [--approve] [--for DURATION] [--sign-in PROVIDER] [--port N | --url URL [--token T]] [--no-token] "
-         "[--insecure]")
+         "[--saved-only] [--approve] [--for DURATION] [--sign-in PROVIDER] [--port N | --url URL [--token T]] "
+         "[--no-token] [--insecure]")
 NAMED = ("invite", "revoke", "admit", "deny")
 
 

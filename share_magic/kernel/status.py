@@ -91,10 +91,8 @@ class Described:
                                                              else "") for person in self.people.values()]
 
     def view_summary(self) -> str:
-        """What a view link shows: each cell as it runs, or only the saved notebook."""
-        if self.live_view:
-            return "Readers see the notebook as last saved and each cell as you run it"
-        return "Readers see the notebook as last saved (save-only: not each cell as it runs)"
+        return "Readers see the notebook as last saved" + (
+            " and each cell as you run it" if self.live_view else " (save-only: not each cell as it runs)")
 
     def lobby_summary(self) -> list[str]:
         """Who waits to be let in, and what visitors without a row of their own did last (``%share status``)."""
