@@ -2,11 +2,14 @@
 kernel's broadcast channel, without a save -- in its saved cell's place, cleaned as saved cells are."""
 from __future__ import annotations
 
+import base64
 import gc
 import json
 import os
+import re
 import signal
 import socket
+import time
 import uuid
 from types import SimpleNamespace
 
@@ -23,7 +26,7 @@ from harness import (
     wait_for,
 )
 from test_browser import CHROMIUM, VISITOR_ARGS, visit
-from test_view import key_of, notebook, save
+from test_view import key_of, notebook, png, save
 
 from share_magic.helper.live import MAX_RUNS, LiveRuns, rewritten
 
@@ -96,6 +99,7 @@ class Reader:
         self.order: list[str] | None = None
         self.state: dict = {}
         self.seen: list[tuple[str, dict]] = []  # every event, in order
+        self.times: list[float] = []  # when each arrived (monotonic)
         self.raw = b""
         self._pending = b""
 
@@ -112,10 +116,11 @@ class Reader:
         block, self._pending = self._pending.split(b"\n\n", 1)
         fields = dict(line.split(": ", 1) for line in block.decode().splitlines()
                       if ": " in line and not line.startswith(":"))
-        if "data" not in fields:
-            return self.next()
+        if "data" not in fields:  # a keep-alive comment, or the retry line
+            return "", {}
         kind, update = fields.get("event", "message"), json.loads(fields["data"])
         self.seen.append((kind, update))
+        self.times.append(time.monotonic())
         if kind == "notebook":
             if update.get("reset"):
                 self.saved = {}
@@ -132,10 +137,14 @@ class Reader:
                                if name in update})
         return kind, update
 
-    def until(self, predicate, what: str) -> None:
-        """Read events until ``predicate(self)`` holds (the stream's read timeout bounds the wait)."""
+    def until(self, predicate, what: str, timeout: float = 60) -> None:
+        """Read events until ``predicate(self)`` holds, for ``timeout`` seconds at most (the stream's keep-alive
+        comments, every 20 s, bound each read)."""
+        deadline = time.monotonic() + timeout
         while not predicate(self):
             try:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{timeout:g} s passed")
                 self.next()
             except Exception as e:
                 raise AssertionError(f"no event made it true: {what} ({e}); order {self.shown()}") from e
@@ -275,6 +284,18 @@ def test_save_only_shows_nothing_until_a_save(jupyter, owner, public_names, read
     assert [kind for kind, _ in reader.seen] == ["notebook", "notebook"]
     assert "RUN-NOT-SAVED" not in reader.raw.decode()
 
+    # The same for every share, by the option
+    assert kernel.execute("%share stop")["error"] is None
+    result = kernel.execute("%config ShareMagics.live_view = False\n%share --view")
+    assert result["error"] is None, result
+    assert "as last saved (save-only" in kernel.run("%share status")
+    again = readers(share_links(kernel)["view"])
+    again.until(lambda r: "m2" in r.shown(), "the saved notebook")
+    kernel.collect(run_cell(kernel, "print('STILL-NOT' + '-SAVED')", "c1"))
+    save(server, {"cell_type": "markdown", "id": "m3", "metadata": {}, "source": "SAVED-AGAIN"})
+    again.until(lambda r: "m3" in r.shown(), "the save")
+    assert {kind for kind, _ in again.seen} == {"notebook"} and "STILL-NOT-SAVED" not in again.raw.decode()
+
 
 def test_the_page_follows_the_running_cell_and_a_reader_can_stop_following(presenting, tmp_path):
     from playwright.sync_api import expect, sync_playwright
@@ -302,6 +323,89 @@ def test_the_page_follows_the_running_cell_and_a_reader_can_stop_following(prese
             kernel.collect(msg_id)
         finally:
             browser.close()
+
+
+def test_a_progress_bar_of_thousands_of_writes_costs_a_reader_a_few_updates(presenting, readers):
+    _, kernel, link = presenting
+    reader = readers(link)
+    reader.until(lambda r: r.saved_order, "the saved notebook")
+    reader.until(lambda r: "live" in [kind for kind, _ in r.seen], "the live state")
+    events, received = len(reader.seen), len(reader.raw)
+    # Each write its own stream message, as a progress bar that flushes each step makes them (published here
+    # directly: ipykernel's flush waits a round trip of its IO thread, which makes 10,000 of them minutes long).
+    code = ("import time\nkernel = get_ipython().kernel\nstart = time.monotonic()\nfor step in range(3_000):\n"
+            "    kernel.session.send(kernel.iopub_socket, 'stream', {'name': 'stdout', 'text': "
+            "f'\\rPROGRESS {step:05d}'}, parent=kernel.get_parent())\n"
+            "print('\\nDONE-' + 'PROGRESS', time.monotonic() - start)")
+    began = time.monotonic()
+    result = kernel.collect(run_cell(kernel, code, "progress"), timeout=240)
+    published = sum('"msg_type": "stream"' in message for message in result["messages"])
+    reader.until(lambda r: "DONE-PROGRESS" in r.markup("live:progress") and r.state.get("kernel") == "idle",
+                 "the end of the progress bar, and idle")
+    window = time.monotonic() - began  # every update of the run was sent within it
+    updates = sum("live:progress" in update.get("live", {}) for _, update in reader.seen[events:])
+    cost = len(reader.raw) - received
+    print(f"progress cell: {published} stream messages; the reader got {updates} updates of it, {cost} bytes, "
+          f"within {window:.1f} s")
+    assert published > 1000, published  # the kernel did publish its writes one by one
+    assert updates <= 10 * window + 1, (updates, window)  # at most ~10 a second, not one a write
+    # each update one cell of ~3.5 kB of markup (decoded; less on the wire), not the bar's 3,000 lines (42 kB)
+    assert cost < 6_000 * updates, (cost, updates)
+    assert re.findall(r"PROGRESS \d{5}", reader.markup("live:progress")) == ["PROGRESS 02999"]  # one line, rewritten
+
+
+def test_an_image_is_sent_once_displays_update_and_clear_output_waits(presenting, readers, tmp_path):
+    _, kernel, link = presenting
+    reader = readers(link)
+    release = tmp_path / "more"
+    image = png(40, 30, (10, 200, 90))
+    figure = tmp_path / "figure.png"
+    figure.write_bytes(base64.b64decode(image))
+    code = ("import os, time\nfrom IPython.display import Image, display\n"
+            f"handle = display(Image(filename={str(figure)!r}), display_id=True)\n"
+            "print('WITH-AN' + '-IMAGE', flush=True)\n"
+            f"while not os.path.exists({str(release)!r}):\n    time.sleep(0.02)\n"
+            "for line in range(30):\n    print('MORE', line, flush=True)\n    time.sleep(0.01)\n"
+            "print('LAST-' + 'LINE', flush=True)")
+    msg_id = run_cell(kernel, code, "figure")
+    reader.until(lambda r: "WITH-AN-IMAGE" in r.markup("live:figure"), "the image and a first line")
+    release.write_text("go")
+    kernel.collect(msg_id)
+    reader.until(lambda r: "LAST-LINE" in r.markup("live:figure"), "the rest of the cell")
+    updates = [update for kind, update in reader.seen if kind == "live" and "live:figure" in update.get("live", {})]
+    assert len(updates) >= 2 and reader.raw.decode().count(image) == 1  # many updates of the cell, one image
+
+    code = ("from IPython.display import clear_output, display\nhandle = display('SHOWN-' + 'FIRST', display_id=True)\n"
+            "print('BEFORE-' + 'CLEAR')\nclear_output(wait=True)\nprint('AFTER-' + 'CLEAR')\n"
+            "handle2 = display('OLD-' + 'DISPLAY', display_id=True)\nhandle2.update('NEW-' + 'DISPLAY')")
+    kernel.collect(run_cell(kernel, code, "cleared"))
+    reader.until(lambda r: "NEW-DISPLAY" in r.markup("live:cleared"), "the updated display")
+    markup = reader.markup("live:cleared")
+    assert "AFTER-CLEAR" in markup and "BEFORE-CLEAR" not in markup and "SHOWN-FIRST" not in markup
+    assert "OLD-DISPLAY" not in markup
+
+
+def test_the_shares_own_output_never_shows(presenting, readers):
+    _, kernel, link = presenting
+    reader = readers(link)
+    result = kernel.collect(run_cell(kernel, "%share links\n%share status\n%share", "own"))
+    assert "View only" in result["text"] + result["stdout"] and "Readers see" in result["stdout"]  # it did print
+    reader.until(lambda r: "live:own" in r.live and r.state.get("kernel") == "idle", "the cell")
+    markup = reader.markup("live:own")
+    assert "View only" not in markup and "Readers see" not in markup and "ngrok" not in markup.lower(), markup
+    assert "share-magic-widget" not in markup and key_of(link) not in reader.raw.decode()
+
+
+def test_a_kernel_restart_keeps_the_view_live(presenting, readers):
+    server, kernel, link = presenting
+    reader = readers(link)
+    reader.until(lambda r: r.state.get("kernel") == "idle", "the live state")
+    server.api("POST", f"api/kernels/{kernel.kernel_id}/restart").raise_for_status()
+    reader.until(lambda r: r.state.get("kernel") == "restarted", "the restart")
+    assert reader.state["words"] == "kernel restarted"
+    console = run_cell(kernel, "print('AFTER-THE' + '-RESTART')")  # the new process names no cells: a new one
+    kernel.collect(console)
+    reader.until(lambda r: "AFTER-THE-RESTART" in r.markup(f"live:{console}"), "a run after the restart")
 
 
 def test_runs_are_kept_bounded_oldest_first() -> None:

@@ -12,6 +12,7 @@ Kept bounded (:data:`MAX_RUNS` runs, :data:`MAX_BYTES` of outputs): the oldest g
 from __future__ import annotations
 
 import datetime
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -21,6 +22,7 @@ from typing import Any
 MAX_RUNS = 200
 MAX_BYTES = 50 * 1024 * 1024
 MAX_STREAM = 2 * 1024 * 1024  # one stream output's text kept at most; a longer one keeps its end
+OWN = re.compile(r"^\s*%%?share\b|run_line_magic\(\s*['\"]share['\"]", re.M)
 OUTPUTS = ("stream", "display_data", "execute_result", "error", "update_display_data", "clear_output")
 
 
@@ -38,6 +40,10 @@ class Run:
     clear_pending: bool = False
     changes: int = 0
     size: int = 0
+    own: bool = False  # it runs %share: what it prints is the share's (links, status), never shown
+
+    def __post_init__(self) -> None:
+        self.own = bool(OWN.search(self.code))
 
     def changed(self) -> None:
         self.changes += 1
@@ -147,6 +153,8 @@ class LiveRuns:
             return
         if run.clear_pending:
             run.outputs, run.clear_pending = [], False
+        if kind == "stream" and run.own:
+            return
         if kind == "stream":
             name, text = str(content.get("name", "stdout")), str(content.get("text", ""))
             last = run.outputs[-1] if run.outputs else None

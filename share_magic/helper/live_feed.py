@@ -44,6 +44,7 @@ class LiveFeed:
         self.renders = 0
         self._shown: dict[str, tuple[str, int, str, frozenset[str]]] = {}  # key -> msg_id, changes, markup, images
         self._images: dict[str, str] = {}  # digest -> data URL, of the images the live cells show now
+        self._sent: set[str] = set()  # the digests readers hold now
         self._order: list[str] | None = None
         self._state: dict[str, Any] = {}
         self._blanked: frozenset[str] = frozenset()
@@ -87,7 +88,7 @@ class LiveFeed:
         """The update since the last one (None if readers would see no change), and whether a run waits."""
         hidden = self.hidden()
         if hidden != self._blanked:
-            self._shown, self._blanked = {}, hidden  # a new secret: every live cell is cleaned again
+            self._shown, self._blanked, self._sent = {}, hidden, set()  # a new secret: every live cell cleaned again
         saved = tuple(self.saved_ids())
         now = time.monotonic()
         with self.runs.lock:
@@ -119,8 +120,10 @@ class LiveFeed:
         for key in [key for key in self._shown if key not in live_keys]:
             del self._shown[key]
         referenced = set().union(*(held[3] for held in self._shown.values())) if self._shown else set()
-        new_images = {digest: self._images[digest] for key in cells for digest in self._shown[key][3]}
+        new_images = {digest: self._images[digest] for key in cells for digest in self._shown[key][3]
+                      if digest not in self._sent}  # readers keep an image while a live cell shows it
         self._images = {digest: url for digest, url in self._images.items() if digest in referenced}
+        self._sent = (self._sent | set(new_images)) & referenced
         update: dict[str, Any] = {}
         if cells:
             update["live"] = cells
