@@ -213,8 +213,10 @@ def test_the_kernel_loads_no_code_that_serves_visitors(viewed) -> None:
         "[n for n in sys.modules if n.startswith('share_magic.helper')], 'nbconvert': 'nbconvert' in sys.modules}))"))
     assert loaded["helper"] == [] and not loaded["nbconvert"]
     # was 3,224 before the kernel and the helper had folders of their own; 2,100 before the owner's side of the lobby
-    # and the trail (admit, deny, who waits, last actions: none of it serves visitors)
-    assert loaded["lines"] <= 2300, loaded
+    # and the trail (admit, deny, who waits, last actions: none of it serves visitors); 2,352 after the agent's
+    # download progress; 2,419 with the live view's kernel side (naming each cell run to the helper, kernel/cells.py:
+    # the helper reads the runs themselves)
+    assert loaded["lines"] <= 2450, loaded
 
 
 def key_of(link: str) -> str:
@@ -547,7 +549,7 @@ def events(reader, path: str, count: int, headers: dict | None = None):
             for block in complete:
                 fields = dict(line.split(": ", 1) for line in block.decode().splitlines()
                               if ": " in line and not line.startswith(":"))
-                if "data" in fields:
+                if "data" in fields and fields.get("event") == "notebook":  # the saved view's (not live cells)
                     yield fields.get("id"), json.loads(fields["data"])
                     count -= 1
                     if not count:

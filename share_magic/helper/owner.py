@@ -203,6 +203,7 @@ class Helper(LobbyAndTrail):
                 "expires_at": self.expires_at, "kernel_id": self.kernel_id,
                 "notebook": self.settings.get("notebook_path"), "include_token": self.settings.get("include_token"),
                 "authenticated": self.settings.get("authenticated", True), "cost": list(self.cost),
+                "live_view": bool(self.settings.get("live", True) and self.settings.get("connection_file")),
                 **self.people()}
 
     def login(self, name: str | None = None) -> str | None:
@@ -219,8 +220,9 @@ class Helper(LobbyAndTrail):
     def link_key(self, role: str) -> str:
         """The key of the share's own edit or view link; the view starts watching the notebook with the first."""
         if role == "view" and self.view is None:
+            live = self.settings.get("live", True) and self.settings.get("connection_file")
             self.view = NotebookView(NotebookSource(self.server, self.settings["notebook_path"]), self.server.base_url,
-                                     secrets_to_blank=self.secrets)
+                                     secrets_to_blank=self.secrets, kernel_connection=live or None)
         return self.access.link_key(role)
 
     def secrets(self) -> list[str]:
@@ -261,6 +263,10 @@ class Helper(LobbyAndTrail):
             self.keys[command["role"]] = self.link_key(command["role"])
             self.events.emit("links", key=self.keys.get("edit"), view_key=self.keys.get("view"))
             return {"key": self.keys[command["role"]]}
+        if cmd == "cell":  # the share's kernel names the notebook cell a request runs (IOPub does not say)
+            if self.view is not None and self.view.live is not None:
+                self.view.live.place(str(command.get("msg_id")), str(command.get("cell_id")))
+            return {}
         if cmd == "invite" and name:
             key = self.access.invite(name)
             self.note(OWNER, f"invited {name}")
