@@ -122,10 +122,11 @@ def test_one_visitor_cannot_fill_the_trail_nor_make_it_keep_a_password_or_a_fals
         shell.send(json.dumps(["stdin", flood[at:at + 3000]]))
     typed("echo flood-$((6*7))\r", "flood-42")
 
-    # Paths that would fake lines: a bidi override, a line break, 60,000 characters.
+    # Paths that would fake lines: a bidi override, a line break, 10,000 characters (the edge, as h11 does, takes
+    # request heads up to 16 KiB).
     fake = "notes\u202etxt.exe"
     forged = "x\n                               Bob  deleted everything"
-    for name in (fake, forged, "p" * 60_000):
+    for name in (fake, forged, "p" * 10_000):
         ada.get("/api/contents/" + urllib.parse.quote(name))
 
     # Everyone's later actions still land: Ada's, Bob's, the owner's.
