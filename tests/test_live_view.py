@@ -3,11 +3,8 @@ kernel's broadcast channel, without a save -- in its saved cell's place, cleaned
 from __future__ import annotations
 
 import base64
-import gc
 import json
-import os
 import re
-import signal
 import socket
 import time
 import uuid
@@ -19,11 +16,10 @@ from harness import (
     PUBLIC_SUFFIXES,
     JupyterServer,
     Visitor,
+    end_shares,
     open_notebook,
     sandbox_environment,
     share_links,
-    share_processes,
-    wait_for,
 )
 from test_browser import CHROMIUM, VISITOR_ARGS, visit
 from test_view import key_of, notebook, png, save
@@ -62,12 +58,7 @@ def stage(tmp_path_factory):
             if kernel is not None:
                 kernel.close()
             server.stop()
-            try:
-                wait_for(lambda: not share_processes(), 10, "share processes to end after their kernels")
-            finally:
-                for pid in share_processes():
-                    os.kill(pid, signal.SIGKILL)
-                gc.collect()
+            end_shares()
 
 
 @pytest.fixture
