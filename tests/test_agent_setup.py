@@ -145,6 +145,10 @@ class FakeCDN:
 
     def close(self) -> None:
         self.resume.set()
+        try:
+            self.listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() under way (close() alone does not)
+        except OSError:
+            pass
         self.listener.close()
         for sock in self.sockets:
             sock.close()

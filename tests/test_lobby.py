@@ -118,14 +118,14 @@ def test_a_newcomer_waits_is_admitted_and_the_trail_names_what_they_did(jupyter,
                       "Grace to show as connected")
     assert "<b>Grace</b> (name they gave) (connected since" in status and "Waiting to be let in" not in status
 
-    log = wait_for(lambda: (out := notebook.run("%share log")) and "wrote notes.txt" in out and out, 10,
+    log = wait_for(lambda: (out := notebook.execute("%share log")["text"]) and "wrote notes.txt" in out and out, 10,
                    "the trail to name what Grace did")
     lines = log.splitlines()
     assert any("<b>Grace</b> (name they gave)" in line and "ran code in shared.ipynb:" in line for line in lines)
     assert "print('grace was here')" in log and "x = 6 * 7" in log
     assert any("<b>Grace</b> (name they gave)" in line and line.endswith("wrote notes.txt") for line in lines)
     assert any("owner" in line and "let <b>Grace</b> (name they gave) in from the lobby" in line for line in lines)
-    log = wait_for(lambda: (out := notebook.run("%share log")) and "ls -l here" in out and out, 10,
+    log = wait_for(lambda: (out := notebook.execute("%share log")["text"]) and "ls -l here" in out and out, 10,
                    "the trail to follow the terminal")
     for did in ("renamed notes.txt", "downloaded kept.txt", "deleted kept.txt", "started a new terminal",
                 f"opened terminal {terminal}", f"typed in terminal {terminal}: echo one",
@@ -141,7 +141,7 @@ def test_a_newcomer_waits_is_admitted_and_the_trail_names_what_they_did(jupyter,
 
     # The trail outlives the share, in a file only the owner can read.
     notebook.run("%share stop")
-    after = notebook.run("%share log")
+    after = notebook.execute("%share log")["text"]
     assert "wrote notes.txt" in after and after.rstrip().endswith("stopped the share")
     trails = Path(notebook.run("from share_magic import trail; print(trail.folder())").strip())
     assert stat.S_IMODE(trails.stat().st_mode) == 0o700

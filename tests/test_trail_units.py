@@ -99,18 +99,51 @@ def test_code_run_on_a_kernel_websocket_is_read_whatever_the_framing(deflate, pr
     for at in range(0, len(stream), 7):  # as the relay's reads split it
         reader.read(stream[at:at + 7])
     assert len(seen) == 2 and seen[0].startswith("import os\nprint(os.getcwd())\nx0 = 0")
-    assert seen[0].endswith("... (6 more lines)")
+    assert seen[0].endswith(f"... (6 more lines, {len(EXECUTE['content']['code'])} bytes in all)")
 
 
-def test_a_terminal_is_read_line_by_line_as_it_shows() -> None:
+def test_a_terminal_is_read_line_by_line_as_it_shows_and_only_once_echoed() -> None:
+    """A line is kept once the terminal echoed it: erasures applied; with editing keys, the keys themselves; a line
+    typed at a prompt that does not echo (a password) only counted."""
     lines: list[str] = []
     reader = TerminalReader([], lines.append)
-    browser = client()
-    for typed in ("ls -l", "a\x7f", "\r", "echo \x1b[A\x1b[Dhi\r", "sudo rm\x03", "cat secrets"):
-        reader.read(bytes(browser.send_data(json.dumps(["stdin", typed]))))
+    browser, terminal = client(), FrameProtocol(client=False, extensions=[])
+
+    def typed(text: str, echo: str | None = None) -> None:
+        reader.read(bytes(browser.send_data(json.dumps(["stdin", text]))))
+        if echo is not None:
+            reader.show(bytes(terminal.send_data(json.dumps(["stdout", echo]))))
+
+    typed("ls -l", "ls -l")
+    typed("a\x7f", "a\b\x1b[K")
+    typed("\r", "\r\nfile\r\n$ ")
+    typed("echo \x1b[A\x1b[Dhi\r", "echo hi\r\nhi\r\n$ ")
+    typed("sudo rm\x03", "sudo rm^C\r\n$ ")
+    typed("sudo -k true\r", "sudo -k true\r\n[sudo] password for ada: ")
+    typed("hunter2\r", "\r\n")  # no echo
+    typed("touch X\x01" + "\x7f" * 7 + "\r", "touch X\x1b[7D\r\n$ ")  # bash ran touch X
+    typed("ls -l nothere" + "\x7f" * 7 + "here\r",  # readline redraws across the right margin
+          "ls -l nothere\b\x1b[K\b\x1b[K\r\x1b[K\x1b[A" + "\x1b[C" * 70 + "here\r\n$ ")
     reader.read(bytes(browser.send_data(json.dumps(["set_size", 24, 80]))))
+    typed("cat secrets", "cat secrets")
     reader.close()
-    assert lines == ["ls -l", "echo hi", "cat secrets  (not entered)"]
+    assert lines == ["ls -l", "echo ^[[A^[[Dhi  (the keys sent, editing keys included: what ran may differ)",
+                     "sudo -k true",
+                     "typed 7 characters without an echo the trail saw (not kept: what a password prompt reads)",
+                     "touch X^A^?^?^?^?^?^?^?  (the keys sent, editing keys included: what ran may differ)",
+                     "ls -l here", "cat secrets  (not entered)"]
+    assert not any("hunter2" in line for line in lines)
+
+
+def test_every_recorded_string_is_one_clean_line_of_bounded_length() -> None:
+    from share_magic.trail import LINE_LIMIT, clean, clean_entry
+
+    assert clean("evil\u202etxt.exe") == "evil<U+202E>txt.exe" and clean("a\nb\u2028c") == "a^Jb<U+2028>c"
+    assert clean(clean("\x1b[2J\u200b")) == clean("\x1b[2J\u200b") == "^[[2J<U+200B>"
+    long = clean("x" * 60_000)
+    assert len(long) < LINE_LIMIT + 40 and long.endswith("(59,700 more characters)")
+    who, what = clean_entry("Eve\n2026-01-01 owner", "ran code:\n" + "\n".join(["y"] * 50))
+    assert "\n" not in who and len(what.split("\n")) == 12 and what.endswith("(40 more lines)")
 
 
 def test_the_tap_passes_every_byte_even_when_its_observer_fails() -> None:
@@ -201,7 +234,7 @@ def test_the_log_prints_no_escape_a_visitor_ran() -> None:
     from share_magic.trail import format_entries
 
     printed = format_entries([{"t": 0, "who": "Eve\x1b[8m", "what": "ran code:\nprint(1)\x1b[30;40m hidden\x9b2J"}])
-    assert "\x1b" not in printed and "\x9b" not in printed and "print(1)[30;40m hidden" in printed
+    assert "\x1b" not in printed and "\x9b" not in printed and "print(1)^[[30;40m hidden<U+009B>2J" in printed
 
 
 def test_requests_the_edge_did_not_vouch_for_share_one_source_in_the_lobby() -> None:

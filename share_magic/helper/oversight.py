@@ -34,6 +34,11 @@ class LobbyAndTrail:
         self.note(OWNER, "started the share" + (
             " (visitors with the share's link wait in the lobby)" if self.access.lobby else ""))
 
+    def trail_record(self) -> dict[str, Any]:
+        """The helper's copy of the trail (what it wrote, whatever became of the file): ``%share log`` checks the
+        file against it."""
+        return {"lines": self.recorder.written() if self.recorder is not None else None}
+
     def follow_up(self) -> None:
         """What the watch does every turn: names whose page closed leave the lobby's list; each person's last
         action reaches the kernels."""

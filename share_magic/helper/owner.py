@@ -271,6 +271,8 @@ class Helper(LobbyAndTrail):
             key = self.access.invite(name)
             self.note(OWNER, f"invited {name}")
             return {"key": key, **self.report_people()}
+        if cmd == "trail":
+            return self.trail_record()
         if cmd in ("approve", "admit", "deny"):
             return self.lobby_command(cmd, name)
         if cmd == "revoke" and name:

@@ -527,7 +527,8 @@ class Exchange(httputil.HTTPMessageDelegate):
         assert connection.session is not None
         gateway.set_live(connection, True)
         try:
-            await asyncio.gather(pipe(upstream.stream, visitor), pipe(visitor, upstream.stream, tapped))
+            await asyncio.gather(pipe(upstream.stream, visitor, getattr(tapped, "back", None)),
+                                 pipe(visitor, upstream.stream, tapped))
         finally:
             if tapped is not None:
                 quietly(tapped.close)

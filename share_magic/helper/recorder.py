@@ -7,6 +7,12 @@ queue what they are told; one thread of the recorder's reads it, names the visit
 (:mod:`share_magic.trail`) line by line. Should visitors send faster than it reads, it stops reading that websocket
 (and says so in the trail) rather than slow anyone down.
 
+One visitor cannot fill the trail: each person's lines of each kind (typed in a terminal, code run, everything
+else) take at most :data:`PERSON_SHARE` bytes of it one by one; past that they are counted and summed up ("typed
+45,000 more lines in a terminal"), at most once a minute and before that person's next line that is kept. Visitors
+together take at most the trail's size but :data:`RESERVE`, which keeps room for the owner's lines and the
+summaries.
+
 Who: the invitation's name, the verified e-mail, or the name given in the lobby ("Grace (name they gave)"); else
 "visitor 3 (anyone-link)", numbered in the order they came. What: joined, left and came back; opened a notebook or
 file; ran code (its first lines, in which notebook); opened a terminal and typed in it, line by line; wrote,
@@ -23,7 +29,7 @@ from typing import Any, Callable
 from urllib.parse import parse_qs, quote, unquote
 
 from ..jupyter import JupyterServer
-from ..trail import TrailFile
+from ..trail import MAX_BYTES, TrailFile, clean
 from .access import Session
 from .lobby import CHOSEN
 from .wiretap import KernelReader, RoomReader, TerminalReader
@@ -31,6 +37,13 @@ from .wiretap import KernelReader, RoomReader, TerminalReader
 BACKLOG_LIMIT = 16 * 1024 * 1024  # bytes of websocket traffic queued unread; past it, that websocket goes unread
 REPEAT_AFTER = 300.0  # seconds before the same open or download of one visitor is written again
 OWNER = "owner"
+PERSON_SHARE = 256 * 1024  # bytes of the trail one person's lines of one kind take one by one
+RESERVE = 1024 * 1024  # bytes of the trail kept for the owner's lines and the summaries
+SUMMARY_EVERY = 60.0  # seconds between two summaries of what one person did past their share
+KINDS = {"typed": "typing in terminals", "ran": "code run", "did": "everything else they do"}
+UNREAD = "the rest of this connection is not in the trail"
+SUMMARIES = {"typed": "typed {:,} more line{} in a terminal", "ran": "ran code {:,} more time{}",
+             "did": "did {:,} more thing{} (opened, wrote, downloaded...)"}
 
 Headers = list[tuple[str, str]]
 
@@ -57,6 +70,9 @@ class Recorder:
         self._connected: set[Session] = set()
         self._away: set[Session] = set()  # left, and may come back
         self._waiting: set[str] = set()
+        self._spent: dict[tuple[str, str], int] = {}  # (who, kind) -> bytes of their lines kept one by one
+        self._visitors_spent = 0
+        self._held: dict[tuple[str, str], list[float]] = {}  # (who, kind) -> [lines counted, since, last summary]
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._work, daemon=True, name="share_magic trail")
         self._thread.start()
@@ -113,8 +129,13 @@ class Recorder:
         with self._lock:
             return {who: [moment, what] for who, (moment, what) in self._last.items()}
 
+    def written(self) -> list[str]:
+        """The helper's copy of the trail: the lines it wrote, whatever became of the file."""
+        return self.file.written()
+
     def close(self) -> None:
-        """Write what is queued, then close the file."""
+        """Write what is queued (and what was counted), then close the file."""
+        self._queue.put(("summaries",))
         self._queue.put(None)
         self._thread.join(10)
         self.file.close()
@@ -135,25 +156,28 @@ class Recorder:
             what = self._what(method, target)
             who = self.who(session, moment)
             if what and self._fresh(who, what, method, moment):
-                self._write(moment, who, what)
+                self._write(moment, who, clean(what))
         elif kind == "note":
             _, who, what, moment = item
             self._write(moment, who if isinstance(who, str) else self.who(who, moment), what)
         elif kind == "bytes":
-            _, tapped, data = item
+            _, tapped, data, shown = item
             self._read_bytes += len(data)
-            tapped.read(data)
+            tapped.read(data, shown)
         elif kind == "closed":
             item[1].finish()
+        elif kind == "summaries":
+            for who in {who for who, _ in self._held}:
+                self._summarize(who, time.time())
         elif kind == "said":
             _, session, (what, where, text), moment = item
             who = self.who(session, moment)
             if what == "ran":
-                self._write(moment, who, f"ran code in {self._notebook(where)}:\n{text}")
+                self._write(moment, who, f"ran code in {clean(self._notebook(where))}:\n{text}", "ran")
             elif what == "saved":
-                self._write(moment, who, f"wrote {self._document(where)} (saved in real-time collaboration)")
+                self._write(moment, who, f"wrote {clean(self._document(where))} (saved in real-time collaboration)")
             else:
-                self._write(moment, who, f"typed in terminal {where}: {text}")
+                self._write(moment, who, f"typed in terminal {clean(where)}: {text}", "typed")
 
     def who(self, session: Session, moment: float | None = None) -> str:
         """What the trail calls this session's person (a first request writes that they joined)."""
@@ -174,13 +198,47 @@ class Recorder:
         self._write(moment or time.time(), name, how)
         return name
 
-    def _write(self, moment: float, who: str, what: str) -> None:
+    def _write(self, moment: float, who: str, what: str, kind: str = "did") -> None:
+        if who != OWNER and not self._kept(moment, who, what, kind):
+            return
         self.file.write(moment, who, what)
         if who == OWNER:  # what kernels show is each visitor's last action
             return
         with self._lock:
             self._last[who] = (moment, what.splitlines()[0] if what else what)
             self.version += 1
+
+    def _kept(self, moment: float, who: str, what: str, kind: str) -> bool:
+        """Whether a visitor's line is kept one by one (their earlier counted lines summed up first); else it is
+        counted."""
+        size = len(who) + len(what) + 40
+        key = (who, kind)
+        spent = self._spent.get(key, 0)
+        if spent + size <= PERSON_SHARE and self._visitors_spent + size <= MAX_BYTES - RESERVE:
+            self._spent[key] = spent + size
+            self._visitors_spent += size
+            self._summarize(who, moment)
+            return True
+        held = self._held.get(key)
+        if held is None:
+            held = self._held[key] = [0, moment, moment]
+            full = "their share of the trail" if spent + size > PERSON_SHARE else "the visitors' part of the trail"
+            self.file.write(moment, who, f"{full} for {KINDS[kind]} is used up: from here on that is counted, and "
+                                         "summed up every minute")
+        held[0] += 1
+        if moment - held[2] >= SUMMARY_EVERY:
+            self._summarize(who, moment)
+        return False
+
+    def _summarize(self, who: str, moment: float) -> None:
+        """The lines of ``who`` counted since the last summary, summed up (one line for each kind)."""
+        for (person, kind), held in self._held.items():
+            if person == who and held[0]:
+                count = int(held[0])
+                since = time.strftime("%H:%M:%S", time.localtime(held[1]))
+                self.file.write(moment, who, f"since {since}, {SUMMARIES[kind].format(count, 's' if count > 1 else '')}"
+                                             " (counted: past their share of the trail)")
+                held[:] = [0, moment, moment]
 
     def _fresh(self, who: str, what: str, method: str, moment: float) -> bool:
         """Whether to write ``what`` now: an open or a download already written a little while ago is not."""
@@ -251,37 +309,45 @@ class Recorder:
 
 
 class Tapped:
-    """One websocket's observer, as the relay sees it: ``feed`` and ``close`` only queue (never raise, never wait);
-    the recorder's thread reads."""
+    """One websocket's observer, as the relay sees it: ``feed`` (what the visitor sends) and ``close`` only queue
+    (never raise, never wait); the recorder's thread reads. A terminal's also has ``back``, fed what the terminal
+    shows the visitor."""
 
     def __init__(self, recorder: Recorder, session: Session, reader: Callable[[Callable[[str], None]], Any],
                  said: Callable[[str], tuple[str, str, str]]) -> None:
         self.recorder, self.session, self.said = recorder, session, said
         self.reader = reader(self._emit)
         self.unread = False  # too much to read, or unreadable: the rest of this websocket is not read
+        if hasattr(self.reader, "show"):
+            self.back = _Back(self)
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes, shown: bool = False) -> None:
         if self.unread:
             return
         recorder = self.recorder
         if recorder._queued_bytes - recorder._read_bytes + len(data) > BACKLOG_LIMIT:
             self.unread = True
-            recorder.note(self.session, "sent more on a websocket than the trail could read: the rest of it is "
-                                        "not in the trail")
+            recorder.note(self.session, f"sent more on a websocket than the trail could read: {UNREAD}")
             return
         recorder._queued_bytes += len(data)
-        recorder._queue.put(("bytes", self, data))
+        recorder._queue.put(("bytes", self, data, shown))
 
     def close(self) -> None:
         self.recorder._queue.put(("closed", self))
 
-    def read(self, data: bytes) -> None:
+    def read(self, data: bytes, shown: bool = False) -> None:
         if self.unread:
             return
+        reader = self.reader
+        frames = getattr(reader, "shown_frames" if shown else "frames", None)
         try:
-            self.reader.read(data)
+            if getattr(frames, "ended", False):  # tornado's reader stopped, as Jupyter's did: the rest is not read
+                raise EOFError
+            (reader.show if shown else reader.read)(data)
         except Exception:
-            self.unread = True  # a frame it cannot read: it cannot find the next one either
+            self.unread = True
+            self.recorder._handle(("note", self.session, f"sent on a websocket what the trail cannot read: {UNREAD}",
+                                   time.time()))
 
     def finish(self) -> None:
         if not self.unread and hasattr(self.reader, "close"):
@@ -289,3 +355,13 @@ class Tapped:
 
     def _emit(self, text: str) -> None:
         self.recorder._queue.put(("said", self.session, self.said(text), time.time()))
+
+
+class _Back:
+    """The other direction of a terminal's websocket, fed to the same observer."""
+
+    def __init__(self, tapped: Tapped) -> None:
+        self.tapped = tapped
+
+    def feed(self, data: bytes) -> None:
+        self.tapped.feed(data, shown=True)

@@ -293,13 +293,15 @@ async def copy_exactly(upstream: Upstream, sink: Any, remaining: int, flush: Any
 
 async def pipe(source: IOStream, target: IOStream, tap: Any = None) -> None:
     """One direction of a websocket: copy until either side ends, then close the other (which ends the reverse
-    direction too). ``tap`` (the trail's observer) is fed a copy of each chunk once it is sent on."""
+    direction too). ``tap`` (the trail's observer) is fed a copy of each chunk as it is sent on: before the write is
+    awaited, so that the trail gets a key typed before the echo the other direction carries back."""
     try:
         while True:
             data = await source.read_bytes(CHUNK, partial=True)
-            await target.write(data)
+            sent = target.write(data)
             if tap is not None:
                 quietly(tap.feed, data)
+            await sent
     except (StreamClosedError, OSError):
         pass
     finally:

@@ -256,8 +256,12 @@ class ShareMagics(Magics):
                 print(f"{name} is turned away: the link reaches nothing from their browser any more.")
 
     def _log(self, lifecycle: Any) -> None:
-        """%share log: the trail of this server's latest share, live or ended."""
+        """%share log: the trail of this server's latest share, live or ended, checked against the helper's copy
+        while the share lives; shown as the share's own output, which a view leaves out."""
+        from IPython.display import display
+
         from .. import trail
+        from ..contract import own_output
 
         share = lifecycle.latest()
         if share is not None:
@@ -267,14 +271,17 @@ class ShareMagics(Magics):
 
             server_url = find_server(kernel_id()).url
         try:
-            entries = trail.read(server_url)
+            in_file = trail.read_lines(server_url)
         except OSError as e:
             raise ShareError(f"The trail of this server cannot be read ({e.strerror or e}): its folder is "
                              "share_magic/trails in Jupyter's data folder (jupyter --data-dir).") from None
+        kept = share.trail_kept() if share is not None and share.server.url == server_url else None
+        entries, said = trail.checked(in_file, kept)
         if not entries:
             raise ShareError("No share of this Jupyter server has a trail yet: %share starts one, and %share log then "
                              "prints what visitors do through it.")
-        print(trail.format_entries(entries))
+        text = trail.format_entries(entries)
+        display({"text/plain": f"{said}\n{text}" if said else text}, raw=True, metadata=own_output())
 
     def _links(self, lifecycle: Any) -> None:
         """%share links: every live link in plain text, for front-ends that cannot show the widget."""

@@ -202,6 +202,15 @@ class Share(HelperClient, Described):
                              "revoke. " + (f"Invited: {', '.join(live)}." if live else
                                            "Invite people with %share invite NAME."))
 
+    def trail_kept(self) -> list[str] | None:
+        """The helper's copy of the trail, while the share lives (None once it has ended)."""
+        if not self.live:
+            return None
+        try:
+            return self._command("trail").get("lines")
+        except ShareError:
+            return None
+
     def require_approval(self) -> None:
         """From now on, whoever opens the share's own edit link waits until someone lets them in (those already in
         stay in)."""
