@@ -399,6 +399,22 @@ def test_a_kernel_restart_keeps_the_view_live(presenting, readers):
     reader.until(lambda r: "AFTER-THE-RESTART" in r.markup(f"live:{console}"), "a run after the restart")
 
 
+def test_a_kernel_shut_down_is_said_and_the_page_stays_readable(presenting):  # the module's last: its kernel ends
+    from playwright.sync_api import expect, sync_playwright
+
+    server, kernel, link = presenting
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=VISITOR_ARGS)
+        try:
+            page = visit(browser, link)
+            expect(page.locator("#share-magic-state")).to_contain_text("kernel")
+            server.api("DELETE", f"api/kernels/{kernel.kernel_id}").raise_for_status()
+            expect(page.locator("#share-magic-state")).to_contain_text("kernel shut down")
+            assert "Quarterly results" in page.inner_text("#share-magic-notebook")
+        finally:
+            browser.close()
+
+
 def test_runs_are_kept_bounded_oldest_first() -> None:
     runs = LiveRuns()
     for number in range(MAX_RUNS + 5):

@@ -213,9 +213,9 @@ def test_the_kernel_loads_no_code_that_serves_visitors(viewed) -> None:
         "[n for n in sys.modules if n.startswith('share_magic.helper')], 'nbconvert': 'nbconvert' in sys.modules}))"))
     assert loaded["helper"] == [] and not loaded["nbconvert"]
     # was 3,224 before the kernel and the helper had folders of their own; 2,100 before the owner's side of the lobby
-    # and the trail (admit, deny, who waits, last actions: none of it serves visitors); 2,352 after the agent's
-    # download progress; 2,419 with the live view's kernel side (naming each cell run to the helper, kernel/cells.py:
-    # the helper reads the runs themselves)
+    # and the trail (admit, deny, who waits, last actions: none of it serves visitors); ~2,360 after the agent's
+    # download progress; 2,426 with the live view's kernel side (naming each cell run to the helper, kernel/cells.py:
+    # the helper reads the runs themselves); 2,442 after the trail-truth merge
     assert loaded["lines"] <= 2450, loaded
 
 

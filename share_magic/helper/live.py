@@ -75,7 +75,8 @@ class LiveRuns:
             elif kind == "execute_input" and parent:
                 self._start(parent, str(content.get("code", "")), content.get("execution_count"))
             elif kind == "shutdown_reply":
-                self.kernel = "restarting" if content.get("restart") else "shut down"
+                # said now: the new process's "starting" is often published before the tap has reconnected
+                self.kernel = "restarted" if content.get("restart") else "shut down"
                 self._settle()
             elif kind in OUTPUTS:
                 run = self.runs.get(parent or "")

@@ -41,8 +41,7 @@ from ..jupyter import JupyterServer
 from .access import Local
 from .answers import GZIP_HEADER, accepts_gzip, deflate_block, gzip_bytes, header, response
 from .answers import text as _answer_text
-from .live import LiveRuns
-from .live_feed import LiveFeed, LiveState
+from .live_view import LIVE_BANNER, LIVE_STYLE
 from .render import cleaned, defanged, view_exporter
 
 POLL_INTERVAL = 1.0
@@ -52,10 +51,7 @@ with open(os.path.join(os.path.dirname(__file__), "view_page.js"), encoding="utf
     PAGE_SCRIPT = _script.read()
 PAGE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1.0">
-<title>{title}</title><link rel="stylesheet" href="{style}"><style>
-.share-magic-live {{ box-shadow: inset 3px 0 0 var(--jp-warn-color1, #f57c00); }}
-.share-magic-busy {{ box-shadow: inset 3px 0 0 var(--jp-brand-color1, #1976d2); background: var(--jp-layout-color2); }}
-</style></head>
+<title>{title}</title><link rel="stylesheet" href="{style}">{live_style}</head>
 <body class="jp-Notebook" data-jp-theme-light="true" data-jp-theme-name="JupyterLab Light">
 {banner}<main id="share-magic-notebook" data-version="{version}" data-events="{events}">{cells}</main>
 <script>{script}</script></body></html>"""
@@ -63,8 +59,6 @@ BANNER = """<div class="share-magic-banner" style="position: sticky; top: 0; z-i
 font: 13px/1.4 system-ui, sans-serif; background: var(--jp-layout-color2); color: var(--jp-ui-font-color1);
 border-bottom: 1px solid var(--jp-border-color2)"><b>{name}</b> · view only ·
 <span id="share-magic-saved">{saved}</span>{live}</div>"""
-LIVE_BANNER = """ · <span id="share-magic-state">live</span> · <button id="share-magic-follow" type="button"
-aria-pressed="true" style="font: inherit">following the presenter</button>"""
 
 
 @dataclass(frozen=True)
@@ -169,19 +163,12 @@ class NotebookView:
         self._frame: dict[str, Any] = {"nbformat": 4, "nbformat_minor": 5}
         self._metadata: dict[str, Any] = {}
         self._saved_cells: list[dict[str, Any]] = []  # the latest version's cells as the live runs compare them
-        self._live_lock = threading.Lock()
-        self.live: LiveRuns | None = None
-        self._feed: LiveFeed | None = None
-        self._live_state = LiveState()
-        self._live_seen: Version | None = None
-        self._tap: Any = None
+        self.live: Any = None
         if kernel_connection:
-            from .kernel_tap import KernelTap
+            from .live_view import LiveCells
 
-            self.live = LiveRuns()
-            self._live_exporter: Any = None
-            self._feed = LiveFeed(self.live, self._render_live, self._hidden, self._saved_ids, self._publish_live)
-            self._tap = KernelTap(kernel_connection, self.live.message).start()
+            self.live = LiveCells(kernel_connection, lambda cell, exporter: self._render_cell(
+                self._frame, self._metadata, cell, exporter), self._hidden, self._saved_ids, self._send_live)
         threading.Thread(target=self._watch, daemon=True, name="share_magic view").start()
 
     # -- rendering ----------------------------------------------------------------------------------------------
@@ -245,35 +232,13 @@ class NotebookView:
 
     # -- live cells (on the feed's thread, then the gateway's loop) -----------------------------------------------
 
-    def _render_live(self, cell: dict[str, Any]) -> str:
-        """A live cell, already cleaned, rendered as a saved one is (with an exporter of the feed's own thread)."""
-        if self._live_exporter is None:
-            self._live_exporter = view_exporter()
-        return self._render_cell(self._frame, self._metadata, cell, self._live_exporter)
-
     def _saved_ids(self) -> list[str]:
         current = self._current
         return [cell_id for cell_id, _ in current.cells] if current is not None else []
 
-    def _publish_live(self, update: dict[str, Any]) -> None:
-        with self._live_lock:
-            loop = self._loop
-            if loop is None or loop.is_closed():
-                self._live_state.apply(update)  # no reader yet: the first one gets it in the whole
-                return
-        try:
-            loop.call_soon_threadsafe(self._live_broadcast, update)
-        except RuntimeError:  # the loop closed meanwhile
-            pass
-
-    def _live_broadcast(self, update: dict[str, Any]) -> None:
-        event = self._live_state.apply(update)
+    def _send_live(self, event: bytes) -> None:
         for reader in list(self._readers):
             reader.send(self._encoded(event, reader.compressed))
-
-    @property
-    def live_renders(self) -> int:
-        return self._feed.renders if self._feed is not None else 0
 
     def _html_exporter(self) -> Any:
         if self._exporter is None:
@@ -319,7 +284,8 @@ class NotebookView:
             title=html.escape(self._title()), style=html.escape(self.style()[0]), version=html.escape(version.name),
             events=html.escape(self.events_path), cells=cells, script=PAGE_SCRIPT,
             banner=BANNER.format(name=html.escape(self.source.path), saved=html.escape(version.saved),
-                                 live=LIVE_BANNER if self._feed is not None else ""))
+                                 live=LIVE_BANNER if self.live is not None else ""),
+            live_style=LIVE_STYLE if self.live is not None else "")
         plain = document.encode()
         self._page = page = Page(f'"{version.name}"', plain, gzip_bytes(plain))
         return page
@@ -406,15 +372,14 @@ class NotebookView:
                     + (b"Content-Encoding: gzip\r\nVary: Accept-Encoding\r\n" if compressed else b"")
                     + b"X-Accel-Buffering: no\r\nConnection: close\r\n\r\n"
                     + (GZIP_HEADER if compressed else b"") + self._encoded(b"retry: 3000\n\n", compressed))
-        with self._live_lock:
-            self._loop = asyncio.get_running_loop()
+        self._loop = asyncio.get_running_loop()
         answer.live(True)
         self._readers.add(reader)
         try:
             if self._current is None:
                 await answer.run(self.current)
             self._bring_up_to_date(reader)
-            snapshot = self._live_state.snapshot() if self._feed is not None else None
+            snapshot = self.live.attach(self._loop) if self.live is not None else None
             if snapshot is not None:
                 reader.send(self._encoded(snapshot, reader.compressed))
             await answer.until_gone()  # a reader who leaves is let go at once, not at the next write
@@ -481,23 +446,16 @@ class NotebookView:
 
     def _saved_anew(self) -> None:
         """After a new saved version: the live runs it holds are the saved view again."""
-        current = self._current
-        if self.live is None or self._feed is None or current is None or current is self._live_seen:
-            return
-        with self._render_lock:
-            cells, version = self._saved_cells, self._source_version
-        self._live_seen = current
-        if version is not None:
-            self.live.saved(cells, version)
-        self._feed.nudge()
+        if self.live is not None:
+            with self._render_lock:
+                current, cells, stamp = self._current, self._saved_cells, self._source_version
+            self.live.saved(current, cells, stamp)
 
     def close(self) -> None:
         self._closed = True
         self._wake.set()
-        if self._feed is not None:
-            self._feed.close()
-        if self._tap is not None:
-            self._tap.close()
+        if self.live is not None:
+            self.live.close()
         loop = self._loop
         if loop is not None and not loop.is_closed():
             try:
