@@ -419,7 +419,10 @@ def figures_notebook(title: str = "Forty figures") -> dict:
 
 
 def order_of(page) -> list[str]:
-    return page.evaluate("[...document.getElementById('share-magic-notebook').children].map(e => e.dataset.cell)")
+    """The saved cells the page shows, in its order (live cells, such as the harness's own runs of %share, aside:
+    tests/test_live_view.py is about those)."""
+    cells = page.evaluate("[...document.getElementById('share-magic-notebook').children].map(e => e.dataset.cell)")
+    return [cell for cell in cells if not cell.startswith("live:")]
 
 
 def trusting_the_edge(link: str) -> list[str]:
