@@ -66,24 +66,26 @@ class Events:
         """The start's outcome, the last thing the starting kernel reads on the pipe."""
         with self.lock:
             stream, self.stream = self.stream, None
-            if stream is None:
-                return
-            try:
-                stream.write(json.dumps({"event": event, **fields}) + "\n")
-                stream.close()
-            except (BrokenPipeError, OSError, ValueError):
-                pass
+            self._say(stream, {"event": event, **fields}, last=True)
 
     def progress(self, **fields: Any) -> None:
         """How the start goes, before its outcome (fetching the agent), to the kernel that started it."""
         with self.lock:
-            if self.stream is None:
-                return
-            try:
-                self.stream.write(json.dumps({"event": "progress", **fields}) + "\n")
-                self.stream.flush()
-            except (BrokenPipeError, OSError, ValueError):
-                pass
+            self._say(self.stream, {"event": "progress", **fields}, last=False)
+
+    @staticmethod
+    def _say(stream: IO[str] | None, event: dict[str, Any], last: bool) -> None:
+        """One line to the starting kernel (closing the pipe after the ``last``); a kernel gone is not an error."""
+        if stream is None:
+            return
+        try:
+            stream.write(json.dumps(event) + "\n")
+            if last:
+                stream.close()
+            else:
+                stream.flush()
+        except (BrokenPipeError, OSError, ValueError):
+            pass
 
     def watch(self, connection: Connection, snapshot: Callable[[], dict[str, Any]]) -> None:
         """Send a new watcher the share as it is, then every event after that (none can slip in between)."""
