@@ -1,9 +1,6 @@
 """Fixtures over the real parts in ``harness.py``; every process a test starts is ended at teardown."""
 from __future__ import annotations
 
-import gc
-import os
-import signal
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,10 +13,9 @@ from harness import (
     KernelClient,
     PlainKernel,
     Visitor,
+    end_shares,
     open_notebook,
     sandbox_environment,
-    share_processes,
-    wait_for,
 )
 
 
@@ -34,12 +30,7 @@ def sandbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[st
     for key in ("JPY_PARENT_PID", "JUPYTER_TOKEN", "JPY_SESSION_NAME"):
         monkeypatch.delenv(key, raising=False)
     yield env
-    try:
-        wait_for(lambda: not share_processes(), 10, "share processes to end after their kernels")
-    finally:
-        for pid in share_processes():
-            os.kill(pid, signal.SIGKILL)
-        gc.collect()
+    end_shares()
 
 
 @pytest.fixture

@@ -60,6 +60,19 @@ def share_processes() -> list[int]:
         "standin_ngrok.py")
 
 
+def end_shares() -> None:
+    """After a sandbox's servers and kernels are gone: wait for their shares to end by themselves, kill whatever did
+    not, and collect garbage so that a socket left open is reported (as a ResourceWarning) here, not later."""
+    import gc
+
+    try:
+        wait_for(lambda: not share_processes(), 10, "share processes to end after their kernels")
+    finally:
+        for pid in share_processes():
+            os.kill(pid, signal.SIGKILL)
+        gc.collect()
+
+
 def processes_with(marker: str) -> list[int]:
     """Pids of live (non-zombie) processes of this test whose command line contains ``marker``. A process is this
     test's when it runs in the test's sandbox (its environment names the sandbox's Jupyter runtime folder), so

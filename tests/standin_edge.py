@@ -115,6 +115,7 @@ class Upstream(Side):
     def _woke(self, done: asyncio.Future) -> None:
         if not done.cancelled():
             done.exception()  # retrieved: a reset while idle is as good as a close
+            self.pool.lost += self in self.pool.idle  # (one taken already was counted by take())
             self.pool.drop(self)
 
     async def wake(self) -> bool:
@@ -143,12 +144,14 @@ class Pool:
         self.idle: list[Upstream] = []
         self.opened = opened  # every writer the endpoint holds, closed when it stops
         self.dialed = 0  # connections opened, for a test to see that they are reused
+        self.lost = 0  # kept-alive connections the upstream closed (idle, or under the next request) unannounced
 
     async def take(self) -> Upstream:
         while self.idle:
             upstream = self.idle.pop()
             if await upstream.wake():
                 return upstream
+            self.lost += 1
             upstream.close()
         reader, writer = await asyncio.open_connection(*self.address)
         self.dialed += 1
@@ -310,6 +313,7 @@ async def _round_trip(pool: Pool, visitor: Side, request: h11.Request, has_body:
             raise
         except (NoAnswer, *ERRORS):
             pool.close(upstream)
+            pool.lost += upstream.reused
             if sender is not None:
                 sender.cancel()
             if upstream.reused and replayable:

@@ -741,6 +741,7 @@ class Agent:
                               "bytes_out": sum(e.bytes_out for e in self.endpoints.values()),
                               "listings": self.listings,  # GET /api/endpoints served: how often it was looked at
                               "upstream_connections": sum(e.pool.dialed for e in self.endpoints.values()),
+                              "upstream_connections_lost": sum(e.pool.lost for e in self.endpoints.values()),
                               "recent": [line for e in self.endpoints.values() for line in e.recent]}
         if path == "/api/requests/http" and method == "GET":
             return "200 OK", {"uri": "/api/requests/http", "requests": self.inspected[-50:]}

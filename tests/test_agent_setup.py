@@ -145,6 +145,10 @@ class FakeCDN:
 
     def close(self) -> None:
         self.resume.set()
+        try:
+            self.listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() under way (close() alone does not)
+        except OSError:
+            pass
         self.listener.close()
         for sock in self.sockets:
             sock.close()
@@ -266,7 +270,9 @@ def test_an_old_stand_in_has_no_endpoints_api_as_an_old_agent(sandbox) -> None:
                              stdout=subprocess.PIPE, text=True, env={**os.environ, "STANDIN_NGROK_VERSION": OLD})
     try:
         assert agent.stdout is not None
-        address = wait_for(lambda: re.search(r"addr=(\S+)", agent.stdout.readline()), 30, "the web address")[1]
+        # the address it serves on, not the one it warns it could not bind (4040, when another agent holds it)
+        address = wait_for(lambda: re.search(r"starting web service.* addr=(\S+)", agent.stdout.readline()), 30,
+                           "the web address")[1]
         with requests.Session() as http:
             http.trust_env = False
             assert http.get(f"http://{address}/api/endpoints", timeout=5).status_code == 404

@@ -124,7 +124,8 @@ def test_a_kernel_killed_while_the_agent_hangs_leaves_nothing(jupyter, owner) ->
     notebook = owner(server)
     pid = int(notebook.run("import os; os.environ['STANDIN_NGROK_MODE'] = 'hang'; print(os.getpid())"))
     notebook.submit("%load_ext share_magic\n%share")
-    agent = wait_for(lambda: processes_with("standin_ngrok.py"), 10, "the silent agent")[0]
+    # the agent itself, not the `ngrok --version` the helper runs first
+    agent = wait_for(lambda: processes_with("standin_ngrok.py start"), 10, "the silent agent")[0]
     wait_for(lambda: ignores_sigterm(agent), 10, "the agent to be stuck (ignoring SIGTERM)")
     os.kill(pid, signal.SIGKILL)
     wait_for(lambda: not share_processes(), GONE_WITHIN, "the helper and the stuck agent to be gone")

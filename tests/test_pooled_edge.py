@@ -13,6 +13,7 @@ from pathlib import Path
 
 import h11
 import pytest
+import websocket
 from harness import AUTHTOKEN, HERE, edge_meter
 from test_people import invited
 from test_signin import sign_in
@@ -242,6 +243,26 @@ def test_people_on_one_pooled_connection_are_each_judged_and_revoking_one_leaves
     assert refused.status_code == 403 and "revoked your access" in refused.text
     assert name_of(bob) == "Bob"  # ...and another's after the revoked person's
     assert ada.get("/api/me").status_code == 403 and name_of(bob) == "Bob"
+
+
+
+def test_a_refused_websocket_says_its_connection_closes_so_the_agent_never_sends_the_next_request_on_it(
+        jupyter, owner, visitor, sandbox, monkeypatch) -> None:
+    """The gateway closes a connection whose websocket upgrade the server refused (its bytes were the websocket's):
+    the answer says so. Unsaid, the agent pools it, and whoever's request it sends on it next gets ngrok's 502 (or
+    the close lands while it idles). JupyterLab meets refused websockets often: a kernel gone, a foreign page."""
+    monkeypatch.setenv("STANDIN_NGROK_IDLE_CONNS", "1")  # the agent keeps one: the next request rides it
+    notebook = owner(jupyter())
+    guest = visitor(invited(notebook, notebook.execute("%load_ext share_magic\n%share invite Ada"))["Ada"])
+    assert guest.get(guest.link).status_code == 200
+    for path, origin, status in ((f"/api/kernels/{notebook.kernel_id}/channels", "https://elsewhere.example", 403),
+                                 ("/api/kernels/00000000-0000-0000-0000-000000000000/channels", None, 404)):
+        with pytest.raises(websocket.WebSocketBadStatusException) as refused:
+            guest.websocket(path, origin=origin)
+        assert refused.value.status_code == status
+        made = guest.send("POST", "/api/contents", json={"type": "notebook"})  # a body: never retried
+        assert made.status_code == 201, (made.status_code, made.text[:200])
+    assert edge_meter(sandbox["STANDIN_NGROK_STATE"])["upstream_connections_lost"] == 0
 
 
 @pytest.fixture

@@ -213,8 +213,10 @@ def test_the_kernel_loads_no_code_that_serves_visitors(viewed) -> None:
         "[n for n in sys.modules if n.startswith('share_magic.helper')], 'nbconvert': 'nbconvert' in sys.modules}))"))
     assert loaded["helper"] == [] and not loaded["nbconvert"]
     # was 3,224 before the kernel and the helper had folders of their own; 2,100 before the owner's side of the lobby
-    # and the trail (admit, deny, who waits, last actions: none of it serves visitors)
-    assert loaded["lines"] <= 2300, loaded
+    # and the trail (admit, deny, who waits, last actions: none of it serves visitors); ~2,360 after the agent's
+    # download progress; 2,426 with the live view's kernel side (naming each cell run to the helper, kernel/cells.py:
+    # the helper reads the runs themselves); 2,442 after the trail-truth merge
+    assert loaded["lines"] <= 2450, loaded
 
 
 def key_of(link: str) -> str:
@@ -417,7 +419,10 @@ def figures_notebook(title: str = "Forty figures") -> dict:
 
 
 def order_of(page) -> list[str]:
-    return page.evaluate("[...document.getElementById('share-magic-notebook').children].map(e => e.dataset.cell)")
+    """The saved cells the page shows, in its order (live cells, such as the harness's own runs of %share, aside:
+    tests/test_live_view.py is about those)."""
+    cells = page.evaluate("[...document.getElementById('share-magic-notebook').children].map(e => e.dataset.cell)")
+    return [cell for cell in cells if not cell.startswith("live:")]
 
 
 def trusting_the_edge(link: str) -> list[str]:
@@ -547,7 +552,7 @@ def events(reader, path: str, count: int, headers: dict | None = None):
             for block in complete:
                 fields = dict(line.split(": ", 1) for line in block.decode().splitlines()
                               if ": " in line and not line.startswith(":"))
-                if "data" in fields:
+                if "data" in fields and fields.get("event") == "notebook":  # the saved view's (not live cells)
                     yield fields.get("id"), json.loads(fields["data"])
                     count -= 1
                     if not count:

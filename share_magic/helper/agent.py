@@ -65,6 +65,11 @@ def version_of(path: str) -> tuple[int, int, int] | None:
     return (int(match.group(1)), int(match.group(2)), int(match.group(3))) if match else None
 
 
+def current(version: tuple[int, int, int] | None) -> bool:
+    """Whether an agent of ``version`` has what pyngrok 9 needs: v3, at :data:`MINIMUM` or later."""
+    return version is not None and version[0] == MINIMUM[0] and version >= MINIMUM
+
+
 def too_old(path: str, version: tuple[int, int, int] | None) -> str:
     found = f"is version {dotted(version)}" if version else "did not say its version (`ngrok --version`)"
     return (f"The ngrok agent at {path} {found}, and share_magic needs ngrok {dotted(MINIMUM)} or later (pyngrok "
@@ -96,7 +101,7 @@ class AgentBinary:
             self.fetch(Progress("Downloading the ngrok agent (first use)"))
             return
         version = version_of(self.path)
-        if version is not None and version[0] == MINIMUM[0] and version >= MINIMUM:
+        if current(version):
             return
         if not self.own:
             raise TunnelError(too_old(self.path, version), "too-old-agent")
@@ -161,7 +166,7 @@ class AgentBinary:
                 f.write(binary)
             os.chmod(part, 0o700)  # as pyngrok installs it
             version = version_of(part)
-            if version is None or version[0] != MINIMUM[0] or version < MINIMUM:
+            if not current(version):
                 said = dotted(version) if version else "nothing"
                 raise self._failed(f"what arrived does not run as ngrok {dotted(MINIMUM)} or later: `ngrok "
                                    f"--version` said {said}")

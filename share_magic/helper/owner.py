@@ -66,24 +66,26 @@ class Events:
         """The start's outcome, the last thing the starting kernel reads on the pipe."""
         with self.lock:
             stream, self.stream = self.stream, None
-            if stream is None:
-                return
-            try:
-                stream.write(json.dumps({"event": event, **fields}) + "\n")
-                stream.close()
-            except (BrokenPipeError, OSError, ValueError):
-                pass
+            self._say(stream, {"event": event, **fields}, last=True)
 
     def progress(self, **fields: Any) -> None:
         """How the start goes, before its outcome (fetching the agent), to the kernel that started it."""
         with self.lock:
-            if self.stream is None:
-                return
-            try:
-                self.stream.write(json.dumps({"event": "progress", **fields}) + "\n")
-                self.stream.flush()
-            except (BrokenPipeError, OSError, ValueError):
-                pass
+            self._say(self.stream, {"event": "progress", **fields}, last=False)
+
+    @staticmethod
+    def _say(stream: IO[str] | None, event: dict[str, Any], last: bool) -> None:
+        """One line to the starting kernel (closing the pipe after the ``last``); a kernel gone is not an error."""
+        if stream is None:
+            return
+        try:
+            stream.write(json.dumps(event) + "\n")
+            if last:
+                stream.close()
+            else:
+                stream.flush()
+        except (BrokenPipeError, OSError, ValueError):
+            pass
 
     def watch(self, connection: Connection, snapshot: Callable[[], dict[str, Any]]) -> None:
         """Send a new watcher the share as it is, then every event after that (none can slip in between)."""
@@ -203,6 +205,7 @@ class Helper(LobbyAndTrail):
                 "expires_at": self.expires_at, "kernel_id": self.kernel_id,
                 "notebook": self.settings.get("notebook_path"), "include_token": self.settings.get("include_token"),
                 "authenticated": self.settings.get("authenticated", True), "cost": list(self.cost),
+                "live_view": bool(self.settings.get("live", True) and self.settings.get("connection_file")),
                 **self.people()}
 
     def login(self, name: str | None = None) -> str | None:
@@ -219,8 +222,9 @@ class Helper(LobbyAndTrail):
     def link_key(self, role: str) -> str:
         """The key of the share's own edit or view link; the view starts watching the notebook with the first."""
         if role == "view" and self.view is None:
+            live = self.settings.get("live", True) and self.settings.get("connection_file")
             self.view = NotebookView(NotebookSource(self.server, self.settings["notebook_path"]), self.server.base_url,
-                                     secrets_to_blank=self.secrets)
+                                     secrets_to_blank=self.secrets, kernel_connection=live or None)
         return self.access.link_key(role)
 
     def secrets(self) -> list[str]:
@@ -261,6 +265,10 @@ class Helper(LobbyAndTrail):
             self.keys[command["role"]] = self.link_key(command["role"])
             self.events.emit("links", key=self.keys.get("edit"), view_key=self.keys.get("view"))
             return {"key": self.keys[command["role"]]}
+        if cmd == "cell":  # the share's kernel names the notebook cell a request runs (IOPub does not say)
+            if self.view is not None and self.view.live is not None:
+                self.view.live.place(str(command.get("msg_id")), str(command.get("cell_id")))
+            return {}
         if cmd == "invite" and name:
             key = self.access.invite(name)
             self.note(OWNER, f"invited {name}")

@@ -265,6 +265,7 @@ class Exchange(httputil.HTTPMessageDelegate):
         if "upgrade" in fields and "upgrade" in fields.get("connection", "").lower():
             stream = self.request_conn.detach()  # nothing of HTTP follows on this connection: its bytes are ours
             self.response.out = Out(stream, gateway.limits.body_timeout)
+            self.response.last = True
             asyncio.ensure_future(self._upgrade_exchange(stream))
             return None
         if not ("content-length" in fields or "transfer-encoding" in fields):

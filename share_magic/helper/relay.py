@@ -323,6 +323,7 @@ class Response:
                  admitted: Any, out: Out) -> None:
         self.gateway, self.method, self.target, self.version = gateway, method, target, version
         self.fields, self.admitted, self.out = fields, admitted, out
+        self.last = False  # the connection closes after this answer (a refused upgrade): the answer says so
 
     async def relay(self, upstream: Upstream, on_upgrade: Any) -> bool:
         """Read the server's answer and send it on; return whether the connection may carry another request.
@@ -342,6 +343,10 @@ class Response:
             if status >= 200:
                 break
             await self.out.send(head)
+        if self.last:  # else the edge would pool the connection and lose the next request it sends on it
+            headers_out = [(name, value) for name, value in headers_out if name.lower() != "connection"]
+            headers_out.append(("Connection", "close"))
+            head = head_bytes(status_line, headers_out)
         fields = {name.lower(): value for name, value in response_headers}
         buffer = Buffer()
 
@@ -383,7 +388,7 @@ class Response:
                 return False
             await flush()
         await self.out.drain()
-        return ("close" not in self.fields.get("connection", "").lower()
+        return (not self.last and "close" not in self.fields.get("connection", "").lower()
                 and "close" not in fields.get("connection", "").lower())
 
     async def _relay_html(self, status_line: str, status: int, headers_out: Headers, fields: dict[str, str],

@@ -41,58 +41,24 @@ from ..jupyter import JupyterServer
 from .access import Local
 from .answers import GZIP_HEADER, accepts_gzip, deflate_block, gzip_bytes, header, response
 from .answers import text as _answer_text
+from .live_view import LIVE_BANNER, LIVE_STYLE
 from .render import cleaned, defanged, view_exporter
 
 POLL_INTERVAL = 1.0
 KEEPALIVE = 20.0  # seconds between comments on an idle stream, so that no proxy takes it for dead
 HISTORY = 64  # versions a reader may be behind and still get only what changed; further behind, a fresh copy
-PAGE_SCRIPT = """
-(function () {
-  var main = document.getElementById("share-magic-notebook");
-  var since = encodeURIComponent(main.getAttribute("data-version"));
-  var stream = new EventSource(main.getAttribute("data-events") + "?since=" + since);
-  function cell(id, markup) {
-    var element = document.createElement("div");
-    element.className = "share-magic-cell";
-    element.setAttribute("data-cell", id);
-    element.innerHTML = markup;
-    return element;
-  }
-  stream.addEventListener("notebook", function (event) {
-    var update = JSON.parse(event.data), held = {}, order = [], i;
-    for (i = 0; i < main.children.length; i++) {
-      order.push(main.children[i].getAttribute("data-cell"));
-      if (!update.reset) { held[order[i]] = main.children[i]; }
-    }
-    order = update.order || order;
-    var x = window.scrollX, y = window.scrollY;
-    var next = order.map(function (id) {
-      return Object.prototype.hasOwnProperty.call(update.cells, id) ? cell(id, update.cells[id]) : held[id];
-    });
-    next.forEach(function (element, at) {
-      if (main.children[at] !== element) { main.insertBefore(element, main.children[at] || null); }
-    });
-    while (main.children.length > next.length) { main.removeChild(main.lastElementChild); }
-    main.setAttribute("data-version", update.version);
-    document.getElementById("share-magic-saved").textContent = update.saved;
-    window.scrollTo(x, y);
-  });
-  var dark = window.matchMedia("(prefers-color-scheme: dark)");
-  function theme() { document.body.setAttribute("data-jp-theme-light", dark.matches ? "false" : "true"); }
-  theme();
-  if (dark.addEventListener) { dark.addEventListener("change", theme); }
-})();
-"""
+with open(os.path.join(os.path.dirname(__file__), "view_page.js"), encoding="utf-8") as _script:
+    PAGE_SCRIPT = _script.read()
 PAGE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1.0">
-<title>{title}</title><link rel="stylesheet" href="{style}"></head>
+<title>{title}</title><link rel="stylesheet" href="{style}">{live_style}</head>
 <body class="jp-Notebook" data-jp-theme-light="true" data-jp-theme-name="JupyterLab Light">
 {banner}<main id="share-magic-notebook" data-version="{version}" data-events="{events}">{cells}</main>
 <script>{script}</script></body></html>"""
 BANNER = """<div class="share-magic-banner" style="position: sticky; top: 0; z-index: 10; padding: 6px 12px;
 font: 13px/1.4 system-ui, sans-serif; background: var(--jp-layout-color2); color: var(--jp-ui-font-color1);
 border-bottom: 1px solid var(--jp-border-color2)"><b>{name}</b> · view only ·
-<span id="share-magic-saved">{saved}</span></div>"""
+<span id="share-magic-saved">{saved}</span>{live}</div>"""
 
 
 @dataclass(frozen=True)
@@ -167,9 +133,10 @@ class NotebookView:
     """Serves the view of one notebook to view sessions; renders each changed cell once, whoever reads."""
 
     def __init__(self, source: NotebookSource, base_url: str,
-                 secrets_to_blank: Callable[[], Iterable[str]] = tuple) -> None:
+                 secrets_to_blank: Callable[[], Iterable[str]] = tuple, kernel_connection: str | None = None) -> None:
         """``secrets_to_blank`` returns what no reader may see, wherever the notebook holds it: every key the share
-        ever made (live, revoked or retired) and the server's token."""
+        ever made (live, revoked or retired) and the server's token. With ``kernel_connection`` (the share's
+        kernel's connection file), readers also see every cell as it runs (:mod:`.live_feed`)."""
         self.source = source
         self.secrets_to_blank = secrets_to_blank
         self.page_path = base_url + VIEW_PAGE
@@ -193,6 +160,15 @@ class NotebookView:
         self._exporter: Any = None
         self._style: tuple[str, bytes, bytes] | None = None  # path, plain, gzipped
         self.renders = 0  # cells rendered since the start: what a save costs the owner's CPU
+        self._frame: dict[str, Any] = {"nbformat": 4, "nbformat_minor": 5}
+        self._metadata: dict[str, Any] = {}
+        self._saved_cells: list[dict[str, Any]] = []  # the latest version's cells as the live runs compare them
+        self.live: Any = None
+        if kernel_connection:
+            from .live_view import LiveCells
+
+            self.live = LiveCells(kernel_connection, lambda cell, exporter: self._render_cell(
+                self._frame, self._metadata, cell, exporter), self._hidden, self._saved_ids, self._send_live)
         threading.Thread(target=self._watch, daemon=True, name="share_magic view").start()
 
     # -- rendering ----------------------------------------------------------------------------------------------
@@ -201,7 +177,7 @@ class NotebookView:
         """The latest saved version, rendered (each changed cell once, however many readers ask)."""
         with self._render_lock:
             source_version = self.source.version()
-            hidden = frozenset(secret for secret in self.secrets_to_blank() if secret)
+            hidden = self._hidden()
             if (self._current is None or hidden != self._blanked
                     or (source_version is not None and source_version != self._source_version)):
                 version, content = self.source.read()
@@ -224,6 +200,9 @@ class NotebookView:
                 renders[digest] = self._cells.get(digest) or self._render_cell(frame, metadata, cell)
             cells.append((cell_id, digest))
         self._cells = renders
+        self._frame, self._metadata = frame, metadata
+        self._saved_cells = [{key: cell.get(key) for key in ("id", "cell_type", "source", "execution_count")}
+                             for cell in notebook.get("cells", [])]
         self._source_version = source_version
         self._blanked = hidden
         saved = f"saved at {_saved_at(source_version)}"
@@ -236,15 +215,30 @@ class NotebookView:
             self._history.popitem(last=False)
         self._page = None
 
-    def _render_cell(self, frame: dict[str, Any], metadata: dict[str, Any], cell: dict[str, Any]) -> str:
+    def _hidden(self) -> frozenset[str]:
+        return frozenset(secret for secret in self.secrets_to_blank() if secret)
+
+    def _render_cell(self, frame: dict[str, Any], metadata: dict[str, Any], cell: dict[str, Any],
+                     exporter: Any = None) -> str:
         import nbformat
 
-        exporter = self._html_exporter()
+        exporter = exporter or self._html_exporter()
         notebook = nbformat.from_dict({**frame, "metadata": metadata, "cells": [cell]})
         markup, _ = exporter.from_notebook_node(notebook, resources={"metadata": {"name": self._title(),
                                                                                   "path": self._folder()}})
-        self.renders += 1
+        if exporter is self._exporter:
+            self.renders += 1
         return defanged(markup)
+
+    # -- live cells (on the feed's thread, then the gateway's loop) -----------------------------------------------
+
+    def _saved_ids(self) -> list[str]:
+        current = self._current
+        return [cell_id for cell_id, _ in current.cells] if current is not None else []
+
+    def _send_live(self, event: bytes) -> None:
+        for reader in list(self._readers):
+            reader.send(self._encoded(event, reader.compressed))
 
     def _html_exporter(self) -> Any:
         if self._exporter is None:
@@ -289,7 +283,9 @@ class NotebookView:
         document = PAGE.format(
             title=html.escape(self._title()), style=html.escape(self.style()[0]), version=html.escape(version.name),
             events=html.escape(self.events_path), cells=cells, script=PAGE_SCRIPT,
-            banner=BANNER.format(name=html.escape(self.source.path), saved=html.escape(version.saved)))
+            banner=BANNER.format(name=html.escape(self.source.path), saved=html.escape(version.saved),
+                                 live=LIVE_BANNER if self.live is not None else ""),
+            live_style=LIVE_STYLE if self.live is not None else "")
         plain = document.encode()
         self._page = page = Page(f'"{version.name}"', plain, gzip_bytes(plain))
         return page
@@ -383,6 +379,9 @@ class NotebookView:
             if self._current is None:
                 await answer.run(self.current)
             self._bring_up_to_date(reader)
+            snapshot = self.live.attach(self._loop) if self.live is not None else None
+            if snapshot is not None:
+                reader.send(self._encoded(snapshot, reader.compressed))
             await answer.until_gone()  # a reader who leaves is let go at once, not at the next write
         finally:
             self._readers.discard(reader)
@@ -442,11 +441,21 @@ class NotebookView:
                         quiet_since = time.monotonic()
                 except RuntimeError:  # the loop closed meanwhile
                     pass
+            self._saved_anew()
             self._wake.wait(POLL_INTERVAL)
+
+    def _saved_anew(self) -> None:
+        """After a new saved version: the live runs it holds are the saved view again."""
+        if self.live is not None:
+            with self._render_lock:
+                current, cells, stamp = self._current, self._saved_cells, self._source_version
+            self.live.saved(current, cells, stamp)
 
     def close(self) -> None:
         self._closed = True
         self._wake.set()
+        if self.live is not None:
+            self.live.close()
         loop = self._loop
         if loop is not None and not loop.is_closed():
             try:

@@ -17,6 +17,7 @@ from typing import Any
 from .. import control
 from ..errors import ShareError, TunnelError
 from ..processes import helper_alive
+from .cells import connection_file, name_cells
 from .discovery import kernel_id
 
 STARTUP_TIMEOUT = 20.0  # for the ngrok agent to come up (pyngrok itself would wait forever), once it is there
@@ -40,7 +41,9 @@ class HelperClient:
                     # what a view must not show, though the agent uses another: an output may print it
                     "authtokens": [token for token in (os.environ.get("NGROK_AUTHTOKEN"),) if token],
                     "duration": self.duration, "record": control.record_path(self.server.url),
-                    "download_stall": self.download_stall}
+                    "download_stall": self.download_stall,
+                    # the view follows the cells run in this kernel, from its broadcast channel
+                    "live": self.live_view, "connection_file": connection_file()}
         self._process = subprocess.Popen(
             [sys.executable, "-m", "share_magic.helper"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             text=True, env=_helper_environment(), start_new_session=True)
@@ -74,6 +77,7 @@ class HelperClient:
             except (OSError, EOFError) as e:
                 event = {"event": "crashed", "traceback": f"its control channel did not answer: {e!r}"}
             if self.status == "live":
+                self._unname = name_cells(self)
                 return
         self._end_helper()
         message, code, is_bug = {
@@ -186,6 +190,7 @@ class HelperClient:
             self.authenticated = bool(event["authenticated"])
             self.sign_in = event.get("sign_in")
             self.kernel_bound = bool(event["kernel_id"])
+            self.live_view = bool(event.get("live_view", self.live_view))
             if event["kernel_id"] != kernel_id() and self._process is None:
                 self.owner_notebook = event["notebook"] or "a console"
             self.cost = tuple(event["cost"])  # type: ignore[assignment]
@@ -225,6 +230,9 @@ class HelperClient:
             self.status, self.reason = status, reason
             self.ended_at = datetime.datetime.now()
             self.visitors = 0
+        if getattr(self, "_unname", None) is not None:
+            self._unname()
+            self._unname = None
         self._changed()
 
 

@@ -12,8 +12,8 @@ from traitlets import Bool, Float, Unicode
 from ..errors import ShareError, TunnelError
 
 USAGE = ("%share [stop | status | links | log | invite NAME... | revoke NAME | admit NAME | deny NAME] [--view] "
-         "[--approve] [--for DURATION] [--sign-in PROVIDER] [--port N | --url URL [--token T]] [--no-token] "
-         "[--insecure]")
+         "[--saved-only] [--approve] [--for DURATION] [--sign-in PROVIDER] [--port N | --url URL [--token T]] "
+         "[--no-token] [--insecure]")
 NAMED = ("invite", "revoke", "admit", "deny")
 
 
@@ -52,6 +52,9 @@ class ShareMagics(Magics):
     approve = Bool(False, help="Make whoever opens the share's own edit link wait until you let them in (%share "
                                "admit NAME, or the widget's Admit). Personal and view links never wait. --approve "
                                "turns it on for one share.").tag(config=True)
+    live_view = Bool(True, help="A view link shows every cell as it runs in this kernel (its code and outputs as they "
+                                "stream), not only the notebook as last saved. --saved-only turns it off for one "
+                                "share.").tag(config=True)
     startup_timeout = Float(20.0, help="Seconds to wait for the ngrok agent to start before giving up (a download "
                                        "of the agent comes before, with a bound of its own).").tag(config=True)
     download_stall = Float(30.0, help="Seconds without a byte before a download of the ngrok agent (on first use, "
@@ -75,8 +78,11 @@ class ShareMagics(Magics):
               help="with invite, revoke, admit and deny: people's names (1-40 letters, digits, spaces and . - _ @; "
                    "quote names with spaces).")
     @argument("--view", action="store_true",
-              help="A view-only link of this notebook: readers see it as last saved, updated live when it is "
-                   "saved, and reach nothing else (no code, no files, no other notebook).")
+              help="A view-only link of this notebook: readers see it as last saved and every cell as you run "
+                   "it, and reach nothing else (no code, no files, no other notebook).")
+    @argument("--saved-only", dest="saved_only", action="store_true",
+              help="With --view: readers see only the notebook as last saved, not each cell as it runs "
+                   "(ShareMagics.live_view = False does so for every share).")
     @argument("--approve", action="store_true",
               help="Whoever opens the share's own edit link waits on a page of the share, giving a name, until you "
                    "let them in (admit NAME, or Admit in the widget) or turn them away (deny NAME). "
@@ -163,7 +169,8 @@ class ShareMagics(Magics):
                        include_token=self.include_token and not args.no_token, insecure=args.insecure,
                        timeout=self.startup_timeout, duration=args.duration or self.duration, view=args.view,
                        economy=self.economy, sign_in=self._sign_in(args), approve=self.approve or args.approve,
-                       download_stall=self.download_stall, starting=progress.follow if progress else None)
+                       download_stall=self.download_stall, starting=progress.follow if progress else None,
+                       live_view=self.live_view and not args.saved_only)
         try:
             return lifecycle.share(**options)
         except ShareError as e:

@@ -66,8 +66,9 @@ class Share(HelperClient, Described):
     def __init__(self, server: JupyterServer, notebook_path: str | None = None, include_token: bool = True,
                  authenticated: bool = True, duration: float | None = None, view: bool = False,
                  economy: bool = True, sign_in: str | None = None, approve: bool = False,
-                 download_stall: float | None = None) -> None:
+                 download_stall: float | None = None, live_view: bool = True) -> None:
         self.server = server
+        self.live_view = live_view  # a view link shows each cell as it runs, not only the saved notebook
         self.download_stall = download_stall  # seconds without a byte before a download of the agent is given up
         self.progress: str | None = None  # while starting: how fetching the ngrok agent goes, in words
         self.progress_fraction: float | None = None
@@ -362,15 +363,17 @@ def share(*, port: int | None = None, url: str | None = None, token: str | None 
           include_token: bool = True, authtoken: str | None = None, insecure: bool = False,
           timeout: float = STARTUP_TIMEOUT, duration: str | float | None = None, view: bool = False,
           economy: bool = True, sign_in: str | None = None, approve: bool = False,
-          download_stall: float | None = None, starting: Callable[[Share], None] | None = None) -> Share:
+          download_stall: float | None = None, starting: Callable[[Share], None] | None = None,
+          live_view: bool = True) -> Share:
     """Share the Jupyter server behind this kernel (or the one at ``port``/``url``) and return the live share.
 
     ``duration`` (``"30m"``, ``"1h30m"``, or seconds) ends the share by itself after that long. With ``view``, the
     share gets a view-only link of this notebook (its ``view_link``); without, its edit ``link``. ``economy`` (on by
     default) compresses what visitors get and carries their pages' API calls over one websocket, to spare the
     owner's ngrok plan. ``sign_in`` (an ngrok-managed provider: google, github, ...) makes every visitor sign in at
-    ngrok's edge first. With ``approve``, whoever opens the share's own edit link waits until the owner lets them in
-    (:meth:`Share.admit`, :meth:`Share.deny`; personal and view links never wait). Where the ngrok agent is
+    ngrok's edge first. ``live_view`` (on by default): a view link shows every cell as it runs in this kernel, not
+    only the notebook as last saved. With ``approve``, whoever opens the share's own edit link waits until the owner
+    lets them in (:meth:`Share.admit`, :meth:`Share.deny`; personal and view links never wait). Where the ngrok agent is
     missing (or too old, and pyngrok's own) it is downloaded first, before ``timeout`` starts, and given up after
     ``download_stall`` seconds without a byte; ``starting(share)`` is called before that, so that its observers
     can show how the download goes (:attr:`Share.progress`). Calling it again
@@ -407,7 +410,7 @@ def share(*, port: int | None = None, url: str | None = None, token: str | None 
                 "or set a password with `jupyter server password`. To share it anyway, run %share --insecure.")
         _current = Share(server, notebook, include_token=include_token, authenticated=authenticated,
                          duration=seconds, view=view, economy=economy, sign_in=provider, approve=approve,
-                         download_stall=download_stall)
+                         download_stall=download_stall, live_view=live_view)
         _current.collaborative = server.has_collaboration()
         if starting is not None:
             starting(_current)

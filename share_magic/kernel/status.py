@@ -57,7 +57,7 @@ class Described:
                              "with name among IdentityProvider.updatable_fields): they show as Anonymous.")
             lines.append(LINKS_KEPT_OUT)
             if not self.link and not self.people:
-                return "\n".join([*lines, "Readers see the notebook as last saved, live, and reach nothing else.",
+                return "\n".join([*lines, self.view_summary() + ", and reach nothing else.",
                                   self.cost_summary(), "Stop sharing with: %share stop"])
             if not self.authenticated:
                 lines.append("WARNING: this server has no authentication: anyone who finds this link can run "
@@ -86,9 +86,13 @@ class Described:
         notebook shows ends up in its saved file."""
         lines = ["Edit link: this notebook in Jupyter, for anyone who has it"] if self.link else []
         if self.view_link:
-            lines.append(f"View-only link: {self._view_shows()}, nothing else")
+            lines.append(f"View-only link: {self._view_shows()}, nothing else; {self.view_summary().lower()}")
         return lines + [f"{person.label} ({person.state})" + (f"; last: {person.last_action}" if person.last_action
                                                              else "") for person in self.people.values()]
+
+    def view_summary(self) -> str:
+        return "Readers see the notebook as last saved" + (
+            " and each cell as you run it" if self.live_view else " (save-only: not each cell as it runs)")
 
     def lobby_summary(self) -> list[str]:
         """Who waits to be let in, and what visitors without a row of their own did last (``%share status``)."""

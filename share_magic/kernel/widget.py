@@ -36,8 +36,8 @@ MUTED = "color: var(--jp-ui-font-color2); font-size: var(--jp-ui-font-size1); li
 GRANTS = ("Anyone with this link has <b>full control of this server</b> — files, terminals, kernels — until the "
           "share ends; then the link never works again. Free ngrok accounts first show visitors an ngrok warning "
           "page: they click <i>Visit Site</i>.")
-VIEW_GRANTS = ("The view-only link shows this notebook as last saved, updated live; readers cannot run code or "
-               "open anything else.")
+VIEW_GRANTS = ("The view-only link shows this notebook as last saved{}; readers cannot run code or open anything "
+               "else.")
 NO_COLLABORATION = ("jupyter-collaboration is not installed on this server: if you both edit this notebook, "
                     "each save overwrites the other's. For real-time co-editing: "
                     "<code>pip install jupyter-collaboration</code>, then restart Jupyter.")
@@ -102,8 +102,12 @@ class _OwnOutput:
 def grants(share: Share) -> str:
     """What the share's links let people do, in a sentence or two."""
     if share.link or share.people:
-        return GRANTS + (" " + VIEW_GRANTS if share.view_link else "")
-    return VIEW_GRANTS
+        return GRANTS + (" " + view_grants(share) if share.view_link else "")
+    return view_grants(share)
+
+
+def view_grants(share: Share) -> str:
+    return VIEW_GRANTS.format(" and each cell as you run it" if share.live_view else " (save-only)")
 
 
 class StartProgress:

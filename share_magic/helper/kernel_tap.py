@@ -1,0 +1,130 @@
+"""Listening to the share's kernel's broadcast channel (IOPub), and nothing else.
+
+The kernel publishes every cell run on IOPub -- its code, each output as it comes, busy and idle -- to whichever
+front-end subscribes. The tap is one more subscriber: a zmq SUB socket to the address in the kernel's connection file,
+each message checked against that file's key (jupyter_client's :class:`~jupyter_client.session.Session` verifies its
+signature; a message that fails is dropped). A SUB socket cannot send to the kernel, and the tap opens no other: it
+never reaches the kernel's shell, control or stdin channels, so nothing a reader does can reach the kernel. The key
+stays in the kernel's own file (private to its user), read here and kept in memory only.
+
+A kernel restarted by Jupyter keeps its connection file and ports (zmq reconnects by itself); a connection file that
+changes (another kernel in its place) is read again and the socket moved to it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import threading
+from typing import Any, Callable
+
+POLL_MS = 500
+RECHECK = 2.0  # seconds between looks at whether the connection file changed
+
+
+class KernelTap:
+    """Delivers each verified IOPub message of one kernel, as a dict, to ``deliver`` (on the tap's own thread)."""
+
+    def __init__(self, connection_file: str, deliver: Callable[[dict[str, Any]], None]) -> None:
+        self.connection_file = connection_file
+        self.deliver = deliver
+        self.rejected = 0  # messages whose signature did not verify
+        self.received = 0
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="share_magic kernel tap")
+
+    def start(self) -> KernelTap:
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        self._closed.set()
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join(timeout=2)
+
+    def _run(self) -> None:
+        import zmq
+
+        context = zmq.Context()
+        socket = None
+        stamp: tuple[int, int] | None = None
+        session = None
+        try:
+            while not self._closed.is_set():
+                now = _stamp(self.connection_file)
+                if now != stamp:
+                    if socket is not None:
+                        socket.close(linger=0)
+                        socket = None
+                    stamp = now
+                    connection = _read(self.connection_file) if now is not None else None
+                    if connection is not None:
+                        socket, session = _subscribe(context, connection)
+                if socket is None:
+                    self._closed.wait(RECHECK)
+                    continue
+                deadline = RECHECK * 1000
+                while deadline > 0 and not self._closed.is_set():
+                    if socket.poll(POLL_MS):
+                        self._receive(socket, session)
+                    else:
+                        deadline -= POLL_MS
+        finally:
+            if socket is not None:
+                socket.close(linger=0)
+            context.term()
+
+    def _receive(self, socket: Any, session: Any) -> None:
+        import zmq
+
+        while True:
+            try:
+                parts = socket.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                _, signed = session.feed_identities(parts, copy=True)
+                message = session.deserialize(signed, content=True, copy=True)
+            except Exception:  # not signed with the kernel's key, or not a Jupyter message: never shown
+                self.rejected += 1
+                continue
+            self.received += 1
+            try:
+                self.deliver(message)
+            except Exception:  # a message the view cannot use must not end the tap
+                import traceback
+
+                traceback.print_exc()
+
+
+def _stamp(path: str) -> tuple[int, int] | None:
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return stat.st_mtime_ns, stat.st_ino
+
+
+def _read(path: str) -> dict[str, Any] | None:
+    try:
+        with open(path, encoding="utf-8") as f:
+            connection = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(connection, dict) or not connection.get("key") or "iopub_port" not in connection:
+        return None  # an unsigned kernel's messages could come from anyone on its port: not followed
+    return connection
+
+
+def _subscribe(context: Any, connection: dict[str, Any]) -> tuple[Any, Any]:
+    import zmq
+    from jupyter_client.session import Session
+
+    socket = context.socket(zmq.SUB)
+    socket.setsockopt(zmq.SUBSCRIBE, b"")
+    socket.setsockopt(zmq.LINGER, 0)
+    transport, ip = connection.get("transport", "tcp"), connection.get("ip", "127.0.0.1")
+    port = connection["iopub_port"]
+    socket.connect(f"tcp://{ip}:{port}" if transport == "tcp" else f"ipc://{ip}-{port}")
+    session = Session(key=str(connection["key"]).encode(),
+                      signature_scheme=connection.get("signature_scheme", "hmac-sha256"), check_pid=False)
+    return socket, session
