@@ -37,8 +37,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import parse_qs
 
+from ..folders import private_dir
 from ..jupyter import JupyterServer
-from ..processes import private_dir
 from .answers import accepts_gzip, gzip_bytes, response
 from .grants import Local
 
