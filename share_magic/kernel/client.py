@@ -93,11 +93,9 @@ class HelperClient:
 
     def _progress_from(self, event: dict[str, Any]) -> None:
         """What the helper says of fetching the agent, in words (``%share status`` and the widget show them)."""
-        what, done, total = event["what"], event["done"], event["total"]
-        amount = f"{done / 1e6:.1f} of {total / 1e6:.1f} MB ({100 * done // total}%)" if total else \
-            f"{done / 1e6:.1f} MB"
-        self.progress = f"{what}: {amount}" + (", done" if event.get("finished") else "")
-        self.progress_fraction = done / total if total else None
+        from .progress import described
+
+        self.progress, self.progress_fraction = described(event)
         self._changed()
 
     def stop(self) -> None:
