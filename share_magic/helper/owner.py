@@ -330,13 +330,13 @@ class Helper(LobbyAndTrail):
         remove_record(self.settings["record"], os.getpid())  # no kernel may find a share that is ending
         if self.access.lobby is not None:
             self.access.lobby.close()  # waiting pages hear that the share ended (before their streams are cut)
+        if self.view is not None:
+            self.view.close()  # its readers' last updates go on the gateway's loop before the gateway stops
         self.gateway.close()
         if self.recorder is not None:
             self.recorder.note(OWNER, {"expired": "the share expired", None: "stopped the share"}.get(
                 ending, f"the share ended: {ending}"))
             self.recorder.close()
-        if self.view is not None:
-            self.view.close()
         if self.worker is not None:
             self.worker.close()
         await lifetime.in_thread(self.tunnel.close)
