@@ -22,7 +22,7 @@ def people(magics: Any, args: argparse.Namespace, lifecycle: Any) -> None:
     if not args.names:
         raise ShareError(f"Name the people to {args.action}, e.g. %share {args.action} Ada "
                          "'Grace Hopper' (quote names with spaces).")
-    from .people import check_email, check_name
+    from .people import check_email, check_invited, check_name
 
     # IPython splits magic lines without removing quotes; all names are checked before anything changes. A
     # person let in from the lobby goes by the name they gave, whatever it is.
@@ -39,7 +39,7 @@ def people(magics: Any, args: argparse.Namespace, lifecycle: Any) -> None:
             raise ShareError("Nothing is shared from this kernel, so nobody can be revoked. Start a share with "
                              "%share.")
         for name in names:
-            share.check_invited(name)
+            check_invited(share, name)
         before = (share.link, share.view_link)
         for name in names:
             share.revoke(name)
