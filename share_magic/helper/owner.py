@@ -35,7 +35,7 @@ from .access import JUPYTER_COOKIES, Access, Local
 from .agent import describe
 from .answers import text
 from .bridge import Bridge, with_script
-from .capacity import Limits
+from .capacity import limits
 from .gateway import Gateway
 from .identity import EdgeTrust, new_secret, traffic_policy
 from .listener import ControlListener, record_of_this_helper, write_record
@@ -44,7 +44,8 @@ from .meter import Compression
 from .oversight import LobbyAndTrail
 from .recorder import OWNER, Recorder
 from .tunnel import Tunnel
-from .view import NotebookSource, NotebookView
+from .sources import saved_source
+from .view import NotebookView
 from .worker import Worker
 
 WATCH_INTERVAL = 0.5
@@ -126,7 +127,7 @@ class Helper(LobbyAndTrail):
             self.access.approve(self.report_people)
         self.recorder: Recorder | None = None  # the trail, from the moment the share is live
         self.actions_version = 0
-        economy = settings.get("economy", True)
+        economy = settings.get("economy", True) and not settings.get("alone")  # with no server, no editors
         self.gateway = Gateway(self.server, self.access, on_change=self.report_people,
                                compression=Compression(enabled=economy), limits=limits(settings.get("limits", {})))
         self.gateway.local = self.answer_locally
@@ -223,7 +224,7 @@ class Helper(LobbyAndTrail):
         """The key of the share's own edit or view link; the view starts watching the notebook with the first."""
         if role == "view" and self.view is None:
             live = self.settings.get("live", True) and self.settings.get("connection_file")
-            self.view = NotebookView(NotebookSource(self.server, self.settings["notebook_path"]), self.server.base_url,
+            self.view = NotebookView(saved_source(self.server, self.settings), self.server.base_url,
                                      secrets_to_blank=self.secrets, kernel_connection=live or None)
         return self.access.link_key(role)
 
@@ -261,6 +262,8 @@ class Helper(LobbyAndTrail):
         if cmd == "stop":
             self.request_stop()
             return {"stopping": True}
+        if self.settings.get("alone") and (cmd == "invite" or command.get("role") == "edit"):
+            return {"error": "no Jupyter server: this share has a view link only"}
         if cmd == "link" and command.get("role") in ("edit", "view"):
             self.keys[command["role"]] = self.link_key(command["role"])
             self.events.emit("links", key=self.keys.get("edit"), view_key=self.keys.get("view"))
@@ -447,28 +450,6 @@ class Helper(LobbyAndTrail):
         except OSError:
             return None
         return "its kernel was shut down" if status == 404 else None
-
-
-def limits(settings: dict[str, Any]) -> Limits:
-    """The gateway's limits: the settings' (tests make time limits short), and as many connections as the open files
-    the process may have allow -- its soft limit raised to the hard one first (macOS starts at 256). A visitor
-    connection takes up to two (the visitor's, and one to the server), and some are kept for everything else."""
-    try:
-        import resource
-
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        if hard == resource.RLIM_INFINITY or hard > soft:
-            wanted = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
-            try:
-                resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
-                soft = wanted
-            except (OSError, ValueError):
-                pass
-        files = soft if soft != resource.RLIM_INFINITY else 65536
-    except ImportError:  # Windows: no such limit to raise
-        files = 8192
-    fitting = max(64, (files - 256) // 2)
-    return Limits(**{"max_connections": min(Limits.max_connections * 2, fitting), **settings})
 
 
 def signed_in(connected: dict[Any, float]) -> list[dict[str, Any]]:
