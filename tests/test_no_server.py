@@ -101,6 +101,15 @@ def test_what_runs_live_is_cleaned_and_the_shares_own_output_hidden(alone, reade
     assert key_of(alone.link) not in raw  # the %share --view run is live too: its output stays the share's own
 
 
+def test_a_save_on_disk_reaches_readers(alone, readers) -> None:
+    reader = readers(alone.link)
+    reader.until(lambda r: "c9" in r.shown(), "the saved notebook")
+    saved = {"cell_type": "markdown", "id": "m2", "metadata": {}, "source": "SAVED-IN-" + "VS-CODE"}
+    (alone.work / "shown.ipynb").write_text(json.dumps(notebook(SAVED_SECRET, saved)))
+    reader.until(lambda r: "SAVED-IN-VS-CODE" in r.markup("m2"), "the save")
+    assert reader.saved_order[-2:] == ["c9", "m2"]
+
+
 def test_nothing_else_of_the_machine_is_reachable(alone) -> None:
     """No Jupyter to relay to: every other path answers as a view link's do, with the view's cookie or without."""
     view = alone.link.split("://", 1)[1].split("/", 1)[1].split("?")[0]
@@ -154,3 +163,16 @@ def test_with_no_notebook_named_the_view_shows_the_cells_as_they_run(alone, read
     kernel.execute("print('ONLY-' + 'LIVE')")
     reader.until(lambda r: "ONLY-LIVE" in r.text(), "the run")
     assert "Quarterly results" not in reader.raw.decode()
+
+
+def test_a_notebook_never_saved_shows_no_saved_cells_until_it_is(tmp_path) -> None:
+    """VS Code names an untitled notebook's file before it exists: no saved cells, then the file as saved."""
+    from share_magic.helper.sources import FileSource, saved_words
+
+    source = FileSource(str(tmp_path / "Untitled-1.ipynb"))
+    assert source.version() == "" and source.read()[1]["cells"] == []
+    assert saved_words(source.version()) == "no saved notebook: cells as they run"
+    (tmp_path / "Untitled-1.ipynb").write_text(json.dumps(notebook()))
+    version, content = source.read()
+    assert version == source.version() != "" and [cell["id"] for cell in content["cells"]] == ["m1", "c1", "c2", "c3"]
+    assert saved_words(version).startswith("saved at ")
