@@ -2,19 +2,20 @@
 
 A view session never reaches Jupyter. The gateway hands its requests here, and only three exist: the page
 (``<base_url>share_magic/view``), its stylesheet (``.../style-<digest>.css``) and its update stream (``.../events``).
-The page is the notebook as saved on the server, cleaned of the share's own secrets (see :func:`cleaned`), rendered by
-nbconvert's lab template cell by cell with math turned into MathML here, and locked down by a Content-Security-Policy
-that lets only the page's own small script run and loads nothing from another host: no script or event handler from a
-notebook output runs, no output's tag can navigate the reader or report them elsewhere (see :func:`defanged`), and
-the page can reach nothing but its own update stream. Light and dark follow the reader's system.
+The page is the notebook as saved (on the server, or in the one file a kernel with no server names: :mod:`.sources`),
+cleaned of the share's own secrets (see :func:`cleaned`), rendered by nbconvert's lab template cell by cell with math
+turned into MathML here, and locked down by a Content-Security-Policy that lets only the page's own small script run and
+loads nothing from another host: no script or event handler from a notebook output runs, no output's tag can navigate
+the reader or report them elsewhere (see :func:`defanged`), and the page can reach nothing but its own update stream.
+Light and dark follow the reader's system.
 
-What a reader costs the owner's ngrok plan: the helper asks the server for the notebook's ``last_modified`` every
-second over loopback (free); a new saved version re-renders only the cells whose content changed (renders are kept by
-content digest), whoever watches. A reader gets the notebook once: the page (gzipped, with a validator, so a reload of
-an unchanged view is a 304) names its version, the stylesheet is one immutable resource, and the update stream starts
-from the page's version (or, after a reconnect, from the last event it got) and carries only the cells added,
-changed, moved or removed since, keyed by cell id, gzipped and flushed per update. A reader too far behind gets a
-fresh copy. The page patches the notebook in place, keeping the reader's scroll position.
+What a reader costs the owner's ngrok plan: the helper looks at the notebook's version every second over loopback or on
+disk (free); a new saved version re-renders only the cells whose content changed (renders are kept by content digest),
+whoever watches. A reader gets the notebook once: the page (gzipped, with a validator, so a reload of an unchanged view
+is a 304) names its version, the stylesheet is one immutable resource, and the update stream starts from the page's
+version (or, after a reconnect, from the last event it got) and carries only the cells added, changed, moved or removed
+since, keyed by cell id, gzipped and flushed per update. A reader too far behind gets a fresh copy. The page patches the
+notebook in place, keeping the reader's scroll position.
 """
 from __future__ import annotations
 
@@ -121,6 +122,11 @@ class NotebookView:
         threading.Thread(target=self._watch, daemon=True, name="share_magic view").start()
 
     # -- rendering ----------------------------------------------------------------------------------------------
+
+    @property
+    def rendered(self) -> Version | None:
+        """The latest version rendered so far (None before the first render)."""
+        return self._current
 
     def current(self) -> Version:
         """The latest saved version, rendered (each changed cell once, however many readers ask)."""

@@ -34,7 +34,7 @@ class Streams:
         self.readers.add(reader)
         try:
             view = self.view
-            if view._current is None:
+            if view.rendered is None:
                 await answer.run(view.current)
             self._bring_up_to_date(reader)
             snapshot = view.live.attach(self.loop) if view.live is not None else None
@@ -52,7 +52,7 @@ class Streams:
             reader.send(self.encoded(event, reader.compressed))
 
     def _bring_up_to_date(self, reader: _Reader) -> None:
-        if self.view._current is None:
+        if self.view.rendered is None:
             return
         update = self.view.update_for(reader.since)
         if update is None:
