@@ -141,6 +141,13 @@ def test_an_editing_share_needs_a_server(alone) -> None:
         assert_one_calm_line(alone.kernel.execute(line), "an editing share needs one", "jupyter lab", "%share --view")
     status = alone.kernel.execute("%share status")
     assert "View-only link" in status["stdout"] + status["text"]  # the view share lives on
+    # The helper itself makes no edit link and takes no invitation there, whoever asks it
+    from share_magic import control
+
+    record = control.read_record(control.record_path("http://127.0.0.1:0/"))
+    assert record is not None
+    for command in ({"cmd": "link", "role": "edit"}, {"cmd": "invite", "name": "ada"}):
+        assert "no Jupyter server" in control.request(record, command, 10)["error"]
     kernel = PlainKernel()
     try:
         result = kernel.execute("%load_ext share_magic\n%share")
