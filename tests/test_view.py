@@ -592,7 +592,7 @@ def test_a_save_renders_only_the_cells_that_changed(tmp_path) -> None:
     from share_magic.helper.view import NotebookView
 
     class Saved:
-        path = "shown.ipynb"
+        name, folder = "shown.ipynb", str(tmp_path)
 
         def __init__(self) -> None:
             self.version_, self.content = "1", figures_notebook()
@@ -602,9 +602,6 @@ def test_a_save_renders_only_the_cells_that_changed(tmp_path) -> None:
 
         def read(self) -> tuple[str, dict]:
             return self.version_, self.content
-
-        def _file(self) -> str:
-            return str(tmp_path / self.path)
 
     source = Saved()
     view = NotebookView(source, "/", lambda: [])

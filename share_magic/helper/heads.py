@@ -13,7 +13,7 @@ import socket
 from datetime import timedelta
 
 from tornado import gen
-from tornado.iostream import IOStream
+from tornado.iostream import IOStream, StreamClosedError
 
 from .answers import Headers, text
 from .relay import CHUNK, RETRY_BODY_LIMIT
@@ -101,7 +101,9 @@ async def answer_and_close(stream: IOStream, answer: bytes, linger: float, write
         stream.socket.shutdown(socket.SHUT_WR)
         deadline, dropped = asyncio.get_running_loop().time() + linger, 0
         while dropped < RETRY_BODY_LIMIT:
-            dropped += len(await gen.with_timeout(deadline, stream.read_bytes(CHUNK, partial=True)))
+            # quiet: the read a timeout left behind fails when the stream closes, which is no news
+            dropped += len(await gen.with_timeout(deadline, stream.read_bytes(CHUNK, partial=True),
+                                                  quiet_exceptions=(StreamClosedError,)))
     except Exception:  # closed, timed out: either way, done
         pass
     finally:

@@ -41,7 +41,8 @@ from .meter import Compression
 from .oversight import LobbyAndTrail
 from .recorder import OWNER, Recorder
 from .tunnel import Tunnel
-from .view import NotebookSource, NotebookView
+from .sources import saved_source
+from .view import NotebookView
 from .worker import Worker
 
 
@@ -119,7 +120,7 @@ class Helper(LobbyAndTrail):
             self.access.approve(self.report_people)
         self.recorder: Recorder | None = None  # the trail, from the moment the share is live
         self.actions_version = 0
-        economy = settings.get("economy", True)
+        economy = settings.get("economy", True) and not settings.get("alone")  # with no server, no editors
         self.gateway = Gateway(self.server, self.access, on_change=self.report_people,
                                compression=Compression(enabled=economy), limits=limits_for(settings.get("limits", {})))
         self.gateway.local = self.answer_locally
@@ -216,7 +217,7 @@ class Helper(LobbyAndTrail):
         """The key of the share's own edit or view link; the view starts watching the notebook with the first."""
         if role == "view" and self.view is None:
             live = self.settings.get("live", True) and self.settings.get("connection_file")
-            self.view = NotebookView(NotebookSource(self.server, self.settings["notebook_path"]), self.server.base_url,
+            self.view = NotebookView(saved_source(self.server, self.settings), self.server.base_url,
                                      secrets_to_blank=self.secrets, kernel_connection=live or None)
         return self.access.link_key(role)
 
@@ -254,6 +255,8 @@ class Helper(LobbyAndTrail):
         if cmd == "stop":
             self.request_stop()
             return {"stopping": True}
+        if self.settings.get("alone") and (cmd == "invite" or command.get("role") == "edit"):
+            return {"error": "no Jupyter server: this share has a view link only"}
         if cmd == "link" and command.get("role") in ("edit", "view"):
             self.keys[command["role"]] = self.link_key(command["role"])
             self.events.emit("links", key=self.keys.get("edit"), view_key=self.keys.get("view"))

@@ -157,3 +157,16 @@ def from_report(share: Share, report: dict[str, Any]) -> tuple[dict[str, Person]
                           entry.get("jupyter_name"), entry.get("invitation"), from_epoch(entry.get("connected_since")))
                  for entry in report.get("signed_in") or []]
     return people, waiting, signed_in
+
+
+def lobby_summary(share: Any) -> list[str]:
+    """Who waits to be let in, and what visitors without a row of their own did last (``%share status``)."""
+    lines = []
+    if share.approve:
+        lines.append("  Visitors with the share's own link wait until you let them in: %share admit NAME, "
+                     "%share deny NAME.")
+        lines += [f"  Waiting to be let in: {waiter.describe()}" for waiter in share.waiting]
+    named = {person.label for person in share.people.values()} | {"owner"}
+    lines += [f"  {who}: last {moment:%H:%M:%S} {what}" for who, (moment, what) in share.actions.items()
+              if who not in named and moment]
+    return lines

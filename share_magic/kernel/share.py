@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from .. import control
 from ..contract import KEY_PARAM, VIEW_PAGE, check_provider, own_output
-from ..errors import ShareError, UnsafeServer
+from ..errors import ServerNotFound, ShareError, UnsafeServer
 from ..jupyter import JupyterServer
 from .client import STARTUP_TIMEOUT, HelperClient, from_epoch
 from .discovery import find_server, kernel_id, server_at
@@ -92,6 +92,7 @@ class Share(HelperClient, Described):
         self.owner_notebook: str | None = None  # set on an attached share: the notebook that started it
         self.share_notebook: str | None = notebook_path  # the notebook the share's view link shows
         self.kernel_bound = False  # does the share outlive this kernel's process (bound to its kernel id)?
+        self.alone: dict[str, Any] | None = None  # no Jupyter server: a view only, of the file named (standalone)
         self.collaborative: bool | None = None  # jupyter-collaboration on the server? None: unknown
         self._key: str | None = None  # of the share's own edit link, if it has one
         self._view_key: str | None = None  # of its view link, if it has one
@@ -235,8 +236,6 @@ class Share(HelperClient, Described):
         for callback in list(self._observers):
             callback(self)
 
-
-
     @classmethod
     def attach(cls, server: JupyterServer, record: dict[str, Any], notebook_path: str | None) -> Share:
         """The live share of ``server`` its helper's ``record`` points to, shown from this notebook: the links
@@ -346,16 +345,22 @@ def share(*, port: int | None = None, url: str | None = None, token: str | None 
                 raise ShareError(f"This kernel already shares {existing.server.url} at "
                                  f"{existing.public_url}. Run %share stop first to share another server.")
             return _shown_again(existing, provider, view, approve)
-        kernel = kernel_id()
-        server = server_at(url, port, token) if (port or url) else find_server(kernel)
-        notebook = server.notebook_path(kernel)
-        if view and not notebook:
+        kernel, alone = kernel_id(), None
+        try:
+            server = server_at(url, port, token) if (port or url) else find_server(kernel)
+        except ServerNotFound:
+            if port or url or not view:
+                raise
+            from .standalone import no_server  # VS Code, PyCharm, a console: a view only
+            server, alone = no_server()
+        notebook = alone["name"] if alone else server.notebook_path(kernel)
+        if view and not notebook and not alone:
             raise ShareError(NO_NOTEBOOK)
-        found = _find_live_share(server, notebook)
+        found = None if alone else _find_live_share(server, notebook)
         if found is not None:
             _current = found
             return _shown_again(found, provider, view, approve)
-        authenticated = server.has_authentication()
+        authenticated = alone is not None or server.has_authentication()
         if not authenticated and not insecure:
             raise UnsafeServer(
                 "This Jupyter server has no authentication (no token, no password), so a public link would let "
@@ -364,6 +369,7 @@ def share(*, port: int | None = None, url: str | None = None, token: str | None 
         _current = Share(server, notebook, include_token=include_token, authenticated=authenticated,
                          duration=seconds, view=view, economy=economy, sign_in=provider, approve=approve,
                          download_stall=download_stall, live_view=live_view)
+        _current.alone = alone
         _current.collaborative = server.has_collaboration()
         if starting is not None:
             starting(_current)
