@@ -21,7 +21,7 @@ from multiprocessing.connection import Connection, answer_challenge, deliver_cha
 from typing import Any
 
 from .jupyter import runtime_dir
-from .processes import helper_alive, remove_folder
+from .processes import helper_alive
 
 CONNECT_TIMEOUT = 5.0
 
@@ -55,6 +55,8 @@ def read_record(path: str) -> dict[str, Any] | None:
 
 
 def _clean_up(path: str, record: dict[str, Any]) -> None:
+    from .folders import remove_folder
+
     remove_folder(os.path.dirname(str(record.get("address") or "")))
     remove_record(path, record.get("helper_pid"))  # type: ignore[arg-type]
 

@@ -22,7 +22,7 @@ import threading
 import unicodedata
 from typing import Any
 
-from .processes import private_dir
+from .folders import private_dir
 
 MAX_BYTES = 8 * 1024 * 1024  # per trail
 KEEP = 3  # earlier trails of a server kept beside the latest one

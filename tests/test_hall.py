@@ -145,7 +145,7 @@ def lecture(jupyter, owner):
     return server, kernel, links["edit"], links["view"]
 
 
-def test_a_hall_of_readers_gets_the_page_and_every_edit_while_an_editor_works(lecture, visitor) -> None:
+def test_a_hall_of_readers_gets_the_page_each_cell_run_live_and_every_save_while_an_editor_works(lecture, visitor) -> None:
     server, kernel, edit, view = lecture
     threads_before = helper_threads()
 
@@ -163,9 +163,12 @@ def test_a_hall_of_readers_gets_the_page_and_every_edit_while_an_editor_works(le
 
             editor = visitor(edit)
             assert editor.get(edit).status_code == 200
-            cell = await asyncio.to_thread(
-                lambda: editor.kernel(f"/api/kernels/{kernel.kernel_id}/channels").execute("print(6 * 7)"))
-            assert cell["stdout"] == "42\n"
+            live = uuid.uuid4().hex  # a cell the editor runs reaches every reader live, before any save
+            cell = await asyncio.to_thread(lambda: editor.kernel(f"/api/kernels/{kernel.kernel_id}/channels").execute(
+                f"print(6 * 7, 'LIVE-' + {live!r})"))
+            assert cell["stdout"] == f"42 LIVE-{live}\n"
+            await asyncio.wait_for(asyncio.gather(*(reader.until(f"LIVE-{live}".encode()) for reader in readers)),
+                                   120)
 
             marker = uuid.uuid4().hex
             await asyncio.to_thread(save, server, {"cell_type": "markdown", "id": "new", "metadata": {},

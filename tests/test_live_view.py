@@ -387,6 +387,44 @@ def test_the_shares_own_output_never_shows(presenting, readers):
     assert "share-magic-widget" not in markup and key_of(link) not in reader.raw.decode()
 
 
+def test_answers_typed_at_input_and_getpass_never_show_and_an_idle_kernel_costs_readers_nothing(presenting, readers):
+    """What the presenter types at ``input()`` or ``getpass`` goes to the kernel on its stdin channel, which the view
+    never hears: readers see the cell's prompts' effects, never the answers. Then, idle, the kernel sends readers
+    nothing: the next thing on their stream is its keep-alive comment."""
+    _, kernel, link = presenting
+    reader = readers(link)
+    reader.until(lambda r: r.state.get("kernel") == "idle", "the live state")
+    msg_id = uuid.uuid4().hex
+    kernel.ws.send(json.dumps({
+        "header": {"msg_id": msg_id, "msg_type": "execute_request", "username": "test", "session": kernel.session,
+                   "date": "2026-01-01T00:00:00Z", "version": "5.3"},
+        "parent_header": {}, "metadata": {"cellId": "asked"}, "channel": "shell", "buffers": [],
+        "content": {"code": "import getpass\nname = input('Your name: ')\nword = getpass.getpass('Password: ')\n"
+                            "print('ANSWERED', len(name), len(word))",
+                    "silent": False, "store_history": True, "user_expressions": {}, "allow_stdin": True,
+                    "stop_on_error": True}}))
+    answers = iter(["typed-name-ANSWER", "typed-pass-ANSWER"])
+    kernel.ws.settimeout(60)
+    asked = []
+    while len(asked) < 2:  # each prompt, as JupyterLab answers it: an input_reply on the stdin channel
+        message = json.loads(kernel.ws.recv())
+        if message["msg_type"] == "input_request" and message["parent_header"].get("msg_id") == msg_id:
+            asked.append(message["content"]["prompt"])
+            kernel.ws.send(json.dumps({
+                "header": {"msg_id": uuid.uuid4().hex, "msg_type": "input_reply", "username": "test",
+                           "session": kernel.session, "date": "2026-01-01T00:00:00Z", "version": "5.3"},
+                "parent_header": message["header"], "metadata": {}, "channel": "stdin", "buffers": [],
+                "content": {"value": next(answers)}}))
+    assert asked == ["Your name: ", "Password: "]
+    assert kernel.collect(msg_id)["stdout"] == "ANSWERED 17 17\n"
+    reader.until(lambda r: "ANSWERED 17 17" in r.markup("live:asked") and r.state.get("kernel") == "idle",
+                 "the cell, run")
+    assert "ANSWER" not in reader.raw.decode().replace("ANSWERED", "")
+
+    kind, update = reader.next()  # the next block on the stream, whenever it comes (a keep-alive: every 20 s)
+    assert kind == "" and reader.raw.rstrip().splitlines()[-1].startswith(b":"), (kind, update)
+
+
 def test_a_kernel_restart_keeps_the_view_live(presenting, readers):
     server, kernel, link = presenting
     reader = readers(link)

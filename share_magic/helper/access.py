@@ -33,30 +33,24 @@ of an earlier share, or of another signed-in account) is replaced as before.
 """
 from __future__ import annotations
 
-import hashlib
-import hmac
 import html
 import secrets
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Hashable
-from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol, Union
-from urllib.parse import parse_qs, unquote
+from typing import Any, Callable
+from urllib.parse import unquote
 
 from ..contract import KEY_PARAM, VIEW_PAGE, Identity, is_email
 from .answers import response
+from .grants import Admitted, Grant, Headers, Local, Observer, Reply, Session, Verdict, cookie_name, digest, new_key
 from .identity import LOGOUT, WRONG_ACCOUNT_PAGE, EdgeTrust, NoEmail, Untrusted, no_email_page
 from .lobby import PAGE_PATH as LOBBY_PAGE
 from .lobby import EVENTS_PATH as LOBBY_EVENTS
 from .lobby import Lobby, LobbyGate
+from .switch import SWITCH_PATH, Questions
 
 COOKIE = "share_magic"
-SWITCH_PATH = "share_magic/switch"  # below the base URL: the question page's button posts here
-SWITCH_PARAM = "token"
-SWITCH_LIFETIME = 600.0  # seconds a question page's button works
-SWITCH_LIMIT = 1024  # questions pending at once (one per browser), share-wide; the oldest go first
 # View sessions kept at once: more than the readers' part of the largest hall the gateway holds (14,336 of 16,384
 # connections). Past it, one that has gone unused long enough makes room (see Access._room_for_a_reader).
 VIEW_SESSIONS = 20_000
@@ -66,8 +60,6 @@ VIEW_SCAN = 256  # view sessions looked at for each newcomer, at most
 JUPYTER_COOKIES = ("_xsrf",)  # Jupyter's XSRF cookie; the helper adds its login cookie's name (see .login)
 LEARNED = 64  # cookie names the server may add to those, by setting them
 
-Headers = list[tuple[str, str]]
-
 REFUSED_PAGE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Link not valid</title>
@@ -76,119 +68,6 @@ REFUSED_PAGE = """<!DOCTYPE html>
 <body><h1>This link has ended or is not valid</h1>
 <p>{why} Ask the person who shared the notebook for a new link.</p></body></html>
 """
-
-SWITCH_PAGE = """<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>You are already in this share</title>
-<style>body{{font:16px/1.5 system-ui,sans-serif;max-width:34em;margin:15vh auto;padding:0 1em;color:#222}}
-button{{font:inherit;padding:.4em 1em;margin-right:1em;cursor:pointer}}
-@media (prefers-color-scheme: dark){{body{{background:#111;color:#ddd}} a{{color:#8ab4f8}}}}</style></head>
-<body><h1>You are already in this share</h1>
-<p>You are signed in to this share {current}. This link would open it {offered} instead.</p>
-<p>If you did not just open a link you were given yourself (another page may have sent you here), stay as you are.</p>
-<form method="post" action="{action}"><button type="submit">{verb}</button><a href="{stay}">Stay {stay_as}</a></form>
-</body></html>
-"""
-
-
-def digest(secret: str) -> bytes:
-    return hashlib.sha256(secret.encode()).digest()
-
-
-def new_key() -> str:
-    """A fresh random key: 256 bits, URL-safe."""
-    return secrets.token_urlsafe(32)
-
-
-@dataclass(eq=False)
-class Grant:
-    """What one key admits: anyone with the share's link (``person`` None), or one invited person; to everything
-    (``role`` "edit") or to the notebook's view only ("view")."""
-
-    key: str  # kept so that the same link can be shown again
-    person: str | None = None
-    revoked_at: float | None = None  # the key admits nobody, and the sessions it admitted end
-    role: str = "edit"
-    retired_at: float | None = None  # the key admits nobody new; the sessions it admitted go on
-    chosen: bool = False  # made when the owner admitted someone from the lobby: ``person`` is the name they gave
-
-
-@dataclass(eq=False)
-class Session:
-    """One admitted browser."""
-
-    grant: Grant
-    since: float = field(default_factory=time.time)
-    jupyter_cookie: str | None = None  # "name=value" of Jupyter's login cookie, added upstream by the gateway
-    identity: Identity | None = None  # who signed in at the edge, when the share has sign-in
-    name: str | None = None  # what Jupyter calls this visitor, when the gateway named them
-    seen: float = field(default_factory=time.monotonic)  # when a request last came with its cookie, or it began
-    used: bool = False  # a request has come with its cookie since its link was opened
-
-
-@dataclass(eq=False)
-class Switch:
-    """A question the gate asked a browser: replace its session with one of ``grant``'s? Answered only by a POST
-    with the token, from the browser that holds the session cookie the question was asked of."""
-
-    grant: Grant
-    target: str
-    token: bytes  # the digest of the token its page's button posts
-    asked: float = field(default_factory=time.monotonic)
-
-
-@dataclass
-class Admitted:
-    """Let the request through, as ``target`` with these ``headers``; ``response_headers`` filters the answer."""
-
-    session: Session
-    target: str
-    headers: Headers
-    hidden_cookie: str | None = None  # the name of a cookie the visitor must not be handed
-
-    def response_headers(self, headers: Headers) -> Headers:
-        if self.hidden_cookie is None:
-            return headers
-        return [(name, value) for name, value in headers
-                if not (name.lower() == "set-cookie" and _cookie_name(value) == self.hidden_cookie)]
-
-
-@dataclass
-class Local:
-    """Answer the request from the gateway's local service (the view page), never from Jupyter."""
-
-    session: Session
-    method: str
-    target: str
-    headers: Headers
-
-
-@dataclass
-class Reply:
-    """Answer the request from the gateway itself (then close the connection)."""
-
-    response: bytes
-
-
-@dataclass
-class Held:
-    """Answer the request from the gateway itself on a connection it then holds (a waiting page's stream): ``await
-    serve(answer)`` on the gateway's loop. ``holder`` is who the connection counts for, as a reader's would."""
-
-    holder: Hashable
-    serve: Callable[[Any], Awaitable[None]]
-
-
-Verdict = Union[Admitted, Local, Reply, Held]
-
-
-Observer = Callable[[Session, str, str], None]  # (session, method, target) of each request the gate admits
-
-
-class Gate(Protocol):
-    def check(self, method: str, target: str, headers: Headers) -> Verdict:
-        """May this request pass, as whom?"""
-
 
 class Access(LobbyGate):
     """The gate of one share.
@@ -213,7 +92,7 @@ class Access(LobbyGate):
         self.max_view_sessions, self.view_idle, self.view_unused = VIEW_SESSIONS, VIEW_IDLE, VIEW_UNUSED
         self.connected: Callable[[], Any] = tuple  # the sessions holding a live connection (the gateway says)
         self._revoked_sessions: set[bytes] = set()  # to tell their browsers why they are refused
-        self._switches: dict[bytes, Switch] = {}  # each browser's latest question, by its session cookie's digest
+        self.questions = Questions(cookie_path)  # asked of browsers whose link would make them someone else
         self.local_paths: set[str] = set()  # answered by the gateway itself for editing sessions (the bridge)
         self.lobby: Lobby | None = None  # with --approve: the anyone-link's visitors wait there for the owner
         self.observer: Observer | None = None  # told of every request admitted (the trail): must be quick
@@ -327,13 +206,14 @@ class Access(LobbyGate):
         session = self._session(cookies.get(COOKIE))
         if grant is not None and grant.revoked_at is None and grant.retired_at is None:
             # a key opens pages; websockets need the cookie
+            safe = _safe_target(clean_target, self.cookie_path)
             if identity is not None and is_email(grant.person) and (grant.person or "").lower() != identity.key:
                 return Reply(_wrong_account(identity, headers))
             if self._waits(grant):
-                answer, about = self._lobby_link(session, grant, self._safe_target(clean_target), cookies.get(COOKIE),
-                                                 identity, headers, self.edge.source(raw_headers))
+                answer, about = self._lobby_link(session, grant, safe, cookies.get(COOKIE), identity, headers,
+                                                 self.edge.source(raw_headers))
                 if answer == "go":
-                    return _go_on(about or self._safe_target(clean_target))
+                    return _go_on(about or safe)
                 if answer == "refuse":
                     return Reply(_refusal(about, headers, ended=False))
                 return self._ask(session, grant, clean_target, cookies[COOKIE]) if answer == "ask" else Reply(about)
@@ -341,7 +221,7 @@ class Access(LobbyGate):
                                                              or session.identity.key != identity.key)):
                 return self._admit_and_redirect(grant, clean_target, identity)  # nobody live to replace
             if session.grant.person == grant.person and session.grant.role == grant.role:
-                return _go_on(self._safe_target(clean_target))  # who they are already: the link changes nothing
+                return _go_on(safe)  # who they are already: the link changes nothing
             return self._ask(session, grant, clean_target, cookies[COOKIE])
         if session is not None and identity is not None and (session.identity is None
                                                              or session.identity.key != identity.key):
@@ -361,17 +241,11 @@ class Access(LobbyGate):
             return Reply(_refusal(why, headers))
         if session.grant.role == "view" or clean_target.split("?", 1)[0] in self.local_paths:
             return Local(session, method, clean_target, raw_headers)  # answered here; the bridge re-asks the gate
-        if method == "PATCH" and self._is_me(clean_target):
+        if method == "PATCH" and _is_me(clean_target, self.cookie_path):
             return Reply(response(403, "Forbidden", [("Content-Type", "text/plain; charset=utf-8")],
                                   b"Visitors cannot rename themselves: the person who shared this notebook "
                                   b"names them.\n"))
         return self._admitted(session, clean_target, headers, cookies)
-
-    def _is_me(self, target: str) -> bool:
-        """Whether ``target`` is Jupyter's ``api/me`` (however a visitor spells the path)."""
-        path = "/" + "/".join(part for part in unquote(target.split("?", 1)[0]).split("/") if part)
-        base = "/" + "/".join(part for part in unquote(self.cookie_path).split("/") if part)
-        return path == base.rstrip("/") + "/api/me"
 
     def _session(self, session_id: str | None) -> Session | None:
         if not session_id or (self.expires_at is not None and time.time() >= self.expires_at):
@@ -382,55 +256,17 @@ class Access(LobbyGate):
         session.seen, session.used = time.monotonic(), True
         return session
 
-    def _safe_target(self, target: str) -> str:
-        if not target.startswith("/") or target.startswith("//") or "\\" in target.split("?", 1)[0]:
-            return self.cookie_path  # //host/x would lead the browser off the share, key freshly accepted
-        return target
-
-    def _within(self, session: Session, target: str) -> str:
-        """Where ``target`` leads a browser that stays as ``session`` is: a view session sees only the view page,
-        and an editor is not sent to a view page Jupyter does not have."""
-        view_page = self.cookie_path + VIEW_PAGE
-        if session.grant.role == "view":
-            return view_page
-        return self.cookie_path if target.split("?", 1)[0] == view_page else self._safe_target(target)
-
     def _ask(self, session: Session, grant: Grant, target: str, session_id: str) -> Reply:
         """The question page: this browser is in as someone else; replace that with what the link offers?"""
-        token = secrets.token_urlsafe(32)
-        stay = self._within(session, target)
-        target = self._safe_target(target)
-        now = time.monotonic()
-        with self._lock:
-            for key in [key for key, switch in self._switches.items() if now - switch.asked > SWITCH_LIFETIME]:
-                del self._switches[key]
-            self._switches.pop(digest(session_id), None)  # a browser's latest question replaces its earlier one
-            while len(self._switches) >= SWITCH_LIMIT:
-                del self._switches[next(iter(self._switches))]
-            self._switches[digest(session_id)] = Switch(grant, target, digest(token))
-        current, offered = _standing(session.grant), _standing(grant)
-        page = SWITCH_PAGE.format(
-            current=html.escape(current), offered=html.escape(offered),
-            action=html.escape(f"{self.cookie_path}{SWITCH_PATH}?{SWITCH_PARAM}={token}"),
-            verb=html.escape(_offer(grant)), stay=html.escape(stay), stay_as=html.escape(current))
-        return Reply(response(200, "OK", [
-            ("Content-Type", "text/html; charset=utf-8"), ("Referrer-Policy", "no-referrer"),
-            ("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
-                                        "base-uri 'none'; frame-ancestors 'none'"),
-            ("X-Frame-Options", "DENY"), ("X-Content-Type-Options", "nosniff")], page.encode()))
+        base = self.cookie_path
+        stay, target = _within(session, target, base), _safe_target(target, base)
+        return Reply(self.questions.ask(session.grant, grant, target, stay, session_id))
 
     def _switch(self, target: str, headers: Headers, cookies: dict[str, str], identity: Identity | None,
                 client: str | None = None) -> Reply:
         """The question page's button: a new session of the grant asked about, for the browser it was asked of."""
-        token = (parse_qs(target.partition("?")[2]).get(SWITCH_PARAM) or [""])[0]
-        site = next((value for name, value in headers if name.lower() == "sec-fetch-site"), "same-origin")
-        browser = digest(cookies.get(COOKIE, ""))
-        with self._lock:
-            switch = self._switches.get(browser)
-            pressed = switch is not None and site == "same-origin" and hmac.compare_digest(switch.token, digest(token))
-            if pressed:  # one press, once; a wrong one (another site's) leaves the person's question as it was
-                del self._switches[browser]
-        if switch is None or not pressed or time.monotonic() - switch.asked > SWITCH_LIFETIME:
+        switch = self.questions.pressed(target, headers, cookies.get(COOKIE, ""))
+        if switch is None:
             return Reply(_refusal("This button was not pressed on the page that asked, or that page is too old: "
                                   "open the link again.", headers))
         grant = switch.grant
@@ -454,7 +290,7 @@ class Access(LobbyGate):
                                                                ("Retry-After", "30")],
                                   b"This notebook's view has as many readers as it can keep right now; open the "
                                   b"link again in a minute.\n"))
-        return Reply(response(*status, [("Location", self._safe_target(target)),
+        return Reply(response(*status, [("Location", _safe_target(target, self.cookie_path)),
                                         ("Set-Cookie", self._cookie(session_id)),
                                         ("Cache-Control", "no-store"), ("Referrer-Policy", "no-referrer")]))
 
@@ -516,7 +352,7 @@ class Access(LobbyGate):
         domain (the edge's sign-in session and nonce, whose names ngrok does not document, and the gate's), and the
         server is given those it set itself (:attr:`jupyter_cookies`), with the session's login cookie in place of
         any the visitor sent."""
-        hidden = _cookie_name(session.jupyter_cookie) if session.jupyter_cookie else None
+        hidden = cookie_name(session.jupyter_cookie) if session.jupyter_cookie else None
         allowed = self.jupyter_cookies
         kept = [f"{name}={value}" for name, value in cookies.items()
                 if name in allowed and name not in (COOKIE, hidden)]
@@ -538,16 +374,26 @@ def jupyter_name(grant: Grant, identity: Identity | None) -> str | None:
     return grant.person
 
 
-def _standing(grant: Grant) -> str:
-    """How the question page names what a grant makes a browser: "as ada, an editor with a personal link"."""
-    if grant.person:
-        return f"as {grant.person}, an editor with a personal link"
-    return "as an editor" if grant.role == "edit" else "as a view-only reader"
+def _is_me(target: str, base_url: str) -> bool:
+    """Whether ``target`` is Jupyter's ``api/me`` (however a visitor spells the path)."""
+    path = "/" + "/".join(part for part in unquote(target.split("?", 1)[0]).split("/") if part)
+    base = "/" + "/".join(part for part in unquote(base_url).split("/") if part)
+    return path == base.rstrip("/") + "/api/me"
 
 
-def _offer(grant: Grant) -> str:
-    """The question page's button: "Open as ada", "Open as view-only"."""
-    return "Open as " + (grant.person or ("an editor" if grant.role == "edit" else "view-only"))
+def _safe_target(target: str, base_url: str) -> str:
+    if not target.startswith("/") or target.startswith("//") or "\\" in target.split("?", 1)[0]:
+        return base_url  # //host/x would lead the browser off the share, key freshly accepted
+    return target
+
+
+def _within(session: Session, target: str, base_url: str) -> str:
+    """Where ``target`` leads a browser that stays as ``session`` is: a view session sees only the view page,
+    and an editor is not sent to a view page Jupyter does not have."""
+    view_page = base_url + VIEW_PAGE
+    if session.grant.role == "view":
+        return view_page
+    return base_url if target.split("?", 1)[0] == view_page else _safe_target(target, base_url)
 
 
 def _go_on(target: str) -> Reply:
@@ -580,11 +426,6 @@ def _cookies(headers: Headers) -> dict[str, str]:
             if sep and key:
                 found[key] = val
     return found
-
-
-def _cookie_name(cookie: str) -> str:
-    """The name in ``name=value`` or in a Set-Cookie header's value."""
-    return cookie.split("=", 1)[0].strip()
 
 
 def _without_key(target: str) -> tuple[str, list[str]]:

@@ -23,11 +23,11 @@ from typing import Any, Callable, Optional
 
 from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
-from .access import Admitted, Local
 from .answers import HOP_BY_HOP, gzip_bytes, header
+from .grants import Admitted, Local
+from .heads import BadRequest, check_request
 from .identity import HEADERS as IDENTITY_HEADERS
 from .meter import MIN_SIZE
-from .protocol import BadRequest, check_request
 
 PATH = "share_magic/bridge"
 MAX_BODY = 1024 * 1024  # requests and answers larger than this go over plain HTTP

@@ -105,3 +105,25 @@ class Capacity:
         self.pending.pop(connection, None)
         self.release_holder(connection)
         self.total -= 1
+
+
+def limits_for(settings: dict[str, Any]) -> Limits:
+    """The gateway's limits: the settings' (tests make time limits short), and as many connections as the open files
+    the process may have allow -- its soft limit raised to the hard one first (macOS starts at 256). A visitor
+    connection takes up to two (the visitor's, and one to the server), and some are kept for everything else."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard == resource.RLIM_INFINITY or hard > soft:
+            wanted = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
+            try:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+                soft = wanted
+            except (OSError, ValueError):
+                pass
+        files = soft if soft != resource.RLIM_INFINITY else 65536
+    except ImportError:  # Windows: no such limit to raise
+        files = 8192
+    fitting = max(64, (files - 256) // 2)
+    return Limits(**{"max_connections": min(Limits.max_connections * 2, fitting), **settings})

@@ -38,12 +38,13 @@ from tornado.http1connection import HTTP1ConnectionParameters, HTTP1ServerConnec
 
 from ..contract import KEY_PARAM
 from ..jupyter import JupyterServer
-from .access import Admitted, Gate, Held, Local, Session, Verdict
 from .answers import HOP_BY_HOP, Headers, text
 from .capacity import Capacity, Limits
+from .grants import Admitted, Gate, Held, Local, Session, Verdict
+from .heads import BadRequest, answer_and_close, check_request
 from .identity import UNVOUCHED
 from .meter import Compression, Meter
-from .protocol import BadRequest, Connection, answer_and_close, check_request
+from .protocol import Connection
 from .relay import HEAD_LIMIT, Blanking, blank, fetch_whole
 
 __all__ = ["BadRequest", "Gateway", "Limits", "check_request", "origin_of", "_Blanking"]
@@ -93,6 +94,47 @@ def _leads_elsewhere(location: str) -> bool:
     ``/``)."""
     url = re.sub(r"[\t\n\r]", "", location.strip("\x00- ")).replace("\\", "/")
     return url.startswith("//") or re.match(r"[A-Za-z][A-Za-z0-9+.-]*:", url) is not None
+
+
+def upstream_headers(headers: Headers, server: JupyterServer, public_origin: str | None) -> Headers:
+    """A visitor's request headers as the server gets them: hop-by-hop and forwarding fields out, the public
+    Host, Origin and Referer made the server's own."""
+    listed = {token.strip().lower() for name, value in headers if name.lower() == "connection"
+              for token in value.split(",")} - {"close", "keep-alive", "upgrade"}
+    translated = []
+    for name, value in headers:
+        lower = name.lower()
+        if lower in HOP_BY_HOP or lower in listed or lower == "expect" or forwarding(lower):
+            continue
+        if lower == "host":
+            value = server.host_header
+        elif lower == "origin" and is_public(value, public_origin):
+            value = server.origin
+        elif lower == "referer" and is_public(value, public_origin):
+            value = _rebase(value, server.origin)
+        translated.append((name, value))
+    if not any(name.lower() == "host" for name, _ in translated):
+        translated.insert(0, ("Host", server.host_header))
+    return translated
+
+
+def is_public(url: str, public: str | None) -> bool:
+    if public is None:
+        return False
+    # Fast path for what browsers send (exactly the origin, or it and a path); anything else is normalized.
+    if url.startswith(public) and url[len(public):len(public) + 1] in ("", "/", "?", "#"):
+        return True
+    return origin_of(url) == public
+
+
+def public_location(location: str, server: JupyterServer, public_origin: str | None) -> str:
+    """A Location as the visitor gets it: the server's own URLs made public ones; one that would lead off the
+    share (another site, or a scheme-relative ``//host``) becomes the server's base URL on the share."""
+    if public_origin is not None and origin_of(location) == origin_of(server.origin):
+        return _rebase(location, public_origin)
+    if _leads_elsewhere(location) and (public_origin is None or origin_of(location) != public_origin):
+        return server.base_url
+    return location
 
 
 def _turn_away(sock: socket.socket, why: str = "Too many connections; try again shortly.") -> None:
@@ -342,41 +384,14 @@ class Gateway:
     # -- translation ------------------------------------------------------------------------------------------------
 
     def upstream_headers(self, headers: Headers) -> Headers:
-        listed = {token.strip().lower() for name, value in headers if name.lower() == "connection"
-                  for token in value.split(",")} - {"close", "keep-alive", "upgrade"}
-        translated = []
-        for name, value in headers:
-            lower = name.lower()
-            if lower in HOP_BY_HOP or lower in listed or lower == "expect" or forwarding(lower):
-                continue
-            if lower == "host":
-                value = self.server.host_header
-            elif lower == "origin" and self.is_public(value):
-                value = self.server.origin
-            elif lower == "referer" and self.is_public(value):
-                value = _rebase(value, self.server.origin)
-            translated.append((name, value))
-        if not any(name.lower() == "host" for name, _ in translated):
-            translated.insert(0, ("Host", self.server.host_header))
-        return translated
+        return upstream_headers(headers, self.server, self.public_origin)
 
     def is_public(self, url: str) -> bool:
-        public = self.public_origin
-        if public is None:
-            return False
-        # Fast path for what browsers send (exactly the origin, or it and a path); anything else is normalized.
-        if url.startswith(public) and url[len(public):len(public) + 1] in ("", "/", "?", "#"):
-            return True
-        return origin_of(url) == public
+        return is_public(url, self.public_origin)
 
     def public_location(self, location: str) -> str:
-        """A Location as the visitor gets it: the server's own URLs made public ones; one that would lead off the
-        share (another site, or a scheme-relative ``//host``) becomes the server's base URL on the share."""
-        if self.public_origin is not None and origin_of(location) == origin_of(self.server.origin):
-            return _rebase(location, self.public_origin)
-        if _leads_elsewhere(location) and (self.public_origin is None or origin_of(location) != self.public_origin):
-            return self.server.base_url
-        return location
+        """A Location as the visitor gets it (see :func:`public_location`)."""
+        return public_location(location, self.server, self.public_origin)
 
     def response_headers(self, headers: Headers) -> Headers:
         """The server's answer's headers as a visitor gets them; the names of the cookies the server sets are noted,

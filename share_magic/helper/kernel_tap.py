@@ -70,6 +70,7 @@ class KernelTap:
                         deadline -= POLL_MS
         finally:
             if socket is not None:
+                self._receive(socket, session)  # what came before the close (a shutdown's reply) is still said
                 socket.close(linger=0)
             context.term()
 

@@ -8,8 +8,9 @@ import secrets
 from multiprocessing.connection import Connection, Listener
 from typing import Any
 
+from ..folders import PREFIX, private_folder, remove_folder
 from ..jupyter import runtime_dir
-from ..processes import PREFIX, me, private_folder, remove_folder
+from ..processes import me
 
 FOLDER_PREFIX = "control-"
 SOCKET_NAME = "control"

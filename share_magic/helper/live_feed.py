@@ -58,8 +58,19 @@ class LiveFeed:
         self.runs.wake.set()
 
     def close(self) -> None:
+        """Stop, after a last update of what came since the last one (the kernel shut down, say), so that readers
+        learn it before their streams close."""
         self._closed = True
         self.runs.wake.set()
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout=2)
+        if not self._thread.is_alive():
+            try:
+                update, _ = self.tick()
+            except Exception:
+                return
+            if update is not None:
+                self.publish(update)
 
     def _run(self) -> None:
         last = 0.0

@@ -56,8 +56,8 @@ class LiveCells:
         self.feed.nudge()
 
     def close(self) -> None:
+        self.tap.close()  # first: what the kernel said last reaches the feed's last update
         self.feed.close()
-        self.tap.close()
 
     @property
     def renders(self) -> int:

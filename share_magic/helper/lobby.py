@@ -23,7 +23,6 @@ it, and the gate checks ``Sec-Fetch-Site``).
 """
 from __future__ import annotations
 
-import hashlib
 import hmac
 import html
 import json
@@ -36,6 +35,8 @@ from typing import Any, Callable
 from urllib.parse import parse_qs
 
 from ..contract import Identity
+from .answers import response
+from .grants import Grant, Held, digest, new_key
 from .lobby_page import PAGE, RECONNECT_MS, Streams, event
 
 PAGE_PATH = "share_magic/lobby"  # below the base URL: the waiting page (GET), its name (POST)
@@ -177,12 +178,12 @@ class Lobby:
 
     def of(self, session_id: str | None) -> Waiter | None:
         """The lobby's record of the browser with this gateway cookie, if it has one."""
-        return self._waiters.get(_digest(session_id)) if session_id else None
+        return self._waiters.get(digest(session_id)) if session_id else None
 
     def refusal(self, session_id: str | None, identity: Identity | None) -> str | None:
         """Why the gate refuses this browser, if the lobby is the reason: it waits, or was turned away."""
         waiter = self.of(session_id)
-        if (session_id and _digest(session_id) in self._denied) or (
+        if (session_id and digest(session_id) in self._denied) or (
                 identity is not None and identity.key in self._denied_identities):
             return "The person who shared this notebook did not let you in."
         if waiter is not None and waiter.state in ("naming", "waiting"):
@@ -194,16 +195,16 @@ class Lobby:
               client: str | None = None) -> bytes:
         """A browser that came with the anyone-link: a waiting session, and its way to the waiting page."""
         session_id = secrets.token_urlsafe(32)
-        waiter = Waiter(_digest(session_id), target, b"", identity, source_of(identity, client))
+        waiter = Waiter(digest(session_id), target, b"", identity, source_of(identity, client))
         with self._lock:
             if not self._room_for_one_more():
-                return _response(503, "Service Unavailable", [("Content-Type", "text/plain; charset=utf-8"),
-                                                              ("Retry-After", "30")],
-                                 b"Too many people are joining this notebook at once: open the link again in a "
-                                 b"minute.\n")
+                return response(503, "Service Unavailable", [("Content-Type", "text/plain; charset=utf-8"),
+                                                             ("Retry-After", "30")],
+                                b"Too many people are joining this notebook at once: open the link again in a "
+                                b"minute.\n")
             self._waiters[waiter.session] = waiter
-        return _response(*status, [("Location", self.cookie_path + PAGE_PATH), ("Set-Cookie", self.cookie(session_id)),
-                                   ("Referrer-Policy", "no-referrer")])
+        return response(*status, [("Location", self.cookie_path + PAGE_PATH), ("Set-Cookie", self.cookie(session_id)),
+                                  ("Referrer-Policy", "no-referrer")])
 
     def _room_for_one_more(self) -> bool:
         """Whether the lobby may know one more browser: at most :data:`PENDING_LIMIT`. Past it, the longest-unseen
@@ -226,8 +227,7 @@ class Lobby:
     def answer(self, method: str, target: str, headers: Headers, session_id: str | None,
                identity: Identity | None) -> Any:
         """The lobby's own requests: the waiting page, its name (whole answers, as bytes), its stream (while it
-        waits, a :class:`~.access.Held`: the gateway holds the connection, counted for this browser)."""
-        from .access import Held
+        waits, a :class:`~.grants.Held`: the gateway holds the connection, counted for this browser)."""
 
         path, _, query = target.partition("?")
         waiter = self.of(session_id)
@@ -269,7 +269,7 @@ class Lobby:
     def _page(self, waiter: Waiter) -> bytes:
         token = secrets.token_urlsafe(32)
         with self._lock:
-            waiter.token = _digest(token)  # the latest page's token is the one that works
+            waiter.token = digest(token)  # the latest page's token is the one that works
         nonce = secrets.token_urlsafe(16)
         identity = waiter.identity
         if identity is not None:
@@ -286,9 +286,9 @@ class Lobby:
             asked="false" if waiter.state == "naming" else "true")  # a page reloaded while waiting listens at once
         csp = (f"default-src 'none'; script-src 'nonce-{nonce}'; style-src 'unsafe-inline'; connect-src 'self'; "
                "form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
-        return _response(200, "OK", [("Content-Type", "text/html; charset=utf-8"), ("Content-Security-Policy", csp),
-                                     ("X-Frame-Options", "DENY"), ("X-Content-Type-Options", "nosniff"),
-                                     ("Referrer-Policy", "no-referrer")], page.encode())
+        return response(200, "OK", [("Content-Type", "text/html; charset=utf-8"), ("Content-Security-Policy", csp),
+                                    ("X-Frame-Options", "DENY"), ("X-Content-Type-Options", "nosniff"),
+                                    ("Referrer-Policy", "no-referrer")], page.encode())
 
     def _ask(self, waiter: Waiter, query: str, headers: Headers, identity: Identity | None) -> bytes:
         """The page's POST: this browser asks to join, by the name given (or the identity the edge verified)."""
@@ -296,7 +296,7 @@ class Lobby:
         params = parse_qs(query, keep_blank_values=True)
         token = (params.get("token") or [""])[0]
         if fields.get("sec-fetch-site", "same-origin") != "same-origin" or "x-share-lobby" not in fields \
-                or not hmac.compare_digest(waiter.token, _digest(token)):
+                or not hmac.compare_digest(waiter.token, digest(token)):
             return _json(403, {"error": "This request did not come from the waiting page: reload it and try again."})
         if waiter.state != "naming":
             return _json(200, {"state": waiter.state})
@@ -345,8 +345,6 @@ class LobbyGate:
         """Let ``name`` in from the lobby -- a person of the share from now on, under the label they were shown by
         (its key is in no link), revocable like anyone invited -- or turn them away. Return the new session (None
         when turned away); KeyError if nobody waiting goes by ``name``."""
-        from .access import Grant, digest, new_key
-
         if self.lobby is None:
             raise KeyError(name)
         waiter = self.lobby.take(name)
@@ -384,23 +382,13 @@ class LobbyGate:
         return "wait", self.lobby.enter(target, identity, client=client)
 
 
-def _digest(secret: str) -> bytes:
-    return hashlib.sha256(secret.encode()).digest()
-
-
 def _json(status: int, body: dict[str, object]) -> bytes:
     reasons = {200: "OK", 400: "Bad Request", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed"}
-    return _response(status, reasons[status], [("Content-Type", "application/json"),
-                                               ("X-Content-Type-Options", "nosniff")], json.dumps(body).encode())
+    return response(status, reasons[status], [("Content-Type", "application/json"),
+                                              ("X-Content-Type-Options", "nosniff")], json.dumps(body).encode())
 
 
 def _events(state: dict[str, object]) -> bytes:
     """A stream of one event, whole: what a page that has nothing to wait for hears."""
-    return _response(200, "OK", [("Content-Type", "text/event-stream"), ("X-Content-Type-Options", "nosniff")],
-                     event(state))
-
-
-def _response(status: int, reason: str, headers: Headers, body: bytes = b"") -> bytes:
-    from .access import response  # the gate's own answers, one shape
-
-    return response(status, reason, headers, body)
+    return response(200, "OK", [("Content-Type", "text/event-stream"), ("X-Content-Type-Options", "nosniff")],
+                    event(state))

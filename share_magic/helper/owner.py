@@ -25,32 +25,26 @@ import threading
 import time
 from multiprocessing.connection import Connection
 from typing import IO, Any, Callable
-from urllib.parse import quote
 
 from ..control import receive, remove_record, send
-from ..errors import ShareError
 from ..jupyter import JupyterServer
-from ..processes import pid_alive
+from . import lifetime
 from .access import JUPYTER_COOKIES, Access, Local
-from .agent import describe
 from .answers import text
 from .bridge import Bridge, with_script
-from .capacity import Limits
+from .capacity import limits_for
 from .gateway import Gateway
-from .identity import EdgeTrust, new_secret, traffic_policy
+from .identity import EdgeTrust, new_secret
 from .listener import ControlListener, record_of_this_helper, write_record
 from .login import login_cookie, login_cookie_name, named_login_cookie
 from .meter import Compression
 from .oversight import LobbyAndTrail
 from .recorder import OWNER, Recorder
 from .tunnel import Tunnel
-from .view import NotebookSource, NotebookView
+from .sources import saved_source
+from .view import NotebookView
 from .worker import Worker
 
-WATCH_INTERVAL = 0.5
-PROGRESS_INTERVAL = 0.5
-STOP_GRACE = 2.0  # for a download thread to notice a stop and clean up
-KERNEL_CHECK_INTERVAL = 1.0
 
 
 class Events:
@@ -126,9 +120,9 @@ class Helper(LobbyAndTrail):
             self.access.approve(self.report_people)
         self.recorder: Recorder | None = None  # the trail, from the moment the share is live
         self.actions_version = 0
-        economy = settings.get("economy", True)
+        economy = settings.get("economy", True) and not settings.get("alone")  # with no server, no editors
         self.gateway = Gateway(self.server, self.access, on_change=self.report_people,
-                               compression=Compression(enabled=economy), limits=limits(settings.get("limits", {})))
+                               compression=Compression(enabled=economy), limits=limits_for(settings.get("limits", {})))
         self.gateway.local = self.answer_locally
         self.gateway.on_full = lambda why: self.report_people()
         self.access.connected = self.gateway.connected  # view sessions of readers still in are kept
@@ -223,7 +217,7 @@ class Helper(LobbyAndTrail):
         """The key of the share's own edit or view link; the view starts watching the notebook with the first."""
         if role == "view" and self.view is None:
             live = self.settings.get("live", True) and self.settings.get("connection_file")
-            self.view = NotebookView(NotebookSource(self.server, self.settings["notebook_path"]), self.server.base_url,
+            self.view = NotebookView(saved_source(self.server, self.settings), self.server.base_url,
                                      secrets_to_blank=self.secrets, kernel_connection=live or None)
         return self.access.link_key(role)
 
@@ -261,6 +255,8 @@ class Helper(LobbyAndTrail):
         if cmd == "stop":
             self.request_stop()
             return {"stopping": True}
+        if self.settings.get("alone") and (cmd == "invite" or command.get("role") == "edit"):
+            return {"error": "no Jupyter server: this share has a view link only"}
         if cmd == "link" and command.get("role") in ("edit", "view"):
             self.keys[command["role"]] = self.link_key(command["role"])
             self.events.emit("links", key=self.keys.get("edit"), view_key=self.keys.get("view"))
@@ -316,61 +312,12 @@ class Helper(LobbyAndTrail):
             self.events.emit("people", **people)
         return people
 
-    async def prepare_agent(self) -> bool:
-        """Make the agent ready (fetch it if needed) before its start timeout begins, telling the kernel how it goes
-        at least every :data:`PROGRESS_INTERVAL` (so that a long download is not taken for a silent helper); whether
-        the start may go on."""
-        preparing = in_thread(self.tunnel.prepare, self.settings.get("download_stall"))
-        stopped = asyncio.ensure_future(self.stopping.wait())
-        try:
-            while True:
-                done, _ = await asyncio.wait({preparing, stopped}, timeout=PROGRESS_INTERVAL,
-                                             return_when=asyncio.FIRST_COMPLETED)
-                if stopped in done:  # a download in flight stops at its next chunk, and cleans up
-                    self.tunnel.agent.cancel()
-                    await asyncio.wait({preparing}, timeout=STOP_GRACE)
-                    return False
-                progress = self.tunnel.agent.progress
-                if progress is not None:
-                    self.events.progress(**describe(progress), finished=preparing in done)
-                if preparing in done:
-                    break
-        finally:
-            stopped.cancel()
-        try:
-            preparing.result()
-        except ShareError as e:
-            self.events.started("failed", code=getattr(e, "code", None), message=str(e))
-            return False
-        return True
-
     async def run(self) -> None:
         port = self.gateway.listen()
-        if not await self.prepare_agent():
+        if not await lifetime.prepare_agent(self):
             return
-        policy = traffic_policy(self.edge.provider if self.edge.on else None, self.edge.vouch or new_secret())
-        opening = in_thread(self.tunnel.open, port, policy)
-        stopped = asyncio.ensure_future(self.stopping.wait())
-        timeout = float(self.settings.get("startup_timeout", 25))
-        done, _ = await asyncio.wait({opening, stopped}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-        if not done:  # pyngrok waits forever on an agent that prints nothing
-            self.events.started("failed", code=None, message=(
-                f"The ngrok agent did not start within {timeout:g} s: it printed nothing. Fix: run "
-                f"`{self.tunnel.config.ngrok_path} start --none --log stdout` in a terminal to see what it is "
-                "waiting for (a proxy? a firewall?), then run %share again."))
-            return
-        if opening not in done:  # the kernel went away while the agent was starting
-            return
-        try:
-            public_url = opening.result()
-        except ShareError as e:
-            code = getattr(e, "code", None)
-            message = str(e)
-            if code == "ERR_NGROK_4026" and self.edge.on:
-                message = ("ngrok refused the sign-in policy: your plan has no credit for part of it (ERR_NGROK_4026; "
-                           "the oauth action is free on every plan, so your account's own settings may ask for more). "
-                           "Fix: add credit at https://dashboard.ngrok.com/billing, or share without --sign-in.")
-            self.events.started("failed", code=code, message=message)
+        public_url = await lifetime.open_tunnel(self, port)
+        if public_url is None:
             return
         self.start_trail()
         self.gateway.open_to(public_url)
@@ -382,94 +329,26 @@ class Helper(LobbyAndTrail):
         write_record(self.settings["record"], record)
         self.events.started("ready", gateway_port=port, address=self.control.address,
                             authkey=self.control.authkey.hex())
-        ending = await self.watch()
+        ending = await lifetime.watch(self)
         remove_record(self.settings["record"], os.getpid())  # no kernel may find a share that is ending
         if self.access.lobby is not None:
             self.access.lobby.close()  # waiting pages hear that the share ended (before their streams are cut)
+        if self.view is not None:
+            self.view.close()  # its readers' last updates go on the gateway's loop before the gateway stops
         self.gateway.close()
         if self.recorder is not None:
             self.recorder.note(OWNER, {"expired": "the share expired", None: "stopped the share"}.get(
                 ending, f"the share ended: {ending}"))
             self.recorder.close()
-        if self.view is not None:
-            self.view.close()
         if self.worker is not None:
             self.worker.close()
-        await in_thread(self.tunnel.close)
+        await lifetime.in_thread(self.tunnel.close)
         if ending == "expired":
             self.events.emit("ended", status="expired", reason=None)
         elif ending:
             self.events.emit("ended", status="lost", reason=ending)
         else:
             self.events.emit("ended", status="stopped", reason=None)
-
-    async def watch(self) -> str | None:
-        """Wait for a stop; return why the share ended by itself ("expired", or what went away), if it did."""
-        server_pid = self.server.pid
-        kernel_checked = time.monotonic()
-        while not self.stopping.is_set():
-            self.follow_up()
-            meter = self.gateway.meter
-            if (meter.requests, meter.bytes_out) != self.cost:
-                self.cost = (meter.requests, meter.bytes_out)
-                self.events.emit("cost", requests=self.cost[0], bytes=self.cost[1])
-            interval = WATCH_INTERVAL
-            if self.expires_at is not None:
-                interval = min(interval, self.expires_at - time.time())
-                if interval <= 0:
-                    return "expired"
-            try:
-                await asyncio.wait_for(self.stopping.wait(), interval)
-            except asyncio.TimeoutError:
-                pass
-            if not self.tunnel.agent_alive():
-                return "the ngrok agent exited (crash or lost network); run %share again for a new link"
-            if await in_thread(self.tunnel.tampered):
-                return ("another program changed the ngrok agent's endpoints (its local API takes changes from any "
-                        "program on this machine), so the share was ended before it could lead visitors elsewhere")
-            if server_pid and not pid_alive(server_pid):
-                return "the Jupyter server stopped"
-            if self.kernel_id and time.monotonic() - kernel_checked >= KERNEL_CHECK_INTERVAL:
-                gone = await in_thread(self.kernel_gone)
-                if gone:
-                    return gone
-                kernel_checked = time.monotonic()
-        return self.ending
-
-    def kernel_gone(self) -> str | None:
-        """Why the share's kernel is gone, if it is: its id left the server (shut down, or Jupyter gave up
-        restarting it), or the server no longer listens. A restarting kernel keeps its id, and a server slow to
-        answer is not proof of anything."""
-        try:
-            status, _ = self.server.request("GET", f"api/kernels/{quote(self.kernel_id or '')}", timeout=3)
-        except (ConnectionRefusedError, FileNotFoundError):  # a server that runs never stops listening
-            return "the Jupyter server stopped"
-        except OSError:
-            return None
-        return "its kernel was shut down" if status == 404 else None
-
-
-def limits(settings: dict[str, Any]) -> Limits:
-    """The gateway's limits: the settings' (tests make time limits short), and as many connections as the open files
-    the process may have allow -- its soft limit raised to the hard one first (macOS starts at 256). A visitor
-    connection takes up to two (the visitor's, and one to the server), and some are kept for everything else."""
-    try:
-        import resource
-
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        if hard == resource.RLIM_INFINITY or hard > soft:
-            wanted = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
-            try:
-                resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
-                soft = wanted
-            except (OSError, ValueError):
-                pass
-        files = soft if soft != resource.RLIM_INFINITY else 65536
-    except ImportError:  # Windows: no such limit to raise
-        files = 8192
-    fitting = max(64, (files - 256) // 2)
-    return Limits(**{"max_connections": min(Limits.max_connections * 2, fitting), **settings})
-
 
 def signed_in(connected: dict[Any, float]) -> list[dict[str, Any]]:
     """Each signed-in person connected right now (once, however many browsers), as the status names them."""
@@ -485,23 +364,3 @@ def signed_in(connected: dict[Any, float]) -> list[dict[str, Any]]:
     return list(people.values())
 
 
-def in_thread(function: Callable[..., Any], *args: Any) -> asyncio.Future:
-    """Run a blocking call in a daemon thread: unlike an executor's, it cannot keep the process alive when pyngrok
-    blocks forever on a silent agent."""
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future = loop.create_future()
-
-    def settle(result: Any = None, error: BaseException | None = None) -> None:
-        if not future.done():
-            future.set_exception(error) if error is not None else future.set_result(result)
-
-    def target() -> None:
-        try:
-            result = function(*args)
-        except BaseException as error:  # handed to the awaiting coroutine
-            loop.call_soon_threadsafe(settle, None, error)
-        else:
-            loop.call_soon_threadsafe(settle, result)
-
-    threading.Thread(target=target, daemon=True).start()
-    return future

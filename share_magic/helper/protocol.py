@@ -4,10 +4,8 @@ Each visitor connection is one :class:`Connection` (the socket as a :class:`Visi
 connection kept for it) served by tornado's ``HTTP1ServerConnection``; each request on it is one :class:`Exchange`,
 the ``HTTPMessageDelegate`` tornado hands the parsed head and the body to. Nothing that comes through the tunnel is
 framed by hand here: tornado finds each head and reads each body (Content-Length or chunked, chunk sizes strictly
-hex). Where tornado is laxer than the gateway must be -- it takes bare LFs, obs-fold, and leaves a few ambiguities to
-the next hop -- :func:`check_head` reads the head tornado found, whole, before tornado parses it: anything that every
-HTTP parser would not read the same way gets the gateway's own 400 (431, 501) and the connection ends, so that no
-second request can hide inside one the gate has seen.
+hex). Where tornado is laxer than the gateway must be, :func:`.heads.check_head` reads the head tornado found, whole,
+before tornado parses it. The gateway is a :class:`Host` here: what a connection needs of it, and nothing more.
 
 Every head must arrive whole within :attr:`~.capacity.Limits.head_timeout` (tornado's header timeout: one deadline
 across reads), and a request body must keep moving (:attr:`~.capacity.Limits.min_body_rate`).
@@ -15,96 +13,51 @@ across reads), and a request body must keep moving (:attr:`~.capacity.Limits.min
 from __future__ import annotations
 
 import asyncio
-import re
 import socket
 import sys
-from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
-from tornado import gen, httputil
+from tornado import httputil
 from tornado.http1connection import HTTP1Connection
 from tornado.iostream import IOStream, StreamClosedError, UnsatisfiableReadError
 
-from .access import Held, Local, Reply, Session
 from .answers import Headers, text
+from .grants import Held, Local, Reply, Session, Verdict
+from .heads import BadRequest, answer_and_close, check_head
 from .meter import chunked
 from .relay import CHUNK, RETRY_BODY_LIMIT, NoResponse, Out, Response, Upstream, head_bytes, pipe, quietly
 
 if TYPE_CHECKING:
-    from .gateway import Gateway
+    from ..jupyter import JupyterServer
+    from .capacity import Capacity, Limits
+    from .meter import Compression, Meter
 
-TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110: methods and header names
-ORIGIN_FORM = re.compile(r"/[!-~]*")  # a path (and query) in visible ASCII, as browsers send it
-VERSION = re.compile(r"HTTP/1\.[01]")
-CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # in a field value; a tab is allowed
-DIGITS = re.compile(r"[0-9]+")  # ASCII digits only: str.isdigit() also takes "²"
 WRITE_LIMIT = 64 * 1024 * 1024  # bytes written to a visitor and not yet taken
-CONNECTION_TOKENS = frozenset({"", "close", "keep-alive", "upgrade", "te"})  # what browsers and proxies send
 
 
-class BadRequest(ValueError):
-    """A request the gateway answers itself (400, unless said otherwise): it is never passed on."""
+class Host(Protocol):
+    """What a connection needs of the gateway that accepted it (:class:`~.gateway.Gateway` is the one there is)."""
 
-    def __init__(self, why: str, status: int = 400, reason: str = "Bad Request") -> None:
-        super().__init__(why)
-        self.status, self.reason = status, reason
+    meter: Meter
+    limits: Limits
+    capacity: Capacity
+    compression: Compression
+    server: JupyterServer
+    tls: Any
+    public_origin: str | None
+    bridge: Any
+    bridge_path: str | None
+    tap: Callable[[Session, str, Headers, Headers], Any] | None
 
-    def answer(self) -> bytes:
-        return text(self.status, self.reason, f"The gateway refused this request: {self}.")
-
-
-def check_request(method: str, target: str, headers: Headers) -> None:
-    """Raise :class:`BadRequest` unless this is a request every HTTP parser reads the same way: a token for a
-    method, a clean origin-form target, header names that are tokens, values without control characters, and one
-    unambiguous body framing. Whatever could be read as two requests, or as another one, stops here."""
-    if not TOKEN.fullmatch(method):
-        raise BadRequest("the method is not an HTTP token")
-    if not ORIGIN_FORM.fullmatch(target) or target.startswith("//") or "\\" in target.split("?", 1)[0]:
-        raise BadRequest("the target is not a path on this server")
-    lengths, encodings = [], []
-    for name, value in headers:
-        if not TOKEN.fullmatch(name):
-            raise BadRequest(f"malformed header name {name[:40]!r}")
-        if CONTROL.search(value):
-            raise BadRequest(f"a control character in header {name!r}")
-        lower = name.lower()
-        if lower == "content-length":
-            lengths.append(value)
-        elif lower == "transfer-encoding":
-            encodings.append(value.lower())
-        elif lower == "connection" and not {token.strip().lower() for token in value.split(",")} <= CONNECTION_TOKENS:
-            # A header named there is dropped on the way upstream: Content-Length dropped with its body relayed
-            # would be read by Jupyter as a second request the gate never saw.
-            raise BadRequest("a Connection header that names an end-to-end field")
-    if len(lengths) > 1 or (lengths and not DIGITS.fullmatch(lengths[0])) or (lengths and encodings):
-        raise BadRequest("ambiguous Content-Length")
-    if encodings and (len(encodings) > 1 or encodings[0] != "chunked"):
-        raise BadRequest("a Transfer-Encoding other than chunked", 501, "Not Implemented")
-
-
-def check_head(data: bytes) -> tuple[str, str, str, Headers]:
-    """The request head tornado found, checked whole before tornado parses it: (method, target, version, headers).
-    Every line must end in CRLF and hold no other CR or LF; no line may continue another (obs-fold); the rest is
-    :func:`check_request`."""
-    head = data.decode("latin-1")
-    while head.startswith("\r\n"):  # stray empty lines before a request are allowed
-        head = head[2:]
-    if not head.endswith("\r\n\r\n"):
-        raise BadRequest("a bare CR or LF in the request head")
-    lines = head[:-4].split("\r\n")
-    if any("\r" in line or "\n" in line for line in lines):  # a line end for some parsers and not for others
-        raise BadRequest("a bare CR or LF in the request head")
-    parts = lines[0].split(" ")
-    if len(parts) != 3 or not VERSION.fullmatch(parts[2]):
-        raise BadRequest("malformed request line")
-    headers = []
-    for line in lines[1:]:
-        name, colon, value = line.partition(":")
-        if not colon or not name or name != name.strip():  # obs-fold, a space before the colon
-            raise BadRequest(f"malformed header line {line[:80]!r}")
-        headers.append((name, value.strip(" \t")))
-    check_request(parts[0], parts[1], headers)
-    return parts[0], parts[1], parts[2], headers
+    async def check(self, method: str, target: str, headers: Headers) -> Verdict: ...
+    def claim(self, connection: Connection, holder: Any, role: str) -> bytes | None: ...
+    def source_of(self, headers: Headers) -> str: ...
+    async def hold(self, verdict: Held, connection: Connection, stream: Any) -> None: ...
+    async def answer_locally(self, request: Local, connection: Connection, stream: Any) -> None: ...
+    def upstream_headers(self, headers: Headers) -> Headers: ...
+    def set_live(self, connection: Connection, live: bool) -> None: ...
+    def forget(self, connection: Connection) -> None: ...
+    def let_go(self, connection: Connection) -> None: ...
 
 
 def _error(exc_info: Any) -> BaseException | None:
@@ -189,23 +142,6 @@ class VisitorStream(IOStream):
             pass
 
 
-async def answer_and_close(stream: IOStream, answer: bytes, linger: float, write_timeout: float = 60.0) -> None:
-    """Send the gateway's own last answer, then close without losing it: closing a socket with unread input resets
-    the connection, which can destroy the answer before the visitor reads it. So stop writing, and read (and drop)
-    whatever the visitor still sends, for a short while only. A visitor who does not take the answer within
-    ``write_timeout`` is let go."""
-    try:
-        await gen.with_timeout(timedelta(seconds=write_timeout), stream.write(answer))
-        stream.socket.shutdown(socket.SHUT_WR)
-        deadline, dropped = asyncio.get_running_loop().time() + linger, 0
-        while dropped < RETRY_BODY_LIMIT:
-            dropped += len(await gen.with_timeout(deadline, stream.read_bytes(CHUNK, partial=True)))
-    except Exception:  # closed, timed out: either way, done
-        pass
-    finally:
-        stream.close()
-
-
 class Connection(httputil.HTTPServerConnectionDelegate):
     """One connection from the agent: its stream, whose request it carries right now, the upstream connection kept
     for it.
@@ -213,9 +149,9 @@ class Connection(httputil.HTTPServerConnectionDelegate):
     The agent keeps its connections alive and sends whichever visitor's request comes next on any of them, so a
     connection is nobody's between requests: each request is judged on its own and makes the connection its
     session's (or source's) only until it is answered (:meth:`between_requests`). A websocket, a stream or a view
-    holds it for as long as it lasts; revoking that person cuts exactly those (:meth:`Gateway.cut`)."""
+    holds it for as long as it lasts; revoking that person cuts exactly those (:meth:`.gateway.Gateway.cut`)."""
 
-    def __init__(self, gateway: Gateway, sock: socket.socket) -> None:
+    def __init__(self, gateway: Host, sock: socket.socket) -> None:
         self.gateway = gateway
         self.stream = VisitorStream(sock, self)
         self.holder: Any = None
@@ -245,7 +181,7 @@ class Connection(httputil.HTTPServerConnectionDelegate):
 
     def carry(self, session: Session) -> None:
         """Note whose request this connection carries, so that revoking them cuts it while it is in flight. A session
-        revoked since the gate admitted the request is cut here; one revoked later, by :meth:`Gateway.cut`."""
+        revoked since the gate admitted the request is cut here; one revoked later, by :meth:`.gateway.Gateway.cut`."""
         self.session = session
         if session.grant.revoked_at is not None:
             self.stream.close()

@@ -30,7 +30,7 @@ from urllib.parse import parse_qs, quote, unquote
 
 from ..jupyter import JupyterServer
 from ..trail import MAX_BYTES, TrailFile, clean
-from .access import Session
+from .grants import Session
 from .lobby import CHOSEN
 from .wiretap import KernelReader, RoomReader, TerminalReader
 

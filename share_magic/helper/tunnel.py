@@ -23,7 +23,7 @@ from typing import Any
 
 from ..contract import DASHBOARD, ngrok_config_path
 from ..errors import TunnelError
-from ..processes import private_folder, remove_folder, remove_stale_folders
+from ..folders import private_folder, remove_folder, remove_stale_folders
 from .agent import AgentBinary
 
 FOLDER_PREFIX = "ngrok-"

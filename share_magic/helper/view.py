@@ -2,25 +2,24 @@
 
 A view session never reaches Jupyter. The gateway hands its requests here, and only three exist: the page
 (``<base_url>share_magic/view``), its stylesheet (``.../style-<digest>.css``) and its update stream (``.../events``).
-The page is the notebook as saved on the server, cleaned of the share's own secrets (see :func:`cleaned`), rendered by
-nbconvert's lab template cell by cell with math turned into MathML here, and locked down by a Content-Security-Policy
-that lets only the page's own small script run and loads nothing from another host: no script or event handler from a
-notebook output runs, no output's tag can navigate the reader or report them elsewhere (see :func:`defanged`), and
-the page can reach nothing but its own update stream. Light and dark follow the reader's system.
+The page is the notebook as saved (on the server, or in the one file a kernel with no server names: :mod:`.sources`),
+cleaned of the share's own secrets (see :func:`cleaned`), rendered by nbconvert's lab template cell by cell with math
+turned into MathML here, and locked down by a Content-Security-Policy that lets only the page's own small script run and
+loads nothing from another host: no script or event handler from a notebook output runs, no output's tag can navigate
+the reader or report them elsewhere (see :func:`defanged`), and the page can reach nothing but its own update stream.
+Light and dark follow the reader's system.
 
-What a reader costs the owner's ngrok plan: the helper asks the server for the notebook's ``last_modified`` every
-second over loopback (free); a new saved version re-renders only the cells whose content changed (renders are kept by
-content digest), whoever watches. A reader gets the notebook once: the page (gzipped, with a validator, so a reload of
-an unchanged view is a 304) names its version, the stylesheet is one immutable resource, and the update stream starts
-from the page's version (or, after a reconnect, from the last event it got) and carries only the cells added,
-changed, moved or removed since, keyed by cell id, gzipped and flushed per update. A reader too far behind gets a
-fresh copy. The page patches the notebook in place, keeping the reader's scroll position.
+What a reader costs the owner's ngrok plan: the helper looks at the notebook's version every second over loopback or on
+disk (free); a new saved version re-renders only the cells whose content changed (renders are kept by content digest),
+whoever watches. A reader gets the notebook once: the page (gzipped, with a validator, so a reload of an unchanged view
+is a 304) names its version, the stylesheet is one immutable resource, and the update stream starts from the page's
+version (or, after a reconnect, from the last event it got) and carries only the cells added, changed, moved or removed
+since, keyed by cell id, gzipped and flushed per update. A reader too far behind gets a fresh copy. The page patches the
+notebook in place, keeping the reader's scroll position.
 """
 from __future__ import annotations
 
-import asyncio
 import base64
-import datetime
 import hashlib
 import html
 import json
@@ -34,15 +33,16 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Callable
-from urllib.parse import parse_qs, quote
+from urllib.parse import parse_qs
 
 from ..contract import VIEW_PAGE
-from ..jupyter import JupyterServer
 from .access import Local
-from .answers import GZIP_HEADER, accepts_gzip, deflate_block, gzip_bytes, header, response
+from .answers import accepts_gzip, gzip_bytes, header, response
 from .answers import text as _answer_text
 from .live_view import LIVE_BANNER, LIVE_STYLE
 from .render import cleaned, defanged, view_exporter
+from .sources import saved_words
+from .view_streams import Streams
 
 POLL_INTERVAL = 1.0
 KEEPALIVE = 20.0  # seconds between comments on an idle stream, so that no proxy takes it for dead
@@ -80,63 +80,15 @@ class Page:
     gzipped: bytes
 
 
-class NotebookSource:
-    """The saved notebook, as the server has it: from its file, where the server keeps it on this disk, else
-    through its contents API (with its token).
-
-    The file is read directly where it exists, not through the contents API: a read that lands while Jupyter is
-    writing a save finds a half-written file, which Jupyter then takes for a corrupt one and swaps for its backup --
-    and the save under way fails ("No such file or directory", seen in the view benchmark). Read from the disk, a
-    half-written file is only invalid JSON: the next look reads the whole one.
-    """
-
-    def __init__(self, server: JupyterServer, path: str) -> None:
-        self.server = server
-        self.path = path
-
-    def version(self) -> str | None:
-        """The notebook's version: its file's modification time, or the API's ``last_modified`` (None if it cannot
-        be read now)."""
-        if self._through_api():
-            status, body = self.server.request("GET", f"api/contents/{quote(self.path)}?content=0&type=notebook")
-            return json.loads(body)["last_modified"] if status == 200 else None
-        try:
-            return str(os.stat(self._file()).st_mtime_ns)
-        except OSError:
-            return None
-
-    def read(self) -> tuple[str, dict[str, Any]]:
-        """The notebook's version and content."""
-        if self._through_api():
-            status, body = self.server.request("GET", f"api/contents/{quote(self.path)}?content=1&type=notebook",
-                                               timeout=30)
-            if status != 200:
-                raise OSError(f"the server answered {status} for {self.path}")
-            model = json.loads(body)
-            return model["last_modified"], model["content"]
-        import nbformat
-
-        with open(self._file(), encoding="utf-8") as f:
-            version = str(os.fstat(f.fileno()).st_mtime_ns)
-            # As the contents API gives it: multi-line strings joined (a half-written file: NotJSONError, a ValueError)
-            return version, nbformat.reads(f.read(), as_version=4)
-
-    def _through_api(self) -> bool:
-        """A server whose notebooks are not files under its root folder here (another contents manager)."""
-        return bool(self.server.token) and not (self.server.root_dir and os.path.isfile(self._file()))
-
-    def _file(self) -> str:
-        return os.path.join(self.server.root_dir, *self.path.split("/"))
-
-
 class NotebookView:
     """Serves the view of one notebook to view sessions; renders each changed cell once, whoever reads."""
 
-    def __init__(self, source: NotebookSource, base_url: str,
+    def __init__(self, source: Any, base_url: str,
                  secrets_to_blank: Callable[[], Iterable[str]] = tuple, kernel_connection: str | None = None) -> None:
         """``secrets_to_blank`` returns what no reader may see, wherever the notebook holds it: every key the share
-        ever made (live, revoked or retired) and the server's token. With ``kernel_connection`` (the share's
-        kernel's connection file), readers also see every cell as it runs (:mod:`.live_feed`)."""
+        ever made (live, revoked or retired) and the server's token. ``source`` is where the saved notebook comes
+        from (:mod:`.sources`). With ``kernel_connection`` (the share's kernel's connection file), readers also see
+        every cell as it runs (:mod:`.live_feed`)."""
         self.source = source
         self.secrets_to_blank = secrets_to_blank
         self.page_path = base_url + VIEW_PAGE
@@ -154,9 +106,7 @@ class NotebookView:
         self._render_lock = threading.Lock()
         self._wake = threading.Event()
         self._closed = False
-        self._readers: set[_Reader] = set()  # open update streams, on the gateway's loop
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._deflated: OrderedDict[int, tuple[bytes, bytes]] = OrderedDict()  # an event, compressed once
+        self.streams = Streams(self)  # the readers' open update streams
         self._exporter: Any = None
         self._style: tuple[str, bytes, bytes] | None = None  # path, plain, gzipped
         self.renders = 0  # cells rendered since the start: what a save costs the owner's CPU
@@ -172,6 +122,11 @@ class NotebookView:
         threading.Thread(target=self._watch, daemon=True, name="share_magic view").start()
 
     # -- rendering ----------------------------------------------------------------------------------------------
+
+    @property
+    def rendered(self) -> Version | None:
+        """The latest version rendered so far (None before the first render)."""
+        return self._current
 
     def current(self) -> Version:
         """The latest saved version, rendered (each changed cell once, however many readers ask)."""
@@ -205,7 +160,7 @@ class NotebookView:
                              for cell in notebook.get("cells", [])]
         self._source_version = source_version
         self._blanked = hidden
-        saved = f"saved at {_saved_at(source_version)}"
+        saved = saved_words(source_version)
         if self._current is not None and self._current.cells == tuple(cells) and self._current.saved == saved:
             return
         self._count += 1
@@ -237,8 +192,7 @@ class NotebookView:
         return [cell_id for cell_id, _ in current.cells] if current is not None else []
 
     def _send_live(self, event: bytes) -> None:
-        for reader in list(self._readers):
-            reader.send(self._encoded(event, reader.compressed))
+        self.streams.send(event)
 
     def _html_exporter(self) -> Any:
         if self._exporter is None:
@@ -267,10 +221,10 @@ class NotebookView:
         return self._style
 
     def _folder(self) -> str:
-        return os.path.dirname(self.source._file())
+        return self.source.folder
 
     def _title(self) -> str:
-        return self.source.path.rsplit("/", 1)[-1].removesuffix(".ipynb")
+        return self.source.name.rsplit("/", 1)[-1].removesuffix(".ipynb")
 
     def page(self) -> Page:
         """The whole page of the latest version. The watcher keeps it current; a save it has not seen yet reaches the
@@ -283,7 +237,7 @@ class NotebookView:
         document = PAGE.format(
             title=html.escape(self._title()), style=html.escape(self.style()[0]), version=html.escape(version.name),
             events=html.escape(self.events_path), cells=cells, script=PAGE_SCRIPT,
-            banner=BANNER.format(name=html.escape(self.source.path), saved=html.escape(version.saved),
+            banner=BANNER.format(name=html.escape(self.source.name), saved=html.escape(version.saved),
                                  live=LIVE_BANNER if self.live is not None else ""),
             live_style=LIVE_STYLE if self.live is not None else "")
         plain = document.encode()
@@ -347,7 +301,7 @@ class NotebookView:
                 plain, gzipped))
         elif path == self.events_path:
             since = header(request.headers, "last-event-id") or (parse_qs(query).get("since") or [None])[0]
-            await self._stream(answer, since, _accepts_gzip(request.headers))
+            await self.streams.serve(answer, since, _accepts_gzip(request.headers))
         else:
             await answer.finish(_text(404, "Not Found", "A view link shows one notebook and nothing else: "
                                                         f"{self.page_path}"))
@@ -364,63 +318,6 @@ class NotebookView:
         whole = response(200, "OK", headers, body)
         return whole[:len(whole) - len(body)] if request.method == "HEAD" else whole
 
-    async def _stream(self, answer: Any, since: str | None, compressed: bool) -> None:
-        """An update stream: its head, then each update as it comes. It costs the loop a write per update: each
-        event is made once (and compressed once, as a block any gzip stream can carry) for every reader."""
-        reader = _Reader(answer, since, compressed)
-        answer.send(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\n"
-                    + (b"Content-Encoding: gzip\r\nVary: Accept-Encoding\r\n" if compressed else b"")
-                    + b"X-Accel-Buffering: no\r\nConnection: close\r\n\r\n"
-                    + (GZIP_HEADER if compressed else b"") + self._encoded(b"retry: 3000\n\n", compressed))
-        self._loop = asyncio.get_running_loop()
-        answer.live(True)
-        self._readers.add(reader)
-        try:
-            if self._current is None:
-                await answer.run(self.current)
-            self._bring_up_to_date(reader)
-            snapshot = self.live.attach(self._loop) if self.live is not None else None
-            if snapshot is not None:
-                reader.send(self._encoded(snapshot, reader.compressed))
-            await answer.until_gone()  # a reader who leaves is let go at once, not at the next write
-        finally:
-            self._readers.discard(reader)
-            answer.live(False)
-            answer.close()
-
-    def _bring_up_to_date(self, reader: _Reader) -> None:
-        if self._current is None:
-            return
-        update = self.update_for(reader.since)
-        if update is None:
-            return
-        reader.since, event = update
-        reader.send(self._encoded(event, reader.compressed))
-
-    def _encoded(self, event: bytes, compressed: bool) -> bytes:
-        if not compressed:
-            return event
-        with self._updates_lock:
-            found = self._deflated.get(id(event))
-            if found is not None and found[0] is event:
-                return found[1]
-            block = deflate_block(event)
-            self._deflated[id(event)] = (event, block)
-            while len(self._deflated) > 2 * HISTORY:
-                self._deflated.popitem(last=False)
-            return block
-
-    def _broadcast(self) -> None:
-        """On the gateway's loop: every open stream gets the update that brings it to the latest version."""
-        for reader in list(self._readers):
-            self._bring_up_to_date(reader)
-
-    def _keep_alive(self) -> None:
-        quiet = b": still here\n\n"
-        block = deflate_block(quiet)
-        for reader in list(self._readers):
-            reader.send(block if reader.compressed else quiet)
-
     def _watch(self) -> None:
         """Render each new saved version as soon as it is saved, and update every open stream."""
         quiet_since = time.monotonic()
@@ -430,17 +327,11 @@ class NotebookView:
                 after = self.current()
             except (OSError, ValueError):
                 after = before  # the server is busy or the notebook is mid-save: the next look will do
-            loop = self._loop
-            if loop is not None and not loop.is_closed():
-                try:
-                    if after is not before:
-                        loop.call_soon_threadsafe(self._broadcast)
-                        quiet_since = time.monotonic()
-                    elif time.monotonic() - quiet_since >= KEEPALIVE:
-                        loop.call_soon_threadsafe(self._keep_alive)
-                        quiet_since = time.monotonic()
-                except RuntimeError:  # the loop closed meanwhile
-                    pass
+            if after is not before:
+                if self.streams.call(self.streams.broadcast):
+                    quiet_since = time.monotonic()
+            elif time.monotonic() - quiet_since >= KEEPALIVE and self.streams.call(self.streams.keep_alive):
+                quiet_since = time.monotonic()
             self._saved_anew()
             self._wake.wait(POLL_INTERVAL)
 
@@ -456,27 +347,7 @@ class NotebookView:
         self._wake.set()
         if self.live is not None:
             self.live.close()
-        loop = self._loop
-        if loop is not None and not loop.is_closed():
-            try:
-                loop.call_soon_threadsafe(lambda: [reader.answer.close() for reader in list(self._readers)])
-            except RuntimeError:
-                pass
-
-
-class _Reader:
-    """One open update stream: where it is, and how it is written."""
-
-    def __init__(self, answer: Any, since: str | None, compressed: bool) -> None:
-        self.answer, self.since, self.compressed = answer, since, compressed
-
-    def send(self, data: bytes) -> None:
-        try:
-            future = self.answer.send(data)
-        except Exception:  # gone, or so far behind that its buffer is full: it reconnects, from where it was
-            self.answer.close()
-            return
-        future.add_done_callback(lambda done: done.cancelled() or done.exception())
+        self.streams.close()
 
 
 def _cell_markup(cell_id: str, markup: str) -> str:
@@ -487,14 +358,6 @@ def _empty_notebook() -> Any:
     import nbformat
 
     return nbformat.from_dict({"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": []})
-
-
-def _saved_at(version: str) -> str:
-    try:
-        moment = datetime.datetime.fromisoformat(version.replace("Z", "+00:00")).astimezone()
-    except ValueError:
-        moment = datetime.datetime.fromtimestamp(int(version) / 1e9)
-    return moment.strftime("%H:%M:%S")
 
 
 def _accepts_gzip(headers: list[tuple[str, str]]) -> bool:

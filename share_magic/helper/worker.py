@@ -37,10 +37,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import parse_qs
 
+from ..folders import private_dir
 from ..jupyter import JupyterServer
-from ..processes import private_dir
-from .access import Local
 from .answers import accepts_gzip, gzip_bytes, response
+from .grants import Local
 
 SCRIPT_PATH = "share_magic/worker.js"
 BATCH_PATH = "share_magic/batch"

@@ -15,10 +15,10 @@ import time
 from typing import Any
 
 from .. import control
-from ..errors import ShareError, TunnelError
+from ..errors import ServerNotFound, ShareError, TunnelError
 from ..processes import helper_alive
 from .cells import connection_file, name_cells
-from .discovery import kernel_id
+from .discovery import NO_SERVER, kernel_id
 
 STARTUP_TIMEOUT = 20.0  # for the ngrok agent to come up (pyngrok itself would wait forever), once it is there
 REPORT_GRACE = 5.0  # on top of that, for the helper to report
@@ -40,7 +40,7 @@ class HelperClient:
                     "authtoken": authtoken or os.environ.get("NGROK_AUTHTOKEN"), "include_token": self.include_token,
                     # what a view must not show, though the agent uses another: an output may print it
                     "authtokens": [token for token in (os.environ.get("NGROK_AUTHTOKEN"),) if token],
-                    "duration": self.duration, "record": control.record_path(self.server.url),
+                    "duration": self.duration, "record": control.record_path(self.server.url), "alone": self.alone,
                     "download_stall": self.download_stall,
                     # the view follows the cells run in this kernel, from its broadcast channel
                     "live": self.live_view, "connection_file": connection_file()}
@@ -93,11 +93,9 @@ class HelperClient:
 
     def _progress_from(self, event: dict[str, Any]) -> None:
         """What the helper says of fetching the agent, in words (``%share status`` and the widget show them)."""
-        what, done, total = event["what"], event["done"], event["total"]
-        amount = f"{done / 1e6:.1f} of {total / 1e6:.1f} MB ({100 * done // total}%)" if total else \
-            f"{done / 1e6:.1f} MB"
-        self.progress = f"{what}: {amount}" + (", done" if event.get("finished") else "")
-        self.progress_fraction = done / total if total else None
+        from .progress import described
+
+        self.progress, self.progress_fraction = described(event)
         self._changed()
 
     def stop(self) -> None:
@@ -150,6 +148,8 @@ class HelperClient:
         if not self.live or self._control is None:
             raise ShareError("Nothing is shared from this kernel right now. Start a share with %share, or "
                              f"%share {command} NAME starts one for you.")
+        if self.alone and (command == "invite" or fields.get("role") == "edit"):
+            raise ServerNotFound(NO_SERVER)
         try:
             reply = control.request(self._control, {"cmd": command, **fields}, COMMAND_TIMEOUT)
         except (OSError, EOFError):  # the helper went away meanwhile: its watcher says so

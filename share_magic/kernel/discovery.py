@@ -19,6 +19,10 @@ from ..errors import ServerNotFound, UnsupportedPlatform
 from ..jupyter import JupyterServer, connectable, runtime_dir
 from ..processes import pid_alive
 
+NO_SERVER = ("%share found no Jupyter server running this kernel (VS Code, PyCharm, jupyter console run kernels "
+             "without one); an editing share needs one: open the notebook in JupyterLab (`jupyter lab`) and %share "
+             "there, or name a server: %share --port 8888. Here, %share --view shares it as saved and as you run it.")
+
 
 def check_platform(environ: os._Environ[str] | dict[str, str] = os.environ) -> None:
     """Refuse places where a tunnel to the kernel's server cannot work or breaks the platform's rules."""
@@ -123,11 +127,7 @@ def find_server(kernel: str | None) -> JupyterServer:
             # file counts: its pid is JPY_PARENT_PID, which that server set for this kernel.
             if owns or (owns is None and str(server.pid) == parent):
                 return server
-    raise ServerNotFound(
-        "%share found no Jupyter server running this kernel: it was started by something else (VS Code, PyCharm, "
-        "jupyter console, a script) or the server's runtime file is not readable here. To share a server you run "
-        "yourself, name it: %share --port 8888 (or %share --url http://localhost:8888/)."
-    )
+    raise ServerNotFound(NO_SERVER)
 
 
 def server_at(url: str | None = None, port: int | None = None, token: str | None = None) -> JupyterServer:

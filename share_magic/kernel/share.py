@@ -22,24 +22,18 @@ import os
 import re
 import subprocess
 import threading
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from .. import control
-from ..contract import (
-    KEY_PARAM,
-    PROVIDER_NAMES,
-    VIEW_PAGE,
-    Identity,
-    check_provider,
-    is_email,
-    own_output,
-)
-from ..errors import ShareError, UnsafeServer
+from ..contract import KEY_PARAM, VIEW_PAGE, check_provider, own_output
+from ..errors import ServerNotFound, ShareError, UnsafeServer
 from ..jupyter import JupyterServer
 from .client import STARTUP_TIMEOUT, HelperClient, from_epoch
 from .discovery import find_server, kernel_id, server_at
-from .people import Person, SignedIn, Waiting, check_email, check_name
 from .status import Described
+
+if TYPE_CHECKING:
+    from .people import Person, SignedIn, Waiting
 
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
@@ -98,6 +92,7 @@ class Share(HelperClient, Described):
         self.owner_notebook: str | None = None  # set on an attached share: the notebook that started it
         self.share_notebook: str | None = notebook_path  # the notebook the share's view link shows
         self.kernel_bound = False  # does the share outlive this kernel's process (bound to its kernel id)?
+        self.alone: dict[str, Any] | None = None  # no Jupyter server: a view only, of the file named (standalone)
         self.collaborative: bool | None = None  # jupyter-collaboration on the server? None: unknown
         self._key: str | None = None  # of the share's own edit link, if it has one
         self._view_key: str | None = None  # of its view link, if it has one
@@ -144,43 +139,30 @@ class Share(HelperClient, Described):
 
     def invite(self, name: str) -> str:
         """A link of ``name``'s own (the same one while they have a live one), which :meth:`revoke` ends alone."""
-        name = check_name(name)
-        if self.sign_in:
-            check_email(name)
-        reply = self._command("invite", name=name)
-        link = self._link_with(reply["key"])
-        assert link is not None
-        return link
+        from . import people
+
+        return people.invite(self, name)
 
     def revoke(self, name: str) -> None:
         """Cut ``name`` off at once: their link and cookies stop working and their connections close. The share's
         own links (:attr:`link`, :attr:`view_link`), which they could have read, are replaced by new ones; people
         already in keep working."""
-        self.check_invited(name)
-        reply = self._command("revoke", name=name)
-        if not reply["found"]:
-            raise ShareError(f"Nobody named {name!r} has a live invitation to this share any more (revoked from "
-                             "another notebook?). %share status shows who has.")
-        self._links_from(reply["links"])  # the event saying so may come after this answer: it goes another way
+        from . import people
+
+        people.revoke(self, name)
 
     def admit(self, name: str) -> None:
         """Let ``name`` in from the lobby: their waiting page goes on into Jupyter, and they are a person of the
         share from then on (listed, revocable with :meth:`revoke`)."""
-        self._decide("admit", name)
+        from . import people
+
+        people.decide(self, "admit", name)
 
     def deny(self, name: str) -> None:
         """Turn ``name`` away: their waiting page says so, and the link reaches nothing from their browser."""
-        self._decide("deny", name)
+        from . import people
 
-    def _decide(self, command: str, name: str) -> None:
-        if self.live and not self.approve:
-            raise ShareError(f"This share lets everyone with its link in, so nobody waits to be let in. Start it "
-                             f"with %share --approve, or run %share --approve now, to {command} each newcomer.")
-        if not self._command(command, name=name)["found"]:
-            waiting = ", ".join(repr(waiter.name) for waiter in self.waiting)
-            raise ShareError(f"Nobody waiting to be let in gave the name {name!r}. " + (
-                f"Waiting: {waiting} (names they gave); %share {command} NAME with one of them."
-                if waiting else "Nobody is waiting right now; %share status lists who waits."))
+        people.decide(self, "deny", name)
 
     def _links_from(self, links: dict[str, Any]) -> None:
         """The share's own keys, as the helper has them now (a revocation replaces them)."""
@@ -189,27 +171,6 @@ class Share(HelperClient, Described):
             self._key, self._view_key = links["key"], links["view_key"]
         if changed:
             self._changed()
-
-    def check_invited(self, name: str) -> None:
-        """A :class:`ShareError` unless ``name`` has a live invitation (with sign-in, any e-mail address can be
-        revoked: that identity is then refused on every link)."""
-        if self.sign_in and is_email(name):
-            return
-        person = self.people.get(name)
-        if person is None or person.revoked_at is not None:
-            live = [p.name for p in self.people.values() if p.revoked_at is None]
-            raise ShareError(f"Nobody named {name!r} has a live invitation to this share, so there is nothing to "
-                             "revoke. " + (f"Invited: {', '.join(live)}." if live else
-                                           "Invite people with %share invite NAME."))
-
-    def trail_kept(self) -> list[str] | None:
-        """The helper's copy of the trail, while the share lives (None once it has ended)."""
-        if not self.live:
-            return None
-        try:
-            return self._command("trail").get("lines")
-        except ShareError:
-            return None
 
     def require_approval(self) -> None:
         """From now on, whoever opens the share's own edit link waits until someone lets them in (those already in
@@ -242,20 +203,13 @@ class Share(HelperClient, Described):
             self.visitors = report["visitors"]
             self.actions = {who: (from_epoch(moment), what) for who, (moment, what) in
                             (report.get("actions") or {}).items()}
-            self.people = {entry["name"]: Person(entry["name"], self._link_with(entry["key"]),
-                                                 from_epoch(entry["connected_since"]),
-                                                 from_epoch(entry["revoked_at"]), entry.get("email"),
-                                                 bool(entry.get("chosen")))
-                           for entry in report["people"]}
-            for person in self.people.values():
-                person.last_action = self.last_action(person.label)
             self.approve = bool(report.get("approve", self.approve))
-            self.waiting = [Waiting(entry["name"], bool(entry["chosen"]), entry.get("email"),
-                                    from_epoch(entry.get("since"))) for entry in report.get("waiting") or []]
-            self.signed_in = [SignedIn(Identity(entry["email"], entry.get("name") or "", entry.get("provider") or ""),
-                                       entry.get("jupyter_name"), entry.get("invitation"),
-                                       from_epoch(entry.get("connected_since")))
-                              for entry in report.get("signed_in") or []]
+            if report["people"] or report.get("waiting") or report.get("signed_in"):  # else none to load them for
+                from . import people
+
+                self.people, self.waiting, self.signed_in = people.from_report(self, report)
+            else:
+                self.people, self.waiting, self.signed_in = {}, [], []
             self.naming = report.get("naming")
             self.refused = report.get("refused") or []
             self.full = report.get("full")
@@ -281,8 +235,6 @@ class Share(HelperClient, Described):
     def _changed(self) -> None:
         for callback in list(self._observers):
             callback(self)
-
-
 
     @classmethod
     def attach(cls, server: JupyterServer, record: dict[str, Any], notebook_path: str | None) -> Share:
@@ -393,16 +345,22 @@ def share(*, port: int | None = None, url: str | None = None, token: str | None 
                 raise ShareError(f"This kernel already shares {existing.server.url} at "
                                  f"{existing.public_url}. Run %share stop first to share another server.")
             return _shown_again(existing, provider, view, approve)
-        kernel = kernel_id()
-        server = server_at(url, port, token) if (port or url) else find_server(kernel)
-        notebook = server.notebook_path(kernel)
-        if view and not notebook:
+        kernel, alone = kernel_id(), None
+        try:
+            server = server_at(url, port, token) if (port or url) else find_server(kernel)
+        except ServerNotFound:
+            if port or url or not view:
+                raise
+            from .standalone import no_server  # VS Code, PyCharm, a console: a view only
+            server, alone = no_server()
+        notebook = alone["name"] if alone else server.notebook_path(kernel)
+        if view and not notebook and not alone:
             raise ShareError(NO_NOTEBOOK)
-        found = _find_live_share(server, notebook)
+        found = None if alone else _find_live_share(server, notebook)
         if found is not None:
             _current = found
             return _shown_again(found, provider, view, approve)
-        authenticated = server.has_authentication()
+        authenticated = alone is not None or server.has_authentication()
         if not authenticated and not insecure:
             raise UnsafeServer(
                 "This Jupyter server has no authentication (no token, no password), so a public link would let "
@@ -411,6 +369,7 @@ def share(*, port: int | None = None, url: str | None = None, token: str | None 
         _current = Share(server, notebook, include_token=include_token, authenticated=authenticated,
                          duration=seconds, view=view, economy=economy, sign_in=provider, approve=approve,
                          download_stall=download_stall, live_view=live_view)
+        _current.alone = alone
         _current.collaborative = server.has_collaboration()
         if starting is not None:
             starting(_current)
@@ -422,21 +381,9 @@ def share(*, port: int | None = None, url: str | None = None, token: str | None 
 
 
 def _shown_again(share: Share, provider: str | None, view: bool, approve: bool) -> Share:
-    """A live share asked for again: with the link asked for added, and the lobby if asked; never another sign-in."""
-    if provider and share.sign_in != provider:
-        raise ShareError(_sign_in_mismatch(share, provider))
-    share.enable("view" if view else "edit")
-    if approve:
-        share.require_approval()
-    return share
+    from . import commands
 
-
-def _sign_in_mismatch(share: Share, provider: str) -> str:
-    now = (f"with sign-in through {PROVIDER_NAMES.get(share.sign_in, share.sign_in)}" if share.sign_in
-           else "without sign-in")
-    return (f"This server is already shared {now}, and a live share's sign-in cannot change (ngrok fixes an "
-            f"endpoint's policy when it starts). Fix: %share stop, then %share --sign-in {provider} (links made so far "
-            "stop working).")
+    return commands.shown_again(share, provider, view, approve)
 
 
 def stop(*, owned_only: bool = False) -> bool:

@@ -49,7 +49,10 @@ class Described:
                 lines.append(f"  {self.sign_in_summary()}")
             for visitor in self.signed_in:
                 lines.append(f"  Connected: {visitor.describe()}")
-            lines += self.lobby_summary()
+            if self.approve or self.actions:
+                from .people import lobby_summary
+
+                lines += lobby_summary(self)
             if self.refused:
                 lines.append(f"  Refused on every link (revoked): {', '.join(self.refused)}")
             if self.naming is False:
@@ -93,18 +96,6 @@ class Described:
     def view_summary(self) -> str:
         return "Readers see the notebook as last saved" + (
             " and each cell as you run it" if self.live_view else " (save-only: not each cell as it runs)")
-
-    def lobby_summary(self) -> list[str]:
-        """Who waits to be let in, and what visitors without a row of their own did last (``%share status``)."""
-        lines = []
-        if self.approve:
-            lines.append("  Visitors with the share's own link wait until you let them in: %share admit NAME, "
-                         "%share deny NAME.")
-            lines += [f"  Waiting to be let in: {waiter.describe()}" for waiter in self.waiting]
-        named = {person.label for person in self.people.values()} | {"owner"}
-        lines += [f"  {who}: last {moment:%H:%M:%S} {what}" for who, (moment, what) in self.actions.items()
-                  if who not in named and moment]
-        return lines
 
     def links(self) -> list[tuple[str, str]]:
         """Every live link of the share, labelled: what ``%share links`` prints."""

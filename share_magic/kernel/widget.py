@@ -1,8 +1,8 @@
 """What people see: the share as an ipywidgets view, and the authtoken form when ngrok has no token yet.
 
 Live, the view shows the link (clickable, a Copy button, a QR code), a Stop button, what the link grants, a
-status line kept current from the helper's events, and the people invited by name: one row each (name, Copy, whether
-they are connected, Revoke) and a field to invite someone. Once the share ends, the view replaces its own output with a
+status line kept current from the helper's events, and, once the share can have people, their panel
+(:mod:`.people_panel`, loaded only then). Once the share ends, the view replaces its own output with a
 static record, so the saved notebook shows what happened instead of a live-looking dead link (and front-ends
 without the kernel have nothing to fail to render). Colours come from JupyterLab's theme variables.
 
@@ -23,13 +23,11 @@ import ipywidgets as widgets
 import traitlets
 from IPython.display import DisplayHandle, display
 
-from ..contract import PROVIDER_NAMES, own_output
-from ..errors import ShareError
-from .people import CHOSEN
+from ..contract import own_output
 from .status import LINKS_KEPT_OUT as KEPT_OUT_TEXT
 
 if TYPE_CHECKING:
-    from .people import Person, SignedIn, Waiting
+    from .people_panel import PeoplePanel
     from .share import Share
 
 MUTED = "color: var(--jp-ui-font-color2); font-size: var(--jp-ui-font-size1); line-height: 1.45"
@@ -43,7 +41,6 @@ NO_COLLABORATION = ("jupyter-collaboration is not installed on this server: if y
                     "<code>pip install jupyter-collaboration</code>, then restart Jupyter.")
 LINKS_KEPT_OUT = html.escape(KEPT_OUT_TEXT).replace("%share links", "<code>%share links</code>")
 EDIT_LABEL = "Anyone with this link:"
-ANONYMOUS_SHOWN = 5  # visitors with the share's link, no name: the latest ones' last actions
 VIEW_LABEL = "View only (this notebook, nothing else):"
 
 
@@ -122,26 +119,15 @@ class StartProgress:
         share.observe(self._changed)
 
     def _changed(self, share: Share) -> None:
-        if share.status != "starting" or not share.progress:
-            return
-        bundle = {"text/plain": share.describe(), "text/html": progress_html(share)}
-        if self.handle is None:
-            self.handle = display(bundle, raw=True, display_id=True, metadata=own_output())
-        else:
-            self.handle.update(bundle, raw=True, metadata=own_output())
+        if share.status == "starting" and share.progress:
+            from .progress import show
+
+            self.handle = show(share, self.handle)
 
     def clear(self) -> None:
         """The start failed: its error says what happened, so the progress shown goes."""
         if self.handle is not None:
             self.handle.update({"text/plain": ""}, raw=True, metadata=own_output())
-
-
-def progress_html(share: Share) -> str:
-    fraction = share.progress_fraction
-    bar = (f'<progress class="share-magic-progress" max="1000" value="{int(fraction * 1000)}"></progress> '
-           if fraction is not None else "")
-    return (f'<div class="share-magic">{bar}<span class="share-magic-status">{html.escape(share.describe())}'
-            "</span></div>")
 
 
 class LiveLink(anywidget.AnyWidget):
@@ -199,8 +185,9 @@ class ShareView(_OwnOutput, widgets.VBox):
         self._links: tuple = ()
         details = widgets.VBox([self.link, widgets.HBox([self.copy, self.stop_button, self.status]), self.view_link,
                                 self.notes])
-        self.people = PeoplePanel(share)
-        super().__init__([widgets.HBox([details, self.qr]), self.people], **kwargs)
+        self.people: PeoplePanel | None = None  # once there can be people: a view link alone has none
+        self.people_box = widgets.VBox()
+        super().__init__([widgets.HBox([details, self.qr]), self.people_box], **kwargs)
         self.add_class("share-magic")
         share.observe(lambda _: self.refresh())
         self.refresh()
@@ -209,7 +196,14 @@ class ShareView(_OwnOutput, widgets.VBox):
         if self.share.status == "starting" or self.share.live:
             self.status.value = status_line(self.share)
             self._show_links()
-            self.people.refresh()
+            share = self.share
+            if self.people is None and (share.link or share.people or share.waiting or share.signed_in):
+                from .people_panel import PeoplePanel
+
+                self.people = PeoplePanel(share)
+                self.people_box.children = [self.people]
+            elif self.people is not None:
+                self.people.refresh()
         elif self._hand_over(_Record(self.share)) is None:  # ended: a static record takes the live view's place
             self.status.value = status_line(self.share)
             self.stop_button.disabled = True
@@ -237,127 +231,6 @@ class ShareView(_OwnOutput, widgets.VBox):
         bundle["text/plain"] = self.share.describe()
         bundle["text/html"] = record_html(self.share)
         return bundle, own_output()
-
-
-class PeoplePanel(widgets.VBox):
-    """The people invited to a share by name: a row each, and a field to invite someone."""
-
-    def __init__(self, share: Share, **kwargs: Any) -> None:
-        self.share = share
-        self.rows = widgets.VBox()
-        self.name = widgets.Text(placeholder="a name or e-mail, e.g. Ada" if share.sign_in else "a name, e.g. Ada",
-                                 layout=widgets.Layout(width="16em"))
-        self.invite_button = widgets.Button(description="Invite", icon="user-plus",
-                                            tooltip="Give this person a link of their own, which you can revoke")
-        self.invite_button.on_click(lambda _: self.invite())
-        self.feedback = widgets.HTML()
-        self._shown: tuple = ()
-        heading = widgets.HTML(f'<div style="{MUTED}">People with links of their own, or let in from the lobby '
-                               "(each one can be revoked alone):</div>")
-        super().__init__([heading, self.rows, widgets.HBox([self.name, self.invite_button, self.feedback])],
-                         **kwargs)
-        self.add_class("share-magic-people")
-        self.refresh()
-
-    def refresh(self) -> None:
-        share = self.share
-        visitors = [visitor for visitor in share.signed_in if visitor.invitation is None]
-        named = {person.label for person in share.people.values()} | {v.identity.email for v in visitors} | {"owner"}
-        others = sorted((who for who in share.actions if who not in named and who.endswith("(anyone-link)")),
-                        key=lambda who: share.actions[who][0] or 0)[-ANONYMOUS_SHOWN:]  # no row of their own
-        shown = (tuple((p.name, p.link, p.state, p.email, p.last_action) for p in share.people.values()),
-                 tuple((visitor.describe(), share.last_action(visitor.identity.email)) for visitor in visitors),
-                 tuple((w.name, w.email) for w in share.waiting),
-                 tuple((who, share.last_action(who)) for who in others))
-        if shown != self._shown:
-            self._shown = shown
-            self.rows.children = [*(self._waiting_row(waiter) for waiter in share.waiting),
-                                  *(self._row(person) for person in share.people.values()),
-                                  *(self._visitor_row(visitor) for visitor in visitors),
-                                  *(self._other_row(who) for who in others)]
-
-    def _waiting_row(self, waiter: Waiting) -> widgets.HBox:
-        """"Grace (name they gave) is waiting — Admit · Turn away"."""
-        about = (f' <span style="{MUTED}">({CHOSEN})</span>' if waiter.chosen else
-                 f' <span class="share-magic-identity" style="{MUTED}">verified by the sign-in</span>')
-        since = f"{waiter.since:%H:%M:%S}" if waiter.since else "?"
-        who = widgets.HTML(f'<b class="share-magic-waiting-name">{html.escape(waiter.name)}</b>{about} is waiting '
-                           f'<span style="{MUTED}">since {since}</span> —')
-        admit = widgets.Button(description="Admit", icon="check", button_style="success",
-                               tooltip=f"Let {waiter.name} in: their page goes on into Jupyter")
-        admit.on_click(lambda _, name=waiter.name: self._act(self.share.admit, name))
-        deny = widgets.Button(description="Turn away", icon="times",
-                              tooltip=f"Turn {waiter.name} away: the link reaches nothing from their browser")
-        deny.on_click(lambda _, name=waiter.name: self._act(self.share.deny, name))
-        row = widgets.HBox([who, admit, widgets.HTML("·"), deny])
-        row.add_class("share-magic-waiting")
-        return row
-
-    def _other_row(self, who: str) -> widgets.HBox:
-        """Someone with no row of their own (with the share's link, no sign-in): what they did last."""
-        return widgets.HBox([widgets.HTML(f'<span class="share-magic-person">{html.escape(who)}</span>'
-                                          f"{_last(self.share.last_action(who))}")])
-
-    def _visitor_row(self, visitor: SignedIn) -> widgets.HBox:
-        """Someone signed in with the share's own link: who they are, and a Revoke that refuses their e-mail."""
-        identity = visitor.identity
-        provider = PROVIDER_NAMES.get(identity.provider, identity.provider)
-        since = f"{visitor.connected_since:%H:%M:%S}" if visitor.connected_since else "?"
-        who = widgets.HTML(f'<b class="share-magic-person">{html.escape(identity.name or identity.email)}</b> '
-                           f'<span class="share-magic-identity">&lt;{html.escape(identity.email)}&gt;, signed in with '
-                           f'{html.escape(provider)}</span> <span style="{MUTED}">· connected since {since}</span>'
-                           + _last(self.share.last_action(identity.email)))
-        email = visitor.identity.email
-        revoke = widgets.Button(description="Revoke", icon="user-times", button_style="warning",
-                                tooltip=f"Cut {email} off now, on every link of this share")
-        revoke.on_click(lambda _: self._act(self.share.revoke, email))
-        return widgets.HBox([who, revoke])
-
-    def _row(self, person: Person) -> widgets.HBox:
-        colour = ("--jp-success-color1" if person.connected else
-                  "--jp-error-color1" if person.revoked_at else "--jp-ui-font-color2")
-        name = widgets.HTML(f'<b class="share-magic-person">{html.escape(person.name)}</b>'
-                            + (f' <span style="{MUTED}">({CHOSEN})</span>' if person.chosen else "")
-                            + (f' <span class="share-magic-identity" style="{MUTED}">&lt;{html.escape(person.email)}'
-                               "&gt;</span>" if person.email and person.connected else ""),
-                            layout=widgets.Layout(min_width="8em"))
-        state = widgets.HTML(f'<span style="color: var({colour})">●</span> <span style="{MUTED}">'
-                             f"{html.escape(person.state)}</span>{_last(person.last_action)}")
-        if person.revoked_at is not None:  # nothing to copy or revoke
-            return widgets.HBox([name, state])
-        if person.link is None:  # let in from the lobby: no link of their own to copy
-            copy = widgets.HTML("")
-        else:
-            copy = LiveLink(lambda: self._link_of(person.name), parts=["copy"])
-        revoke = widgets.Button(description="Revoke", icon="user-times", button_style="warning",
-                                tooltip=f"Cut {person.name} off now: their link stops working, their connections "
-                                        "close")
-        revoke.on_click(lambda _, who=person.name: self._act(self.share.revoke, who))
-        return widgets.HBox([name, copy, state, revoke])
-
-    def _link_of(self, name: str) -> str | None:
-        person = self.share.people.get(name)
-        return person.link if person else None
-
-    def invite(self) -> None:
-        name, self.name.value = self.name.value.strip(), ""
-        self._act(self.share.invite, name)
-
-    def _act(self, action: Callable[[str], Any], name: str) -> None:
-        try:
-            action(name)
-        except ShareError as e:
-            self.feedback.value = f'<span style="color: var(--jp-error-color1)">{html.escape(str(e))}</span>'
-            return
-        self.feedback.value = ""
-        self.refresh()
-
-
-def _last(action: str | None) -> str:
-    """A person's last action, beside their name."""
-    if not action:
-        return ""
-    return f' <span class="share-magic-last-action" style="{MUTED}">· last: {html.escape(action)}</span>'
 
 
 class _Record:
