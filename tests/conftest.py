@@ -1,20 +1,19 @@
 """Fixtures over the real parts in ``harness.py``; every process a test starts is ended at teardown."""
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from harness import (
-    PUBLIC_SUFFIXES,
     JupyterServer,
     KernelClient,
     PlainKernel,
     Visitor,
     end_shares,
     open_notebook,
+    resolve_public_names,
     sandbox_environment,
 )
 
@@ -35,16 +34,8 @@ def sandbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[st
 
 @pytest.fixture
 def public_names(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Resolve the stand-in's public host names to loopback in this test process, as a browser's
-    --host-resolver-rules would: everything else about the visitor's connection is real."""
-    real = socket.getaddrinfo
-
-    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
-        if isinstance(host, str) and host.endswith(PUBLIC_SUFFIXES):
-            host = "127.0.0.1"
-        return real(host, *args, **kwargs)
-
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    """The stand-in's public host names resolve to loopback here (harness.resolve_public_names)."""
+    resolve_public_names(monkeypatch)
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 agent (``standin_ngrok.py``) on PYNGROK_NGROK_PATH, and visitors that reach a server only through a public link."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -12,8 +13,9 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
+import pytest
 import requests
 import websocket
 
@@ -111,6 +113,34 @@ def command_lines(pids: list[int]) -> str:
         except OSError:
             pass
     return "\n".join(lines)
+
+
+def resolve_public_names(patch: pytest.MonkeyPatch) -> None:
+    """Resolve the stand-in's public host names to loopback in this test process, as a browser's
+    --host-resolver-rules would: everything else about the visitor's connection is real."""
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(host, str) and host.endswith(PUBLIC_SUFFIXES):
+            host = "127.0.0.1"
+        return real(host, *args, **kwargs)
+
+    patch.setattr(socket, "getaddrinfo", getaddrinfo)
+
+
+@contextlib.contextmanager
+def module_sandbox(folder: Path) -> Iterator[None]:
+    """conftest's sandbox and public names, for a module-scoped fixture (its shares ended when it ends)."""
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in sandbox_environment(folder).items():
+            patch.setenv(key, value)
+        for key in ("JPY_PARENT_PID", "JUPYTER_TOKEN", "JPY_SESSION_NAME"):
+            patch.delenv(key, raising=False)
+        resolve_public_names(patch)
+        try:
+            yield
+        finally:
+            end_shares()
 
 
 def sandbox_environment(folder: Path) -> dict[str, str]:

@@ -4,23 +4,14 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
-import socket
 import time
 import uuid
 from types import SimpleNamespace
 
 import pytest
-from harness import (
-    AUTHTOKEN,
-    PUBLIC_SUFFIXES,
-    JupyterServer,
-    Visitor,
-    end_shares,
-    open_notebook,
-    sandbox_environment,
-    share_links,
-)
+from harness import AUTHTOKEN, JupyterServer, Visitor, module_sandbox, open_notebook, share_links, wait_for
 from test_browser import CHROMIUM, VISITOR_ARGS, visit
 from test_view import key_of, notebook, png, save
 
@@ -33,19 +24,7 @@ def stage(tmp_path_factory):
     uses cells and markers of its own, and asserts places relative to the saved cells. The sandbox and the public
     names of conftest's fixtures, for a module."""
     folder = tmp_path_factory.mktemp("live")
-    real = socket.getaddrinfo
-
-    def getaddrinfo(host, *args, **kwargs):
-        if isinstance(host, str) and host.endswith(PUBLIC_SUFFIXES):
-            host = "127.0.0.1"
-        return real(host, *args, **kwargs)
-
-    with pytest.MonkeyPatch.context() as patch:
-        for key, value in sandbox_environment(folder).items():
-            patch.setenv(key, value)
-        for key in ("JPY_PARENT_PID", "JUPYTER_TOKEN", "JPY_SESSION_NAME"):
-            patch.delenv(key, raising=False)
-        patch.setattr(socket, "getaddrinfo", getaddrinfo)
+    with module_sandbox(folder):
         server = JupyterServer(folder / "server")
         kernel = None
         try:
@@ -58,7 +37,6 @@ def stage(tmp_path_factory):
             if kernel is not None:
                 kernel.close()
             server.stop()
-            end_shares()
 
 
 @pytest.fixture
@@ -468,3 +446,43 @@ def test_a_progress_bar_stays_one_line() -> None:
         text = rewritten(text + f"\r{step / 100:.0f}% |{'#' * (step // 500)}")
     assert text == "100% |" + "#" * 19
     assert rewritten("done\nhalf\rfull\n") == "done\nfull\n"
+
+
+def test_a_connection_file_written_again_as_it_was_keeps_the_taps_socket(tmp_path) -> None:
+    """Jupyter writes a restarted kernel's connection file again, with the same ports and key: the tap keeps its
+    socket (zmq reconnects by itself), where a new one would lose what the kernel publishes before it joins."""
+    import zmq
+    from jupyter_client.session import Session
+
+    from share_magic.helper.kernel_tap import KernelTap
+
+    context = zmq.Context()
+    publisher = context.socket(zmq.PUB)
+    publisher.setsockopt(zmq.LINGER, 0)
+    port = publisher.bind_to_random_port("tcp://127.0.0.1")
+    key = uuid.uuid4().hex
+    connection = tmp_path / "kernel.json"
+    connection.write_text(json.dumps({"transport": "tcp", "ip": "127.0.0.1", "iopub_port": port, "key": key,
+                                      "signature_scheme": "hmac-sha256"}))
+    session = Session(key=key.encode(), signature_scheme="hmac-sha256")
+    got: list[str] = []
+    tap = KernelTap(str(connection), lambda message: got.append(message["content"]["text"])).start()
+    try:
+        def until_heard(text: str) -> None:  # a SUB socket joins when it joins: publish until it hears
+            deadline = time.monotonic() + 30
+            while text not in got:
+                assert time.monotonic() < deadline, got
+                session.send(publisher, "stream", {"name": "stdout", "text": text})
+                time.sleep(0.05)
+
+        until_heard("before")
+        looks = tap.looks
+        connection.write_text(connection.read_text())  # as Jupyter does on a restart
+        os.utime(connection, ns=(time.time_ns(), time.time_ns() + 10**9))
+        wait_for(lambda: tap.looks > looks, 10, "the tap to read the file again")
+        until_heard("after")
+        assert tap.subscriptions == 1
+    finally:
+        tap.close()
+        publisher.close()
+        context.term()

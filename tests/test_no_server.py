@@ -4,16 +4,15 @@ says in one line that it needs a Jupyter server. Started by jupyter_client alone
 from __future__ import annotations
 
 import json
-import socket
 import uuid
 from types import SimpleNamespace
 
 import pytest
-from harness import AUTHTOKEN, PUBLIC_SUFFIXES, PlainKernel, Visitor, end_shares, sandbox_environment, share_links
+from harness import AUTHTOKEN, PlainKernel, Visitor, module_sandbox, share_links
 from harness import share_processes as helpers
 from test_browser import CHROMIUM, VISITOR_ARGS, visit
 from test_failures import assert_one_calm_line
-from test_live_view import Reader
+from test_live_view import readers  # noqa: F401 (a fixture, shared)
 from test_view import key_of, notebook
 
 SAVED_SECRET = {"cell_type": "code", "id": "c9", "metadata": {}, "execution_count": 4, "source": "print(token)",
@@ -30,19 +29,7 @@ def alone(tmp_path_factory):
     shown = work / "shown.ipynb"
     shown.write_text(json.dumps(notebook(SAVED_SECRET)))
     (work / "secret.txt").write_text("SECRET-FILE-CONTENT")
-    real = socket.getaddrinfo
-
-    def getaddrinfo(host, *args, **kwargs):
-        if isinstance(host, str) and host.endswith(PUBLIC_SUFFIXES):
-            host = "127.0.0.1"
-        return real(host, *args, **kwargs)
-
-    with pytest.MonkeyPatch.context() as patch:
-        for key, value in sandbox_environment(folder).items():
-            patch.setenv(key, value)
-        for key in ("JPY_PARENT_PID", "JUPYTER_TOKEN", "JPY_SESSION_NAME"):
-            patch.delenv(key, raising=False)
-        patch.setattr(socket, "getaddrinfo", getaddrinfo)
+    with module_sandbox(folder):
         kernel = PlainKernel()
         try:
             result = kernel.execute(f"__vsc_ipynb_file__ = {str(shown)!r}\n%load_ext share_magic\n%share --view")
@@ -50,26 +37,6 @@ def alone(tmp_path_factory):
             yield SimpleNamespace(kernel=kernel, link=share_links(kernel)["view"], folder=folder, work=work)
         finally:
             kernel.stop()
-            end_shares()
-
-
-@pytest.fixture
-def readers():
-    """View readers of a link, each with its update stream; closed at teardown."""
-    opened: list[tuple[Visitor, Reader | None]] = []
-
-    def open_(link: str) -> Reader:
-        guest = Visitor(link)
-        opened.append((guest, None))
-        assert guest.get(link).status_code == 200
-        opened[-1] = (guest, Reader(guest))
-        return opened[-1][1]
-
-    yield open_
-    for guest, reader in opened:
-        if reader is not None:
-            reader.close()
-        guest.close()
 
 
 def test_a_reader_sees_the_saved_notebook_and_each_cell_as_it_runs(alone) -> None:

@@ -7,8 +7,8 @@ signature; a message that fails is dropped). A SUB socket cannot send to the ker
 never reaches the kernel's shell, control or stdin channels, so nothing a reader does can reach the kernel. The key
 stays in the kernel's own file (private to its user), read here and kept in memory only.
 
-A kernel restarted by Jupyter keeps its connection file and ports (zmq reconnects by itself); a connection file that
-changes (another kernel in its place) is read again and the socket moved to it.
+A kernel restarted by Jupyter keeps its ports and key (zmq reconnects by itself), though Jupyter writes its connection
+file again; a connection file that names another channel (another kernel in its place) moves the socket to it.
 """
 from __future__ import annotations
 
@@ -29,6 +29,8 @@ class KernelTap:
         self.deliver = deliver
         self.rejected = 0  # messages whose signature did not verify
         self.received = 0
+        self.looks = 0  # times the connection file was read (it changed)
+        self.subscriptions = 0  # sockets opened to a channel
         self._closed = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name="share_magic kernel tap")
 
@@ -47,18 +49,23 @@ class KernelTap:
         context = zmq.Context()
         socket = None
         stamp: tuple[int, int] | None = None
+        followed: tuple | None = None  # the channel and key the socket follows
         session = None
         try:
             while not self._closed.is_set():
                 now = _stamp(self.connection_file)
                 if now != stamp:
-                    if socket is not None:
-                        socket.close(linger=0)
-                        socket = None
                     stamp = now
                     connection = _read(self.connection_file) if now is not None else None
-                    if connection is not None:
-                        socket, session = _subscribe(context, connection)
+                    self.looks += 1
+                    if _channel(connection) != followed:  # a restart rewrites the file as it was: kept, as zmq
+                        if socket is not None:              # reconnects by itself; moving would lose messages
+                            socket.close(linger=0)
+                            socket = None
+                        followed = _channel(connection)
+                        if connection is not None:
+                            socket, session = _subscribe(context, connection)
+                            self.subscriptions += 1
                 if socket is None:
                     self._closed.wait(RECHECK)
                     continue
@@ -114,6 +121,13 @@ def _read(path: str) -> dict[str, Any] | None:
     if not isinstance(connection, dict) or not connection.get("key") or "iopub_port" not in connection:
         return None  # an unsigned kernel's messages could come from anyone on its port: not followed
     return connection
+
+
+def _channel(connection: dict[str, Any] | None) -> tuple | None:
+    """What a connection file says of the channel the tap follows: where IOPub is, and how it is signed."""
+    if connection is None:
+        return None
+    return tuple(connection.get(name) for name in ("transport", "ip", "iopub_port", "key", "signature_scheme"))
 
 
 def _subscribe(context: Any, connection: dict[str, Any]) -> tuple[Any, Any]:
