@@ -65,7 +65,9 @@ def test_json_that_is_no_notebook_does_not_stop_the_view(tmp_path, view_of, capf
     view = view_of(shown)
     wait_for(lambda: view.rendered, 30, "the first render")
     shown.write_text("[1]")  # valid JSON, no notebook: nbformat raises AttributeError
-    wait_for(lambda: "AttributeError" in capfd.readouterr().err, 10, "the view to log the unreadable file")
+    logged: list[str] = []
+    wait_for(lambda: logged.append(capfd.readouterr().err) or "AttributeError" in "".join(logged), 10,
+             "the view to log the unreadable file")
     save(shown, "first", "second")
     wait_for(lambda: len(view.rendered.cells) == 2, 10, "the view to follow the next save")
 
