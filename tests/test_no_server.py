@@ -150,3 +150,17 @@ def test_a_notebook_never_saved_shows_no_saved_cells_until_it_is(tmp_path) -> No
     version, content = source.read()
     assert version == source.version() != "" and [cell["id"] for cell in content["cells"]] == ["m1", "c1", "c2", "c3"]
     assert saved_words(version).startswith("saved at ")
+
+
+def test_each_kernel_without_a_server_has_a_record_and_a_trail_of_its_own(monkeypatch) -> None:
+    """Two VS Code notebooks sharing views at once: neither moves the other's trail aside nor reads it as its own."""
+    from share_magic import control, trail
+    from share_magic.kernel import standalone
+
+    urls = []
+    for connection in ("/run/user/kernel-a.json", "/run/user/kernel-b.json"):
+        monkeypatch.setattr(standalone, "connection_file", lambda connection=connection: connection)
+        server, _ = standalone.no_server()
+        assert server.host.endswith(".invalid")
+        urls.append(server.url)
+    assert len({control.record_path(url) for url in urls}) == 2 and len({trail.path_for(url) for url in urls}) == 2

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import stat
 from typing import Any
 from urllib.parse import quote
 
@@ -67,14 +68,19 @@ class NotebookSource:
 
 
 class FileSource:
-    """A notebook file on this disk with no Jupyter server around it, read as the front-end last saved it."""
+    """A notebook file on this disk with no Jupyter server around it, read as the front-end last saved it.
+
+    The file is the one named when the share starts, its links followed then: what is read later is a regular file
+    at that place, never a link put there since (to a file of the owner's a reader should not see) nor a pipe or
+    a device."""
 
     def __init__(self, path: str) -> None:
-        self.file = os.path.abspath(path)
+        self._name = os.path.basename(path)
+        self.file = os.path.realpath(path)
 
     @property
     def name(self) -> str:
-        return os.path.basename(self.file)
+        return self._name
 
     @property
     def folder(self) -> str:
@@ -86,7 +92,7 @@ class FileSource:
     def read(self) -> tuple[str, dict[str, Any]]:
         """Not there (an untitled notebook, never saved; moved away): no saved cells until it is."""
         try:
-            return read_file(self.file)
+            return read_file(self.file, follow=False)
         except FileNotFoundError:
             return NoNotebook().read()
 
@@ -120,12 +126,21 @@ def file_version(path: str) -> str | None:
         return None
 
 
-def read_file(path: str) -> tuple[str, dict[str, Any]]:
+def read_file(path: str, follow: bool = True) -> tuple[str, dict[str, Any]]:
     """A notebook file's version and content, as the contents API gives it: multi-line strings joined (a
-    half-written file: NotJSONError, a ValueError)."""
+    half-written file: NotJSONError, a ValueError). Not ``follow``: a link there, or anything but a regular file,
+    is an OSError."""
     import nbformat
 
-    with open(path, encoding="utf-8") as f:
+    if follow:
+        opened = open(path, encoding="utf-8")
+    else:
+        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            os.close(descriptor)
+            raise OSError(f"{path} is not a regular file")
+        opened = os.fdopen(descriptor, encoding="utf-8")
+    with opened as f:
         version = str(os.fstat(f.fileno()).st_mtime_ns)
         return version, nbformat.reads(f.read(), as_version=4)
 

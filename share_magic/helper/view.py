@@ -285,9 +285,10 @@ class NotebookView:
             try:
                 page = self._page if self._page is not None and self._current is not None \
                     and self._page.etag == f'"{self._current.name}"' else await answer.run(self.page)
-            except Exception as e:  # a notebook nbconvert cannot read: the reader is told, the log keeps the trace
-                traceback.print_exc()
-                await answer.finish(_text(503, "Service Unavailable", f"The notebook cannot be shown right now ({e})."))
+            except Exception:  # a notebook nbconvert cannot read: the reader is told, the log keeps the trace (not
+                traceback.print_exc()  # the reader: nbformat's message quotes the file's first bytes, unblanked)
+                await answer.finish(_text(503, "Service Unavailable", "The notebook cannot be shown right now: its "
+                                                                      "saved file is not a readable notebook."))
                 return
             headers = [("Content-Type", "text/html; charset=utf-8"), ("Content-Security-Policy", _policy(PAGE_SCRIPT)),
                        ("Referrer-Policy", "no-referrer"), ("X-Content-Type-Options", "nosniff"),
@@ -320,13 +321,18 @@ class NotebookView:
 
     def _watch(self) -> None:
         """Render each new saved version as soon as it is saved, and update every open stream."""
-        quiet_since = time.monotonic()
+        quiet_since, unreadable = time.monotonic(), ""
         while not self._closed:  # the first render starts at once, before any reader asks
             before = self._current
             try:
                 after = self.current()
             except (OSError, ValueError):
                 after = before  # the server is busy or the notebook is mid-save: the next look will do
+            except Exception as e:  # a file that is JSON but no notebook (``[1]``): the log says so once, the view
+                if repr(e) != unreadable:  # goes on
+                    traceback.print_exc()
+                    unreadable = repr(e)
+                after = before
             if after is not before:
                 if self.streams.call(self.streams.broadcast):
                     quiet_since = time.monotonic()

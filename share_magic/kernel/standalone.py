@@ -8,21 +8,25 @@ Jupyter to relay to.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from typing import Any
 
 from ..jupyter import JupyterServer
+from .cells import connection_file
 
 NOTEBOOK_VARIABLE = "__vsc_ipynb_file__"
 
 
 def no_server() -> tuple[JupyterServer, dict[str, Any]]:
-    """A stand-in for the server the share has not (no address: nothing may ever be asked of it), and what the
-    helper needs instead: the notebook file shown, if the front-end names one. (Its record, named after that
-    stand-in, is read by no kernel: a kernel with no server finds no share but its own.)"""
+    """A stand-in for the server the share has not, and what the helper needs instead: the notebook file shown, if
+    the front-end names one. The stand-in's address is this kernel's own name under ``.invalid`` (a name that never
+    resolves: nothing may ever be asked of it), so that each such kernel's share has a record and a trail of its
+    own, named after it, as each server's share has."""
     notebook = notebook_file()
     folder, name = os.path.split(notebook) if notebook else ("", None)
-    server = JupyterServer(scheme="http", host="127.0.0.1", port=0, base_url="/", root_dir=folder)
+    own = hashlib.sha256((connection_file() or f"pid {os.getpid()}").encode()).hexdigest()[:16]
+    server = JupyterServer(scheme="http", host=f"kernel-{own}.invalid", port=0, base_url="/", root_dir=folder)
     return server, {"notebook_file": notebook, "name": name}
 
 
