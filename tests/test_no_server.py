@@ -111,7 +111,8 @@ def test_an_editing_share_needs_a_server(alone) -> None:
     # The helper itself makes no edit link and takes no invitation there, whoever asks it
     from share_magic import control
 
-    record = control.read_record(control.record_path("http://127.0.0.1:0/"))
+    named = alone.kernel.execute("import share_magic; print(share_magic.current().server.url)")["stdout"].strip()
+    record = control.read_record(control.record_path(named))
     assert record is not None
     for command in ({"cmd": "link", "role": "edit"}, {"cmd": "invite", "name": "ada"}):
         assert "no Jupyter server" in control.request(record, command, 10)["error"]
