@@ -58,11 +58,12 @@ class KernelTap:
                     stamp = now
                     connection = _read(self.connection_file) if now is not None else None
                     self.looks += 1
-                    if _channel(connection) != followed:  # a restart rewrites the file as it was: kept, as zmq
-                        if socket is not None:              # reconnects by itself; moving would lose messages
+                    channel = _channel(connection)
+                    if channel != followed:  # a restart rewrites the file as it was: kept, as zmq reconnects by
+                        if socket is not None:  # itself; a new socket would lose what comes before it joins
                             socket.close(linger=0)
                             socket = None
-                        followed = _channel(connection)
+                        followed = channel
                         if connection is not None:
                             socket, session = _subscribe(context, connection)
                             self.subscriptions += 1
