@@ -212,7 +212,7 @@ class JupyterServer:
 
     def __init__(self, root: Path, base_url: str = "/", token: str | None = None, extra: list[str] = (),
                  tls: bool = False, app: str = "jupyter_server", password: str | None = None,
-                 log_requests: bool = False) -> None:
+                 log_requests: bool = False, shell: str | None = None) -> None:
         self.root = root
         if log_requests:  # every request it answers, in its log: what reached Jupyter can be told from there
             extra = [*extra, "--ServerApp.log_level=DEBUG"]
@@ -242,6 +242,7 @@ class JupyterServer:
              "--ServerApp.port_retries=0", f"--ServerApp.base_url={base_url}", f"--IdentityProvider.token={self.token}",
              f"--ServerApp.root_dir={root}", *extra],
             stdout=subprocess.DEVNULL, stderr=self.log,
+            env=os.environ if shell is None else {**os.environ, "SHELL": shell},  # what its terminals run
             cwd=root.parent,  # files a server leaves in its working folder (jupyter-collaboration's) stay here
             start_new_session=True)
         runtime = Path(os.environ["JUPYTER_RUNTIME_DIR"]) / f"jpserver-{self.process.pid}.json"

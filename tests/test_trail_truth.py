@@ -10,6 +10,7 @@ import json
 import os
 import re
 import struct
+import time
 import urllib.parse
 import uuid
 from pathlib import Path
@@ -92,7 +93,9 @@ RAN = "a-line-ran"  # what bash prints (PROMPT_COMMAND) when a line has run, bef
 
 def shown_until(shell, wanted: str, seen: list[str]) -> None:
     """Read the terminal's output until ``wanted`` appears in what came since the last call (``seen`` holds it)."""
+    give_up = time.monotonic() + 60  # a bound on failing, not a timing: the server's pings keep recv() from timing out
     while wanted not in seen[0]:
+        assert time.monotonic() < give_up, f"the terminal never showed {wanted!r}; its last output: {seen[0][-500:]!r}"
         message = json.loads(shell.recv())
         if message[0] == "stdout":
             seen[0] = seen[0][-len(wanted):] + message[1]
@@ -100,7 +103,7 @@ def shown_until(shell, wanted: str, seen: list[str]) -> None:
 
 
 def test_one_visitor_cannot_fill_the_trail_nor_make_it_keep_a_password_or_a_false_line(jupyter, owner, visitor) -> None:
-    server = jupyter()
+    server = jupyter(shell="/bin/bash")  # what Jupyter's terminals run is $SHELL, else sh: a CI machine sets none
     notebook = owner(server)
     links = invite(notebook, "Ada", "Bob")
     ada, bob = editor(visitor, links["Ada"]), editor(visitor, links["Bob"])
