@@ -13,7 +13,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
 import requests
@@ -198,12 +198,23 @@ def open_notebook(server: JupyterServer, name: str = "shared.ipynb") -> KernelCl
 def connect_kernel(server: JupyterServer, kernel_id: str) -> KernelClient:
     """Connect to a running kernel of ``server`` as the owner: a front-end of its own, beside any other."""
     ws_url = server.url.replace("http", "ws", 1) + f"api/kernels/{kernel_id}/channels"
-    cookies = "; ".join(f"{c.name}={c.value}" for c in server.session.cookies)
-    ws = websocket.create_connection(ws_url, timeout=60, header=[f"Authorization: token {server.token}"],
-                                     cookie=cookies, sslopt=UNVERIFIED_TLS)
-    client = KernelClient(ws)
+
+    def connect() -> websocket.WebSocket:
+        cookies = "; ".join(f"{c.name}={c.value}" for c in server.session.cookies)
+        return websocket.create_connection(ws_url, timeout=60, header=[f"Authorization: token {server.token}"],
+                                           cookie=cookies, sslopt=UNVERIFIED_TLS)
+
+    client = KernelClient(connect(), connect)
     client.kernel_id = kernel_id  # type: ignore[attr-defined]
     return client
+
+
+def restart_kernel(server: JupyterServer, client: KernelClient) -> None:
+    """Restart ``client``'s kernel through Jupyter's API, then connect again, as JupyterLab does: a connection made
+    before the restart may miss the new kernel's first messages (its iopub not yet joined again), and a run that
+    loses its idle status would be waited on forever."""
+    assert server.api("POST", f"api/kernels/{client.kernel_id}/restart").ok  # type: ignore[attr-defined]
+    client.reconnect()
 
 
 class JupyterServer:
@@ -301,12 +312,38 @@ def close_websocket(ws: websocket.WebSocket) -> None:
     ws.shutdown()
 
 
+def receive(ws: websocket.WebSocket, deadline: float, awaited: str) -> str | bytes:
+    """The next message on ``ws``, or a failure naming ``awaited`` at ``deadline`` (a time.monotonic()). recv() alone
+    would wait past any timeout while the server pings: each ping answered starts its wait again."""
+    while (left := deadline - time.monotonic()) > 0:
+        ws.settimeout(left)
+        try:
+            opcode, data = ws.recv_data(control_frame=True)
+        except websocket.WebSocketTimeoutException:
+            break
+        if opcode == websocket.ABNF.OPCODE_TEXT:
+            return data.decode()
+        if opcode == websocket.ABNF.OPCODE_BINARY:
+            return data
+        if opcode == websocket.ABNF.OPCODE_CLOSE:
+            raise ConnectionError(f"the websocket closed while waiting for {awaited}")
+    raise AssertionError(f"gave up waiting for {awaited}")
+
+
 class KernelClient:
     """Runs code in a kernel over a websocket to its server's channels endpoint, as a front-end does."""
 
-    def __init__(self, ws: websocket.WebSocket) -> None:
+    def __init__(self, ws: websocket.WebSocket, connect: Callable[[], websocket.WebSocket] | None = None) -> None:
         self.ws = ws
+        self.connect = connect
         self.session = uuid.uuid4().hex
+
+    def reconnect(self) -> None:
+        """A new websocket to the same kernel in place of this one, which is closed."""
+        assert self.connect is not None, "a kernel client made from a websocket alone cannot connect again"
+        fresh = self.connect()
+        close_websocket(self.ws)
+        self.ws = fresh
 
     def submit(self, code: str) -> str:
         """Send code to run; return the request id to :meth:`collect` its outputs with."""
@@ -328,8 +365,7 @@ class KernelClient:
         deadline = time.monotonic() + timeout
         idle = False
         while not (idle and replied):
-            self.ws.settimeout(max(0.1, deadline - time.monotonic()))
-            raw = self.ws.recv()
+            raw = receive(self.ws, deadline, f"the kernel's answer to {msg_id}")
             message = json.loads(raw)
             if message.get("parent_header", {}).get("msg_id") != msg_id:
                 continue

@@ -11,7 +11,8 @@ import uuid
 from types import SimpleNamespace
 
 import pytest
-from harness import AUTHTOKEN, JupyterServer, Visitor, module_sandbox, open_notebook, share_links, wait_for
+from harness import (AUTHTOKEN, JupyterServer, Visitor, module_sandbox, open_notebook, restart_kernel, share_links,
+                     wait_for)
 from test_browser import CHROMIUM, VISITOR_ARGS, visit
 from test_view import key_of, notebook, png, save
 
@@ -407,7 +408,7 @@ def test_a_kernel_restart_keeps_the_view_live(presenting, readers):
     server, kernel, link = presenting
     reader = readers(link)
     reader.until(lambda r: r.state.get("kernel") == "idle", "the live state")
-    server.api("POST", f"api/kernels/{kernel.kernel_id}/restart").raise_for_status()
+    restart_kernel(server, kernel)
     reader.until(lambda r: r.state.get("kernel") == "restarted", "the restart")
     assert reader.state["words"] == "kernel restarted"
     console = run_cell(kernel, "print('AFTER-THE' + '-RESTART')")  # the new process names no cells: a new one

@@ -12,7 +12,7 @@ from multiprocessing.connection import AuthenticationError
 from pathlib import Path
 
 import pytest
-from harness import AUTHTOKEN, command_lines, processes_with, share_links, share_processes, wait_for
+from harness import AUTHTOKEN, command_lines, processes_with, restart_kernel, share_links, share_processes, wait_for
 from test_access import refused_by_the_gate
 from test_people import invited
 
@@ -56,7 +56,7 @@ def test_a_restart_keeps_the_link_the_people_and_a_visitors_session(jupyter, own
     channels = f"/api/kernels/{notebook.kernel_id}/channels"
     assert ada.kernel(channels).execute(PID)["stdout"] == f"{old_pid}\n"
 
-    assert server.api("POST", f"api/kernels/{notebook.kernel_id}/restart").ok
+    restart_kernel(server, notebook)
     new_pid = restarted_by_jupyter(server, notebook.kernel_id, old_pid)
     assert new_pid != old_pid
 
@@ -153,7 +153,7 @@ def test_a_killed_helper_is_lost_in_every_notebook_and_leaves_nothing(jupyter, o
     first.execute("%load_ext share_magic\n%share")
     link = anyone_link(first)
     old_pid = int(first.run(PID))
-    assert server.api("POST", f"api/kernels/{first.kernel_id}/restart").ok  # no kernel process is its parent now
+    restart_kernel(server, first)  # no kernel process is its parent now
     restarted_by_jupyter(server, first.kernel_id, old_pid)
     first.execute("%load_ext share_magic\n%share")
     assert anyone_link(first) == link
