@@ -225,6 +225,32 @@ def test_only_its_user_reaches_the_control_channel(jupyter, owner, visitor, sand
         subprocess.run(["rm", "-rf", runtime], check=True)
 
 
+def test_a_runtime_and_a_temporary_folder_too_deep_for_a_socket_still_share(jupyter, owner, visitor, sandbox,
+                                                                             tmp_path, monkeypatch) -> None:
+    """A socket's path holds at most 104 to 108 bytes: the control socket goes where it fits, /tmp at the last."""
+    deep = tmp_path / ("deep-" * 12) / ("deeper-" * 10)
+    runtime, temporary = deep / "runtime", deep / "tmp"
+    for folder in (runtime, temporary):
+        folder.mkdir(parents=True)
+    assert len(str(temporary)) > 120
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(runtime))  # the server, its kernels and their helpers see both
+    monkeypatch.setenv("TMPDIR", str(temporary))
+    try:
+        notebook = owner(jupyter())
+        result = notebook.execute("%load_ext share_magic\n%share")
+        assert result["error"] is None and "Error" not in result["stderr"], result
+        record = json.loads(next(runtime.glob("share_magic-*.json")).read_text())
+        folder = os.path.dirname(record["address"])
+        assert os.path.dirname(folder) == "/tmp" and stat.S_IMODE(os.stat(folder).st_mode) == 0o700
+        assert "Sharing this Jupyter server" in notebook.run("%share status")  # the kernel reaches the helper there
+        assert visitor(anyone_link(notebook)).reaches_jupyter()
+        notebook.run("%share stop")
+        wait_for(lambda: not share_processes(), GONE_WITHIN, "every share process to end")
+        assert not os.path.exists(folder)
+    finally:
+        wait_for(lambda: not share_processes(), GONE_WITHIN, "share processes to end")
+
+
 NOBODY_TRIES = """
 import os, socket, sys
 record, address = sys.argv[1:]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import tempfile
 from multiprocessing.connection import Connection, Listener
 from typing import Any
 
@@ -22,11 +23,7 @@ class ControlListener:
 
     def __init__(self) -> None:
         self.authkey = secrets.token_bytes(32)
-        parent: str | None = runtime_dir()
-        os.makedirs(parent, mode=0o700, exist_ok=True)  # type: ignore[arg-type]
-        if len(os.path.join(parent, PREFIX + FOLDER_PREFIX + "x" * 8, SOCKET_NAME)) > MAX_SOCKET_PATH:  # type: ignore[arg-type]
-            parent = None  # the system's temporary folder: a deep runtime folder would not fit
-        self.folder = private_folder(FOLDER_PREFIX, parent)
+        self.folder = private_folder(FOLDER_PREFIX, socket_parent())
         self.address = os.path.join(self.folder, SOCKET_NAME)
         self.listener = Listener(self.address, family="AF_UNIX", authkey=self.authkey)
         os.chmod(self.address, 0o600)
@@ -44,6 +41,17 @@ class ControlListener:
         except OSError:
             pass
         remove_folder(self.folder)
+
+
+def socket_parent() -> str:
+    """Where the control folder goes: beside the record, else (a deep runtime folder) in the temporary folder, else
+    (a deep TMPDIR too) in /tmp; a path too long for a socket's name cannot be bound at all."""
+    runtime = runtime_dir()
+    os.makedirs(runtime, mode=0o700, exist_ok=True)
+    for parent in (runtime, tempfile.gettempdir(), "/tmp"):
+        if len(os.path.join(parent, PREFIX + FOLDER_PREFIX + "x" * 8, SOCKET_NAME)) <= MAX_SOCKET_PATH:
+            return parent
+    raise RuntimeError(f"no folder for the control socket: {runtime} and {tempfile.gettempdir()} are too deep")
 
 
 def write_record(path: str, record: dict[str, Any]) -> None:
