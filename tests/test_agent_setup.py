@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 
 import h11
 import pytest
+import websocket
 from pyngrok import installer
 from harness import HERE, share_links, share_processes, wait_for
 from test_failures import assert_one_calm_line
@@ -185,10 +186,11 @@ class Watching:
     def __init__(self, ws: Any, look: Any) -> None:
         self.ws, self.look = ws, look
 
-    def recv(self) -> Any:
-        raw = self.ws.recv()
-        self.look(raw)
-        return raw
+    def recv_data(self, control_frame: bool = False) -> Any:  # what harness.receive reads with
+        opcode, data = self.ws.recv_data(control_frame)
+        if opcode == websocket.ABNF.OPCODE_TEXT:
+            self.look(data.decode())
+        return opcode, data
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.ws, name)
