@@ -23,7 +23,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Each module runs whole on one worker (pytest-xdist's loadgroup), in its order: module fixtures are shared,
     and some tests come last on purpose. The modules with a test in Chromium run one after another on the same
     worker: two JupyterLab pages rendering at once on a 2-core machine, beside their servers, kernels and helpers,
-    slowed each other past their waits; a browser beside tests without one does not."""
+    slowed each other past their waits. (Even so, a browser test beside another test has missed its waits: the
+    default is one file at a time.)"""
     modules = {item.module for item in items}  # type: ignore[attr-defined]
     browsing = {module.__name__ for module in modules if "playwright" in Path(module.__file__).read_text()}
     browsing |= {item.module.__name__ for item in items if "browsers" in item.fixturenames}  # type: ignore[attr-defined]
