@@ -89,7 +89,8 @@ def test_a_newcomer_waits_is_admitted_and_goes_on_by_itself(jupyter, browsers, b
     wait_for_kernel(ada)
 
     # The trail, from another notebook's kernel beside the browser: who ran which code and wrote which file.
-    other = beside(server, kernel_id)
+    (kernel_id,) = {s["kernel"]["id"] for s in server.api("GET", "api/sessions").json() if s["path"] == "shared.ipynb"}
+    other = beside(server, kernel_id)  # the notebook's kernel now (the page may have started it afresh)
     other.run("%load_ext share_magic")
     log = wait_for(lambda: (out := other.execute("%share log")["text"]) and "wrote shared.ipynb" in out and out, 20,
                    "the trail to show Grace's save")
