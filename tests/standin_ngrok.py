@@ -63,7 +63,6 @@ import datetime
 import hashlib
 import json
 import os
-import random
 import re
 import signal
 import ssl
@@ -458,34 +457,20 @@ class Endpoint:
         context.load_cert_chain(*self.agent.certificate)
         service = self.agent.service
         kept, deadline = service.edge_port(), time.monotonic() + 10
-        while not kept:  # the account's first endpoint: a port of its own, outside the ephemeral range
-            kept = await self.bind_new_port(context)
-        while self.server is None:  # the account's one origin: the last endpoint's agent may be letting go of it
+        while True:  # the account's one origin: the last endpoint's agent may still be letting go of its port
             try:
                 self.server = await asyncio.start_server(self.handle, "127.0.0.1", kept, ssl=context,
                                                          reuse_address=True)
+                break
             except OSError:
                 if time.monotonic() > deadline:  # someone else holds it: the URL changes, which tests see
                     log("warn", "the account's edge port is taken; the public URL changes", obj="standin")
-                    while not await self.bind_new_port(context):
-                        pass
-                else:
-                    await asyncio.sleep(0.1)
+                    self.server = await asyncio.start_server(self.handle, "127.0.0.1", 0, ssl=context)
+                    break
+                await asyncio.sleep(0.1)
         port = self.server.sockets[0].getsockname()[1]
         service.keep_edge_port(port)
         self.public_url = f"https://{service.domain}:{port}"
-
-    async def bind_new_port(self, context: ssl.SSLContext) -> int:
-        """Listen on a random port below the kernel's ephemeral range (32768 and up on Linux), or return 0 if that
-        one is taken. The account keeps the port for its later endpoints: one from the ephemeral range, let go
-        between two shares, could meanwhile become any process's own end of a connection or its port 0 (another
-        test run's, beside this one) and the account's origin would change under a test."""
-        port = random.randrange(20_000, 32_768)
-        try:
-            self.server = await asyncio.start_server(self.handle, "127.0.0.1", port, ssl=context, reuse_address=True)
-        except OSError:
-            return 0
-        return port
 
     @property
     def inspecting(self) -> bool:
